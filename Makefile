@@ -1,0 +1,36 @@
+# make repro: run the pipeline; make test: run the tests. Both set up .venv first when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help deps repro test lint format bench clean-venv
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+deps: $(STAMP)  ## create or refresh .venv from the pinned requirements; install graphviz if missing
+	@command -v dot >/dev/null 2>&1 || ./scripts/install-system-deps.sh graphviz
+
+repro: deps  ## run the pipeline (dvc repro); offline, set MOVIELENS_MIRROR to a local copy
+	$(BIN)/dvc repro
+
+test: deps  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: deps  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: deps  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean-venv:  ## remove .venv
+	rm -rf $(VENV)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install Debian packages the project uses (graphviz for the model plot, chromium for the plots page check).
+# Needs root and apt-get; elsewhere it says what to install by hand and exits 0, because both are optional.
+set -u
+missing=()
+for pkg in "$@"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "warning: please install ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
+  exit 0
+fi
+echo "installing ${missing[*]} with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null \
+  || echo "warning: apt-get could not install ${missing[*]}; the pipeline runs without them" >&2

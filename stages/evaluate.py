@@ -1,0 +1,180 @@
+"""Evaluate stage: the model's test RMSE and MAE beside two baselines, and the data for DVC plots."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from stages import paths
+from stages.common import load_params, run_stage, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+def rmse(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Root mean squared error; NaN for no pairs."""
+    if len(actual) == 0:
+        return float("nan")
+    diff = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
+    return float(np.sqrt(np.mean(diff**2)))
+
+
+def mae(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean absolute error; NaN for no pairs."""
+    if len(actual) == 0:
+        return float("nan")
+    return float(np.mean(np.abs(np.asarray(predicted, np.float64) - np.asarray(actual, np.float64))))
+
+
+def fit_biases(
+    user_index: np.ndarray,
+    movie_index: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_movies: int,
+    reg_users: float,
+    reg_movies: float,
+    iterations: int,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Fit rating ~ mu + b_u + b_m by regularised alternating least squares (as Surprise's baseline).
+
+    Returns:
+        mu (the global mean), b_u float64 (n_users,), b_m float64 (n_movies,).
+    """
+    mu = float(np.mean(ratings))
+    residual = ratings.astype(np.float64) - mu
+    b_u, b_m = np.zeros(n_users), np.zeros(n_movies)
+    n_u = np.bincount(user_index, minlength=n_users)
+    n_m = np.bincount(movie_index, minlength=n_movies)
+    for _ in range(iterations):
+        b_u = np.bincount(user_index, residual - b_m[movie_index], n_users) / (reg_users + n_u)
+        b_m = np.bincount(movie_index, residual - b_u[user_index], n_movies) / (reg_movies + n_m)
+    return mu, b_u, b_m
+
+
+def predict_biases(
+    mu: float, b_u: np.ndarray, b_m: np.ndarray, user_index: np.ndarray, movie_index: np.ndarray
+) -> np.ndarray:
+    """mu + b_u + b_m per pair; an index of -1 (unseen in training) contributes no bias."""
+    user_part = np.where(user_index >= 0, b_u[np.maximum(user_index, 0)], 0.0)
+    movie_part = np.where(movie_index >= 0, b_m[np.maximum(movie_index, 0)], 0.0)
+    return mu + user_part + movie_part
+
+
+def predict_with_fallback(
+    model_predict, fallback: np.ndarray, user_index: np.ndarray, movie_index: np.ndarray
+) -> np.ndarray:
+    """The model's rating for warm pairs; `fallback` where the user or the movie is cold (index -1).
+
+    Args:
+        model_predict: callable(user_index, movie_index) -> float array, called on warm pairs only.
+        fallback: float (n,), the prediction to use for cold pairs.
+    """
+    warm = (user_index >= 0) & (movie_index >= 0)
+    predicted = np.asarray(fallback, np.float64).copy()
+    predicted[warm] = model_predict(user_index[warm], movie_index[warm])
+    return predicted
+
+
+def activity_buckets(train_counts: np.ndarray, edges: list[int]) -> np.ndarray:
+    """Label each count by its bucket: '<e0', 'e0-e1', ..., '>=eN' (lower bounds inclusive)."""
+    labels = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:], strict=False)]
+    labels.append(f">={edges[-1]}")
+    return np.asarray(labels, dtype=object)[np.searchsorted(edges, train_counts, side="right")]
+
+
+def rmse_by_activity(
+    actual: np.ndarray, predicted: np.ndarray, train_counts: np.ndarray, edges: list[int]
+) -> pd.DataFrame:
+    """RMSE of the test pairs grouped by how many training ratings their user has."""
+    frame = pd.DataFrame(
+        {
+            "bucket": activity_buckets(train_counts, edges),
+            "lower": np.asarray([0, *edges])[np.searchsorted(edges, train_counts, side="right")],
+            "sq": (np.asarray(predicted, np.float64) - actual) ** 2,
+        }
+    )
+    grouped = frame.groupby(["lower", "bucket"], sort=True)["sq"].agg(["mean", "size"]).reset_index()
+    return pd.DataFrame(
+        {
+            "user_activity": grouped["bucket"],
+            "rmse": np.sqrt(grouped["mean"]).round(6),
+            "test_pairs": grouped["size"],
+        }
+    )
+
+
+def sample_rows(n: int, limit: int) -> np.ndarray:
+    """At most `limit` evenly spaced row positions out of n (deterministic; all rows when n <= limit)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).astype(np.int64))
+
+
+def scores(actual: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """RMSE and MAE of each named prediction, rounded for stable diffs."""
+    return {
+        name: {"rmse": round(rmse(actual, p), 6), "mae": round(mae(actual, p), 6)}
+        for name, p in predictions.items()
+    }
+
+
+def main() -> None:
+    from stages.model import load_model, predict_ratings
+
+    p = load_params()["evaluate"]
+    train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
+    test = pd.read_parquet(paths.TEST, columns=["user_index", "movie_index", "rating"])
+    n_users = len(pd.read_parquet(paths.USER_IDS))
+    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
+    model = load_model(paths.MODEL)
+
+    users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
+    actual = test["rating"].to_numpy(np.float64)
+    mu, b_u, b_m = fit_biases(
+        train["user_index"].to_numpy(),
+        train["movie_index"].to_numpy(),
+        train["rating"].to_numpy(),
+        n_users,
+        n_movies,
+        p["baseline_reg_users"],
+        p["baseline_reg_movies"],
+        p["baseline_iterations"],
+    )
+    biases = predict_biases(mu, b_u, b_m, users, movies)
+    predicted = predict_with_fallback(
+        lambda u, m: predict_ratings(model, u, m, p["batch_size"]), biases, users, movies
+    )
+    warm = (users >= 0) & (movies >= 0)
+    table = scores(
+        actual,
+        {"model": predicted, "global_mean": np.full(len(actual), mu), "user_movie_biases": biases},
+    )
+    result = {
+        "rmse": table["model"]["rmse"],
+        "mae": table["model"]["mae"],
+        "rmse_warm": round(rmse(actual[warm], predicted[warm]), 6),
+        "baselines": {k: v for k, v in table.items() if k != "model"},
+        "test_pairs": len(actual),
+        "cold_pairs": int((~warm).sum()),
+        "cold_fallback": "user_movie_biases",
+    }
+    write_json(paths.SCORES, result)
+    rows = sample_rows(len(actual), p["plot_points"])
+    write_csv(
+        paths.PREDICTIONS,
+        pd.DataFrame({"actual": actual[rows], "predicted": predicted[rows].round(4)}),
+    )
+    train_counts = np.bincount(train["user_index"].to_numpy(), minlength=n_users)
+    counts = np.where(users >= 0, train_counts[np.maximum(users, 0)], 0)
+    write_csv(paths.RMSE_BY_ACTIVITY, rmse_by_activity(actual, predicted, counts, p["activity_buckets"]))
+    log.info("%-18s %8s %8s", "model", "RMSE", "MAE")
+    for name, row in table.items():
+        log.info("%-18s %8.4f %8.4f", name, row["rmse"], row["mae"])
+    log.info("%d test pairs, %d cold (predicted by the user+movie bias baseline)", len(actual), (~warm).sum())
+
+
+if __name__ == "__main__":
+    run_stage(main)

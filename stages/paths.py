@@ -1,0 +1,32 @@
+"""Every file the pipeline reads or writes, relative to the project root; dvc.yaml declares the same."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+RAW_DIR = Path("data/raw")
+PROCESSED_DIR = Path("data/processed")
+TRAIN = PROCESSED_DIR / "train.parquet"
+TEST = PROCESSED_DIR / "test.parquet"
+USER_IDS = PROCESSED_DIR / "user_ids.parquet"
+MOVIE_IDS = PROCESSED_DIR / "movie_ids.parquet"
+MOVIES = PROCESSED_DIR / "movies.parquet"
+PREPROCESS_SUMMARY = PROCESSED_DIR / "summary.json"
+
+MODELS_DIR = Path("models")
+MODEL = MODELS_DIR / "model.keras"
+MODEL_PLOT = MODELS_DIR / "model.png"
+MODEL_DOT = MODELS_DIR / "model.dot"
+
+METRICS_DIR = Path("metrics")
+TRAIN_METRICS = METRICS_DIR / "train.json"
+SCORES = METRICS_DIR / "scores.json"
+PLOTS_DIR = METRICS_DIR / "plots"
+HISTORY = PLOTS_DIR / "history.csv"
+PREDICTIONS = PLOTS_DIR / "predictions.csv"
+RMSE_BY_ACTIVITY = PLOTS_DIR / "rmse_by_activity.csv"
+
+
+def raw_dir(dataset: str) -> Path:
+    """The folder the download stage writes for one MovieLens release."""
+    return RAW_DIR / dataset

@@ -1,0 +1,317 @@
+"""Preprocess stage: validate the raw ratings, keep the top users and movies, split, encode ids."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages import paths
+from stages.common import PipelineError, load_params, run_stage, write_json, write_parquet
+from stages.datasets import (
+    MOVIE_COLUMNS,
+    RATING_COLUMNS,
+    Dataset,
+    get_dataset,
+    read_movies,
+    read_ratings,
+)
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_GENRES = "(no genres listed)"
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    """1-based number of the first data row where `mask` is True."""
+    return int(np.flatnonzero(mask)[0]) + 1
+
+
+def validate_ratings(
+    raw: pd.DataFrame, rating_step: float, source: str = "ratings"
+) -> pd.DataFrame:
+    """Check a freshly read ratings table and cast it to compact dtypes.
+
+    Args:
+        raw: columns userId, movieId, rating and optionally timestamp, as read.
+        rating_step: the release's grid, 0.5 (ratings 0.5..5) or 1.0 (ratings 1..5).
+        source: the file's name, for messages.
+
+    Returns:
+        userId, movieId (int32), rating (float32), timestamp (int64; 0 where absent).
+
+    Raises:
+        PipelineError: on missing columns, empty data, non-numeric or missing values, non-integer
+            ids, or ratings off the scale or its grid. The message names the first bad row.
+    """
+    missing = [c for c in RATING_COLUMNS[:3] if c not in raw.columns]
+    if missing:
+        raise PipelineError(
+            f"{source} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, raw.columns))}"
+        )
+    if len(raw) == 0:
+        raise PipelineError(f"{source} has no ratings")
+    columns = {}
+    for name in ("userId", "movieId", "rating", "timestamp"):
+        if name not in raw.columns:
+            continue
+        values = pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = _first_bad_row(bad)
+            raise PipelineError(
+                f"{source} row {row}: {name}={raw[name].iloc[row - 1]!r} is missing or not a number"
+            )
+        if name != "rating" and (values != np.round(values)).any():
+            row = _first_bad_row(values != np.round(values))
+            raise PipelineError(f"{source} row {row}: {name}={values[row - 1]!r} is not an integer")
+        columns[name] = values
+    lo, hi = rating_step, 5.0
+    rating = columns["rating"]
+    off = (rating < lo) | (rating > hi) | (rating / rating_step != np.round(rating / rating_step))
+    if off.any():
+        row = _first_bad_row(off)
+        raise PipelineError(
+            f"{source} row {row}: rating={rating[row - 1]!r} is not on the scale {lo:g} to {hi:g} "
+            f"in steps of {rating_step:g}"
+        )
+    for name in ("userId", "movieId"):
+        ids = columns[name]
+        if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
+            row = _first_bad_row((ids < 0) | (ids > np.iinfo(np.int32).max))
+            raise PipelineError(f"{source} row {row}: {name}={ids[row - 1]:.0f} is out of range")
+    timestamp = columns.get("timestamp", np.zeros(len(raw)))
+    return pd.DataFrame(
+        {
+            "userId": columns["userId"].astype(np.int32),
+            "movieId": columns["movieId"].astype(np.int32),
+            "rating": rating.astype(np.float32),
+            "timestamp": timestamp.astype(np.int64),
+        }
+    )
+
+
+def drop_duplicates(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep one rating per (userId, movieId): the latest by timestamp, then the last in the file.
+
+    Returns:
+        The deduplicated ratings, in their original order, and the number of rows removed.
+    """
+    order = np.lexsort((np.arange(len(ratings)), ratings["timestamp"].to_numpy()))
+    latest = ratings.iloc[order].drop_duplicates(["userId", "movieId"], keep="last")
+    kept = ratings.loc[np.sort(latest.index.to_numpy())].reset_index(drop=True)
+    return kept, len(ratings) - len(kept)
+
+
+def validate_movies(
+    raw: pd.DataFrame, movie_ids: np.ndarray, source: str = "movies"
+) -> tuple[pd.DataFrame, int]:
+    """Check the movies table and add a placeholder row for each rated movie it lacks.
+
+    Returns:
+        movieId (int32), title, genres; and the number of placeholder rows added.
+
+    Raises:
+        PipelineError: on missing columns or non-integer movie ids.
+    """
+    missing = [c for c in MOVIE_COLUMNS if c not in raw.columns]
+    if missing:
+        raise PipelineError(
+            f"{source} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, raw.columns))}"
+        )
+    ids = pd.to_numeric(raw["movieId"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(ids) | (ids != np.round(ids))
+    if bad.any():
+        row = _first_bad_row(bad)
+        raise PipelineError(
+            f"{source} row {row}: movieId={raw['movieId'].iloc[row - 1]!r} is not an integer"
+        )
+    movies = pd.DataFrame(
+        {
+            "movieId": ids.astype(np.int32),
+            "title": raw["title"].fillna("").astype(str),
+            "genres": raw["genres"].fillna(UNKNOWN_GENRES).astype(str),
+        }
+    ).drop_duplicates("movieId", keep="first")
+    absent = np.setdiff1d(movie_ids, movies["movieId"].to_numpy())
+    if len(absent):
+        placeholders = pd.DataFrame(
+            {
+                "movieId": absent.astype(np.int32),
+                "title": [f"(unknown movie {m})" for m in absent],
+                "genres": UNKNOWN_GENRES,
+            }
+        )
+        movies = pd.concat([movies, placeholders], ignore_index=True)
+    return movies.sort_values("movieId", ignore_index=True), len(absent)
+
+
+def top_ids(ids: pd.Series, top: int | None) -> np.ndarray:
+    """The `top` ids with the most rows (ties: smaller id first), or every id when `top` is None."""
+    counts = ids.value_counts()
+    if top is None:
+        return np.sort(counts.index.to_numpy())
+    ranked = (
+        counts.rename_axis("id")
+        .reset_index(name="n")
+        .sort_values(["n", "id"], ascending=[False, True])
+    )
+    return np.sort(ranked["id"].to_numpy()[:top])
+
+
+def filter_top(
+    ratings: pd.DataFrame, top_users: int | None, top_movies: int | None
+) -> pd.DataFrame:
+    """Keep ratings of the `top_users` most active users on the `top_movies` most rated movies.
+
+    Both rankings are computed on the full table, then applied together.
+    """
+    users = top_ids(ratings["userId"], top_users)
+    movies = top_ids(ratings["movieId"], top_movies)
+    keep = ratings["userId"].isin(users) & ratings["movieId"].isin(movies)
+    return ratings[keep.to_numpy()].reset_index(drop=True)
+
+
+def split_ratings(
+    ratings: pd.DataFrame, test_size: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ratings at random into train and test; round(n * test_size) rows go to test.
+
+    Raises:
+        PipelineError: when either part would be empty.
+    """
+    n_test = round(len(ratings) * test_size)
+    if n_test == 0 or n_test == len(ratings):
+        raise PipelineError(
+            f"test_size={test_size} of {len(ratings)} ratings leaves {'no test' if n_test == 0 else 'no training'} "
+            "ratings; change preprocess.test_size or keep more users and movies"
+        )
+    order = np.random.default_rng(seed).permutation(len(ratings))
+    is_test = np.zeros(len(ratings), dtype=bool)
+    is_test[order[:n_test]] = True
+    return ratings[~is_test].reset_index(drop=True), ratings[is_test].reset_index(drop=True)
+
+
+def encode_ids(
+    train_ids: pd.Series, other_ids: pd.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Map ids to contiguous indices fitted on the training ids only.
+
+    Returns:
+        The sorted unique training ids (index i holds the id of index i), the training indices,
+        and the other split's indices, -1 where the id never appears in training (cold).
+    """
+    vocabulary = np.unique(train_ids.to_numpy())
+    train_index = np.searchsorted(vocabulary, train_ids.to_numpy()).astype(np.int32)
+    position = np.searchsorted(vocabulary, other_ids.to_numpy())
+    position = np.minimum(position, len(vocabulary) - 1)
+    known = vocabulary[position] == other_ids.to_numpy()
+    other_index = np.where(known, position, -1).astype(np.int32)
+    return vocabulary, train_index, other_index
+
+
+def encode_splits(
+    train: pd.DataFrame, test: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """Add user_index and movie_index to both splits and a `cold` flag to the test split."""
+    users, train_users, test_users = encode_ids(train["userId"], test["userId"])
+    movies, train_movies, test_movies = encode_ids(train["movieId"], test["movieId"])
+    train = train.assign(user_index=train_users, movie_index=train_movies)
+    test = test.assign(
+        user_index=test_users, movie_index=test_movies, cold=(test_users < 0) | (test_movies < 0)
+    )
+    return train, test, users, movies
+
+
+def preprocess(
+    ratings: pd.DataFrame,
+    top_users: int | None,
+    top_movies: int | None,
+    test_size: float,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """Filter, split and encode validated ratings; see filter_top, split_ratings, encode_splits."""
+    kept = filter_top(ratings, top_users, top_movies)
+    if len(kept) == 0:
+        raise PipelineError(
+            f"top_users={top_users} and top_movies={top_movies} leave no ratings; raise them or set them to null"
+        )
+    train, test = split_ratings(kept, test_size, seed)
+    return encode_splits(train, test)
+
+
+def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the release's ratings and movies files, turning parse failures into PipelineError."""
+    tables = []
+    for name, reader in ((dataset.ratings, read_ratings), (dataset.movies, read_movies)):
+        path = raw_dir / name
+        if not path.is_file():
+            raise PipelineError(
+                f"{path} not found; run the download stage first (dvc repro download)"
+            )
+        try:
+            tables.append(reader(path, dataset))
+        except UnicodeDecodeError as err:
+            raise PipelineError(
+                f"{path} is not valid {dataset.encoding} text (byte {err.start}); restore the original file "
+                "(dvc repro --force download)"
+            ) from None
+        except pd.errors.EmptyDataError:
+            raise PipelineError(
+                f"{path} is empty; restore it with dvc repro --force download"
+            ) from None
+        except (ValueError, pd.errors.ParserError) as err:
+            raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
+    return tables[0], tables[1]
+
+
+def main() -> None:
+    params = load_params()
+    prep = params["preprocess"]
+    dataset = get_dataset(params["data"]["dataset"])
+    raw_ratings, raw_movies = read_raw(paths.raw_dir(dataset.name), dataset)
+    ratings = validate_ratings(raw_ratings, dataset.rating_step, source=dataset.ratings)
+    ratings, n_duplicates = drop_duplicates(ratings)
+    if n_duplicates:
+        log.warning(
+            "dropped %d duplicated (user, movie) ratings, keeping the latest of each", n_duplicates
+        )
+    movies, n_placeholders = validate_movies(
+        raw_movies, ratings["movieId"].unique(), source=dataset.movies
+    )
+    if n_placeholders:
+        log.warning(
+            "%d rated movies are missing from %s; added them untitled",
+            n_placeholders,
+            dataset.movies,
+        )
+    train, test, user_ids, movie_ids = preprocess(
+        ratings, prep["top_users"], prep["top_movies"], prep["test_size"], prep["seed"]
+    )
+    summary = {
+        "dataset": dataset.name,
+        "ratings_read": len(raw_ratings),
+        "duplicates_dropped": n_duplicates,
+        "movies_added_untitled": n_placeholders,
+        "ratings_kept": len(train) + len(test),
+        "users": len(user_ids),
+        "movies": len(movie_ids),
+        "train_ratings": len(train),
+        "test_ratings": len(test),
+        "test_cold_pairs": int(test["cold"].sum()),
+        "test_cold_users": int((test["user_index"] < 0).sum()),
+        "test_cold_movies": int((test["movie_index"] < 0).sum()),
+    }
+    log.info("%s", summary)
+    write_parquet(paths.TRAIN, train)
+    write_parquet(paths.TEST, test)
+    write_parquet(paths.USER_IDS, pd.DataFrame({"userId": user_ids.astype(np.int32)}))
+    write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": movie_ids.astype(np.int32)}))
+    write_parquet(paths.MOVIES, movies)
+    write_json(paths.PREPROCESS_SUMMARY, summary)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,183 @@
+"""Train stage: fit the embedding model on the training split, with early stopping on a validation part."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from stages import paths
+from stages.common import PipelineError, atomic_path, load_params, run_stage, write_csv, write_json
+from stages.model import build_model, model_inputs
+
+log = logging.getLogger(__name__)
+
+
+def carve_validation(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split row positions 0..n-1 at random into fitting and validation positions (both sorted).
+
+    validation_size=0 gives no validation rows.
+    """
+    n_val = round(n * validation_size)
+    if n_val >= n:
+        raise PipelineError(f"train.validation_size={validation_size} leaves no ratings to fit on")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def rating_scale_of(ratings: np.ndarray) -> tuple[float, float]:
+    """The rating range the model's sigmoid is scaled to: the lowest and highest training rating."""
+    lo, hi = float(np.min(ratings)), float(np.max(ratings))
+    if lo == hi:
+        raise PipelineError(
+            f"every training rating is {lo:g}; the model needs at least two distinct ratings"
+        )
+    return lo, hi
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow's kernels deterministic."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def fit_model(
+    train: pd.DataFrame, n_users: int, n_movies: int, p: dict
+) -> tuple[object, pd.DataFrame]:
+    """Build, compile and fit the model.
+
+    Args:
+        train: user_index, movie_index (int32) and rating (float32) of the training split.
+        n_users: number of encoded users.
+        n_movies: number of encoded movies.
+        p: the `train` params section.
+
+    Returns:
+        The fitted model (best validation epoch restored when there is a validation part) and the
+        per-epoch history: epoch, loss, rmse, and val_loss, val_rmse when validating.
+    """
+    seed_everything(p["seed"])
+    ratings = train["rating"].to_numpy(np.float32)
+    fit_rows, val_rows = carve_validation(len(train), p["validation_size"], p["seed"])
+    users = train["user_index"].to_numpy(np.int32)
+    movies = train["movie_index"].to_numpy(np.int32)
+    model = build_model(
+        n_users, n_movies, p["embedding_dim"], p["l2"], rating_scale_of(ratings[fit_rows])
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=p["learning_rate"]),
+        loss="mse",
+        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
+        steps_per_execution=max(1, len(fit_rows) // p["batch_size"]),
+        jit_compile=True,
+    )
+    validation, callbacks = None, []
+    if len(val_rows):
+        validation = (model_inputs(users[val_rows], movies[val_rows]), ratings[val_rows])
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_rmse", patience=p["patience"], restore_best_weights=True, mode="min"
+            )
+        )
+    callbacks.append(EpochLog())
+    history = model.fit(
+        model_inputs(users[fit_rows], movies[fit_rows]),
+        ratings[fit_rows],
+        batch_size=p["batch_size"],
+        epochs=p["epochs"],
+        validation_data=validation,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    return model, frame
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Logs one line per epoch, so long training never sits silent."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        text = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
+        log.info("epoch %d: %s", epoch + 1, text)
+
+
+def summarize_history(history: pd.DataFrame) -> dict:
+    """The train stage's metrics: epochs run, best epoch and the RMSEs at the best epoch."""
+    monitor = "val_rmse" if "val_rmse" in history else "rmse"
+    best = int(history[monitor].to_numpy().argmin())
+    summary = {
+        "epochs_run": len(history),
+        "best_epoch": best + 1,
+        "train_rmse": float(history["rmse"].iloc[best]),
+    }
+    if "val_rmse" in history:
+        summary["val_rmse"] = float(history["val_rmse"].iloc[best])
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()}
+
+
+def blank_png() -> bytes:
+    """A valid 1x1 white PNG, written in place of the model plot when graphviz is missing."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def plot_model(model: keras.Model, png: Path, dot: Path) -> None:
+    """Draw the model with Keras' plot_model into `png` and keep its DOT source in `dot`.
+
+    Without graphviz's `dot` program the PNG is a blank placeholder and a warning says so.
+    """
+    dot_source = keras.utils.model_to_dot(model, show_shapes=True, show_layer_names=True)
+    with atomic_path(dot) as tmp:
+        tmp.write_text(dot_source.to_string(), encoding="utf-8")
+    with atomic_path(png) as tmp:
+        if shutil.which("dot"):
+            keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True, show_layer_names=True)
+        else:
+            tmp.write_bytes(blank_png())
+            log.warning(
+                "graphviz's 'dot' program is missing: %s is blank, %s holds the graph; "
+                "install graphviz (make deps does) and rerun",
+                png,
+                dot,
+            )
+
+
+def main() -> None:
+    p = load_params()["train"]
+    train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
+    n_users = len(pd.read_parquet(paths.USER_IDS))
+    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
+    log.info("training on %d ratings of %d users and %d movies", len(train), n_users, n_movies)
+    start = time.perf_counter()
+    model, history = fit_model(train, n_users, n_movies, p)
+    seconds = time.perf_counter() - start
+    fitted = round(len(train) * (1 - p["validation_size"])) * len(history)
+    log.info("fit took %.1f s (%.0f ratings/s)", seconds, fitted / seconds)
+    with atomic_path(paths.MODEL) as tmp:
+        model.save(tmp)
+    plot_model(model, paths.MODEL_PLOT, paths.MODEL_DOT)
+    write_csv(paths.HISTORY, history)
+    write_json(paths.TRAIN_METRICS, summarize_history(history))
+
+
+if __name__ == "__main__":
+    run_stage(main)
