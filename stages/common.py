@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import math
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +61,11 @@ class Spec:
             return self.nullable
         if self.kind is list:
             ints = isinstance(value, list) and all(type(v) is int and v > 0 for v in value)
-            return ints and len(value) > 0 and all(a < b for a, b in zip(value, value[1:], strict=False))
+            return ints and len(value) > 0 and all(a < b for a, b in itertools.pairwise(value))
         if self.kind is float:
             ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+            # YAML's .nan slips through every comparison below and .inf is no usable setting.
+            ok_type = ok_type and math.isfinite(value)
         elif self.kind is int:
             ok_type = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -119,6 +123,14 @@ def params_schema() -> dict[str, dict[str, Spec]]:
     }
 
 
+def _yaml_text(value: Any) -> str:
+    """How `value` reads in YAML (true, null, .nan, [1, 2]); strings quoted so '0.2' shows it is one."""
+    if isinstance(value, str):
+        return repr(value)
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
 def validate_params(params: Any) -> dict[str, dict[str, Any]]:
     """Check a parsed params.yaml against the schema.
 
@@ -127,8 +139,9 @@ def validate_params(params: Any) -> dict[str, dict[str, Any]]:
     """
     schema = params_schema()
     if not isinstance(params, dict):
+        found = "empty" if params is None else f"a {type(params).__name__}: {_yaml_text(params)}"
         raise PipelineError(
-            "params.yaml must be a mapping of sections (data, preprocess, train, evaluate)"
+            f"params.yaml must be a mapping of sections ({', '.join(schema)}); it is {found}"
         )
     for section in params:
         if section not in schema:
@@ -138,7 +151,11 @@ def validate_params(params: Any) -> dict[str, dict[str, Any]]:
     for section, keys in schema.items():
         values = params.get(section)
         if not isinstance(values, dict):
-            raise PipelineError(f"params.yaml: section '{section}' is missing or not a mapping")
+            found = "missing" if section not in params else _yaml_text(values)
+            raise PipelineError(
+                f"params.yaml: section '{section}' must be a mapping of its keys "
+                f"({', '.join(keys)}); it is {found}"
+            )
         for key in values:
             if key not in keys:
                 raise PipelineError(
@@ -151,24 +168,61 @@ def validate_params(params: Any) -> dict[str, dict[str, Any]]:
                 )
             if not spec.accepts(values[key]):
                 raise PipelineError(
-                    f"params.yaml: {section}.{key}={values[key]!r} is invalid; "
+                    f"params.yaml: {section}.{key}={_yaml_text(values[key])} is invalid; "
                     f"it must be {spec.describe()}"
                 )
     return params
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            with contextlib.suppress(TypeError):  # an unhashable key: the base class says so
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: Path = paths.PARAMS) -> dict[str, dict[str, Any]]:
-    """Read params.yaml with the safe loader and validate it against the schema."""
+    """Read params.yaml with the safe loader and validate it against the schema.
+
+    Raises:
+        PipelineError: when the file is missing, unreadable, not UTF-8, not YAML, repeats a
+            key, or fails validate_params.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PipelineError(f"{path} not found; run from the project root") from None
+    except UnicodeDecodeError as err:
+        raise PipelineError(f"{path} is not UTF-8 text (byte {err.start}); fix the file") from None
+    except OSError as err:
+        raise PipelineError(f"{path} cannot be read ({err.strerror})") from None
     try:
-        params = yaml.safe_load(text)
+        params = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else "syntax error"
-        raise PipelineError(f"{path} is not valid YAML ({first}); fix the file") from None
+        raise PipelineError(
+            f"{path} is not valid YAML: {_yaml_problem(err)}; fix the file"
+        ) from None
     return validate_params(params)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The parser's complaint and where, e.g. "mapping values are not allowed here (line 3, column 8)"."""
+    problem = getattr(err, "problem", None) or (str(err).splitlines() or ["syntax error"])[0]
+    mark = getattr(err, "problem_mark", None)
+    return (
+        problem if mark is None else f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    )
 
 
 @contextlib.contextmanager
@@ -176,24 +230,43 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the suffix: some writers (Keras) choose the format from it.
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+    for stale in target.parent.glob(f".{target.stem}.*.tmp{target.suffix}"):
+        stale.unlink(missing_ok=True)  # left by a run that was killed mid-write
+    tmp_path = _create_beside(target)
     try:
         yield tmp_path
+        _fsync(tmp_path)  # the data is on disk before the name points at it
         os.replace(tmp_path, target)
+        _fsync(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_beside(target: Path) -> Path:
+    """Create an empty, unused `.<stem>.<random>.tmp<suffix>` beside `target`.
+
+    The suffix stays because some writers (Keras) choose the format from it. Mode 0666 lets the
+    kernel apply the umask (mkstemp would make 0600), so outputs get the usual permissions
+    without calling os.umask, which changes the umask process-wide for a moment.
+    """
+    for _ in range(100):
+        tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {target}")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or folder to disk; a no-op where the platform refuses (folders on Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_json(target: Path, data: Any) -> None:

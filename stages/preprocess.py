@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 from pathlib import Path
 
@@ -22,11 +23,50 @@ from stages.datasets import (
 log = logging.getLogger(__name__)
 
 UNKNOWN_GENRES = "(no genres listed)"
+ID_RANGE = (0, int(np.iinfo(np.int32).max))
+TIMESTAMP_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
 
 
 def _first_bad_row(mask: np.ndarray) -> int:
     """1-based number of the first data row where `mask` is True."""
     return int(np.flatnonzero(mask)[0]) + 1
+
+
+def _show(value: object) -> str:
+    """A value as it reads in the file: 'x' for text, 1.5 for a number (not np.float64(1.5))."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _numbers(
+    raw: pd.DataFrame, name: str, source: str, integer_range: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Column `name` as float64, refusing empty and non-numeric cells, and, given
+    `integer_range`, non-integers and integers outside it.
+
+    Raises:
+        PipelineError: naming the first bad row and its value as read.
+    """
+    column = raw[name]
+    if pd.api.types.is_bool_dtype(column):  # read_csv turns a column of only True/False into bools
+        values = np.full(len(column), np.nan)
+    else:
+        numeric = pd.to_numeric(column, errors="coerce")
+        values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    problems = [(~np.isfinite(values), "is not a number")]
+    if integer_range is not None:
+        lo, hi = integer_range
+        problems.append((values != np.round(values), "is not an integer"))
+        # hi + 1 is a power of two, exact in float64 where hi itself (2**63 - 1) is not.
+        outside = (values < float(lo)) | (values >= float(hi + 1))
+        problems.append((outside, f"is out of range {lo} to {hi}"))
+    for bad, problem in problems:
+        if bad.any():
+            row = _first_bad_row(bad)
+            value = column.iloc[row - 1]
+            if pd.isna(value):
+                raise PipelineError(f"{source} row {row}: {name} is missing")
+            raise PipelineError(f"{source} row {row}: {name}={_show(value)} {problem}")
+    return values
 
 
 def validate_ratings(
@@ -53,40 +93,24 @@ def validate_ratings(
         )
     if len(raw) == 0:
         raise PipelineError(f"{source} has no ratings")
-    columns = {}
-    for name in ("userId", "movieId", "rating", "timestamp"):
-        if name not in raw.columns:
-            continue
-        values = pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row = _first_bad_row(bad)
-            raise PipelineError(
-                f"{source} row {row}: {name}={raw[name].iloc[row - 1]!r} is missing or not a number"
-            )
-        if name != "rating" and (values != np.round(values)).any():
-            row = _first_bad_row(values != np.round(values))
-            raise PipelineError(f"{source} row {row}: {name}={values[row - 1]!r} is not an integer")
-        columns[name] = values
+    user_ids = _numbers(raw, "userId", source, ID_RANGE)
+    movie_ids = _numbers(raw, "movieId", source, ID_RANGE)
+    rating = _numbers(raw, "rating", source)
+    timestamp = np.zeros(len(raw))
+    if "timestamp" in raw.columns:
+        timestamp = _numbers(raw, "timestamp", source, TIMESTAMP_RANGE)
     lo, hi = rating_step, 5.0
-    rating = columns["rating"]
     off = (rating < lo) | (rating > hi) | (rating / rating_step != np.round(rating / rating_step))
     if off.any():
         row = _first_bad_row(off)
         raise PipelineError(
-            f"{source} row {row}: rating={rating[row - 1]!r} is not on the scale {lo:g} to {hi:g} "
-            f"in steps of {rating_step:g}"
+            f"{source} row {row}: rating={_show(raw['rating'].iloc[row - 1])} is not on the scale "
+            f"{lo:g} to {hi:g} in steps of {rating_step:g}"
         )
-    for name in ("userId", "movieId"):
-        ids = columns[name]
-        if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
-            row = _first_bad_row((ids < 0) | (ids > np.iinfo(np.int32).max))
-            raise PipelineError(f"{source} row {row}: {name}={ids[row - 1]:.0f} is out of range")
-    timestamp = columns.get("timestamp", np.zeros(len(raw)))
     return pd.DataFrame(
         {
-            "userId": columns["userId"].astype(np.int32),
-            "movieId": columns["movieId"].astype(np.int32),
+            "userId": user_ids.astype(np.int32),
+            "movieId": movie_ids.astype(np.int32),
             "rating": rating.astype(np.float32),
             "timestamp": timestamp.astype(np.int64),
         }
@@ -114,20 +138,14 @@ def validate_movies(
         movieId (int32), title, genres; and the number of placeholder rows added.
 
     Raises:
-        PipelineError: on missing columns or non-integer movie ids.
+        PipelineError: on missing columns or missing, non-integer or out-of-range movie ids.
     """
     missing = [c for c in MOVIE_COLUMNS if c not in raw.columns]
     if missing:
         raise PipelineError(
             f"{source} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, raw.columns))}"
         )
-    ids = pd.to_numeric(raw["movieId"], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(ids) | (ids != np.round(ids))
-    if bad.any():
-        row = _first_bad_row(bad)
-        raise PipelineError(
-            f"{source} row {row}: movieId={raw['movieId'].iloc[row - 1]!r} is not an integer"
-        )
+    ids = _numbers(raw, "movieId", source, ID_RANGE)
     movies = pd.DataFrame(
         {
             "movieId": ids.astype(np.int32),
@@ -235,8 +253,10 @@ def preprocess(
     """Filter, split and encode validated ratings; see filter_top, split_ratings, encode_splits."""
     kept = filter_top(ratings, top_users, top_movies)
     if len(kept) == 0:
+        users, movies = ("null" if top is None else top for top in (top_users, top_movies))
         raise PipelineError(
-            f"top_users={top_users} and top_movies={top_movies} leave no ratings; raise them or set them to null"
+            f"top_users={users} and top_movies={movies} leave no ratings: the most active users "
+            "rated none of the most rated movies; raise them or set them to null"
         )
     train, test = split_ratings(kept, test_size, seed)
     return encode_splits(train, test)
@@ -253,10 +273,11 @@ def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFram
             )
         try:
             tables.append(reader(path, dataset))
-        except UnicodeDecodeError as err:
+        except UnicodeDecodeError:
+            offset, line = _undecodable(path, dataset.encoding)
             raise PipelineError(
-                f"{path} is not valid {dataset.encoding} text (byte {err.start}); restore the original file "
-                "(dvc repro --force download)"
+                f"{path} is not valid {dataset.encoding} text (byte {offset}, line {line}); "
+                "restore the original file (dvc repro --force download)"
             ) from None
         except pd.errors.EmptyDataError:
             raise PipelineError(
@@ -264,7 +285,31 @@ def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFram
             ) from None
         except (ValueError, pd.errors.ParserError) as err:
             raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
+        except OSError as err:
+            raise PipelineError(f"{path} cannot be read ({err.strerror})") from None
     return tables[0], tables[1]
+
+
+def _undecodable(path: Path, encoding: str) -> tuple[int, int]:
+    """Byte offset (0-based) and line (1-based) of the first bytes `encoding` cannot decode.
+
+    The parser's own UnicodeDecodeError counts from the start of the block it was decoding.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, line = 0, 1
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(1 << 20)
+            pending = len(decoder.getstate()[0])  # an unfinished character from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                before = chunk[: max(err.start - pending, 0)]
+                return offset - pending + err.start, line + before.count(b"\n")
+            if not chunk:
+                return offset, line
+            offset += len(chunk)
+            line += chunk.count(b"\n")
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""dvc.yaml agrees with the code: each stage lists the modules it imports, the params it reads,
+and the paths that stages/paths.py names."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import paths
+from stages.common import params_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+STAGES = list(DVC["stages"])
+
+
+def render(path: str) -> str:
+    """dvc.yaml's ${data.dataset} templating, resolved from params.yaml."""
+    return path.replace("${data.dataset}", PARAMS["data"]["dataset"])
+
+
+def imported_stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
+    """stages/*.py files that `module` imports, directly or through other stage modules."""
+    seen = set() if seen is None else seen
+    path = ROOT / "stages" / f"{module}.py"
+    seen.add(f"stages/{module}.py")
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
+            names = [node.module.removeprefix("stages").lstrip(".")] + [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name.removeprefix("stages.") for a in node.names if a.name.startswith("stages.")]
+        for name in names:
+            if name and (ROOT / "stages" / f"{name}.py").exists() and f"stages/{name}.py" not in seen:
+                imported_stage_modules(name, seen)
+    return seen | {"stages/__init__.py"}
+
+
+def as_paths(entries) -> set[str]:
+    out = set()
+    for entry in entries or []:
+        out |= {render(k) for k in entry} if isinstance(entry, dict) else {render(entry)}
+    return out
+
+
+def test_stages_are_the_four_in_order():
+    assert STAGES == ["download", "preprocess", "train", "evaluate"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_deps_list_every_module_the_stage_imports(stage):
+    code_deps = {d for d in as_paths(DVC["stages"][stage]["deps"]) if d.startswith("stages/")}
+    assert code_deps == imported_stage_modules(stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_params_are_exactly_the_stage_section_of_the_schema(stage):
+    schema = params_schema()
+    listed = set(DVC["stages"][stage].get("params", []))
+    section = {f"{stage}.{key}" for key in schema.get(stage, {})}
+    if stage in ("download", "preprocess"):
+        section |= {"data.dataset"}
+    assert listed == section
+
+
+def test_outputs_match_the_paths_module():
+    declared = set()
+    for stage in DVC["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            declared |= as_paths(stage.get(kind))
+    named = {
+        str(v) for k, v in vars(paths).items() if k.isupper() and isinstance(v, Path) and v.suffix
+    } - {str(paths.PARAMS)}
+    named.add(str(paths.raw_dir(PARAMS["data"]["dataset"])))
+    assert declared == named
+
+
+def test_every_consumed_file_is_produced_upstream():
+    produced: set[str] = set()
+    for name in STAGES:
+        stage = DVC["stages"][name]
+        data_deps = {d for d in as_paths(stage["deps"]) if not d.startswith("stages/")}
+        assert data_deps <= produced, f"{name} reads {data_deps - produced} that no earlier stage writes"
+        for kind in ("outs", "metrics", "plots"):
+            produced |= as_paths(stage.get(kind))
+
+
+def test_metrics_and_plots_live_in_git():
+    for stage in DVC["stages"].values():
+        for kind in ("metrics", "plots"):
+            for entry in stage.get(kind, []):
+                for options in entry.values():
+                    assert options["cache"] is False

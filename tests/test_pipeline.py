@@ -1,0 +1,142 @@
+"""End to end: the real pipeline under real DVC, in a temporary git repository, on small synthetic data."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
+STAGE_NAMES = ("download", "preprocess", "train", "evaluate")
+
+pytestmark = pytest.mark.slow
+
+
+def run(repo: Path, *args: str, env: dict, check: bool = True) -> str:
+    """Run a command in `repo`; return stdout and stderr together."""
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{output}")
+    return output
+
+
+def ran(output: str) -> set[str]:
+    """The stages that `dvc repro` or `dvc exp run` executed, from their log."""
+    return {name for name in STAGE_NAMES if f"Running stage '{name}'" in output}
+
+
+def set_params(repo: Path, **changes) -> None:
+    """Edit params.yaml in place: set_params(repo, train__epochs=2)."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in changes.items():
+        section, name = key.split("__")
+        params[section][name] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def env(small_mirror) -> dict:
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+        "MOVIELENS_MIRROR": str(small_mirror),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "DVC_NO_ANALYTICS": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, env) -> Path:
+    """A git + DVC copy of the project with a fast training setup, after one full `dvc repro`."""
+    repo = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    set_params(repo, train__epochs=3)
+    run(repo, "git", "init", "-q", "-b", "main", env=env)
+    run(repo, "git", "add", "-A", env=env)
+    run(repo, "git", "commit", "-qm", "project", env=env)
+    output = run(repo, "dvc", "repro", env=env)
+    assert ran(output) == set(STAGE_NAMES), output
+    run(repo, "git", "add", "-A", env=env)
+    run(repo, "git", "commit", "-qm", "first run", env=env)
+    return repo
+
+
+def test_first_repro_writes_every_artifact(repo):
+    scores = json.loads((repo / "metrics/scores.json").read_text())
+    assert 0 < scores["rmse"] < 2.0
+    assert scores["test_pairs"] == 600  # round(6000 * 0.1)
+    for path in ["models/model.keras", "models/model.png", "metrics/plots/history.csv", "dvc.lock"]:
+        assert (repo / path).stat().st_size > 0
+
+
+def test_second_repro_runs_nothing(repo, env):
+    output = run(repo, "dvc", "repro", env=env)
+    assert ran(output) == set()
+    assert "up to date" in run(repo, "dvc", "status", env=env)
+
+
+def test_a_train_param_reruns_train_and_evaluate_only(repo, env):
+    output = run(repo, "dvc", "exp", "run", "-S", "train.epochs=2", env=env)
+    assert ran(output) == {"train", "evaluate"}, output
+    run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
+    run(repo, "dvc", "checkout", "-q", env=env)
+
+
+def test_a_preprocess_param_does_not_rerun_download(repo, env):
+    output = run(repo, "dvc", "exp", "run", "-S", "preprocess.seed=7", env=env)
+    assert ran(output) == {"preprocess", "train", "evaluate"}, output
+    run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
+    run(repo, "dvc", "checkout", "-q", env=env)
+
+
+def test_metrics_diff_between_branches_shows_rmse(repo, env):
+    run(repo, "git", "checkout", "-q", "-b", "wider", env=env)
+    set_params(repo, train__embedding_dim=8)
+    assert ran(run(repo, "dvc", "repro", env=env)) == {"train", "evaluate"}
+    run(repo, "git", "commit", "-qam", "embedding_dim 8", env=env)
+    diff = run(repo, "dvc", "metrics", "diff", "main", "wider", env=env)
+    assert "rmse" in diff and "metrics/scores.json" in diff
+    run(repo, "git", "checkout", "-q", "main", env=env)
+    run(repo, "dvc", "checkout", "-q", env=env)
+
+
+def test_a_killed_train_stage_is_rerun_and_recovers(repo, env):
+    set_params(repo, train__epochs=200, train__patience=200)
+    proc = subprocess.Popen(
+        ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if "epoch 2:" in line:  # training is under way; the model file is not written yet
+                break
+        time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (repo / "models/model.keras").exists()  # DVC removed the old one; no partial file
+    set_params(repo, train__epochs=4)  # a setting not in DVC's run cache, so train really runs
+    output = run(repo, "dvc", "repro", env=env)
+    assert ran(output) == {"train", "evaluate"}, output
+    assert "up to date" in run(repo, "dvc", "status", env=env)
+    assert not list(repo.glob("models/.*.tmp*")), "a temporary file was left behind"
+    run(repo, "git", "checkout", "--", "params.yaml", env=env)
+    assert json.loads((repo / "metrics/scores.json").read_text())["rmse"] > 0

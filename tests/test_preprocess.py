@@ -1,0 +1,510 @@
+"""Tests for the preprocess stage on tiny tables whose answer is known, end to end, and on bad files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stages import paths, preprocess
+from stages.common import PipelineError
+from stages.datasets import get_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = get_dataset("ml-latest-small")
+HEADER = "userId,movieId,rating,timestamp\n"
+
+
+def read(text: str) -> pd.DataFrame:
+    """A ratings table as read_csv gives it, from CSV text."""
+    return pd.read_csv(io.StringIO(text))
+
+
+def ratings_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Validated-looking ratings from (userId, movieId, rating, timestamp) tuples."""
+    frame = pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"])
+    return frame.astype({"userId": np.int32, "movieId": np.int32, "rating": np.float32})
+
+
+# ---------------------------------------------------------------------------- validate_ratings
+
+REFUSED = {
+    "missing column": ("userId,movieId,timestamp\n1,1,5\n", 0.5, ["lacks column(s) rating", "found userId, movieId, timestamp"]),
+    "renamed column": ("user,movieId,rating,timestamp\n1,1,4,5\n", 0.5, ["lacks column(s) userId", "found user, movieId"]),
+    "text userId": (HEADER + "1,1,4.0,5\nabc,2,3.0,5\n", 0.5, ["row 2: userId='abc' is not a number"]),
+    "text movieId": (HEADER + "1,x1,4.0,5\n", 0.5, ["row 1: movieId='x1' is not a number"]),
+    "text rating": (HEADER + "1,1,4.0,5\n1,2,4.0,5\n1,3,good,5\n", 0.5, ["row 3: rating='good' is not a number"]),
+    "boolean rating": (HEADER + "1,1,True,5\n", 0.5, ["row 1: rating=True is not a number"]),
+    "rating NaN": (HEADER + "1,1,NaN,5\n", 0.5, ["row 1: rating is missing"]),
+    "rating empty": (HEADER + "1,1,4.0,5\n2,2,,5\n", 0.5, ["row 2: rating is missing"]),
+    "userId empty": (HEADER + "1,1,4.0,5\n,2,3.0,5\n", 0.5, ["row 2: userId is missing"]),
+    "rating 0": (HEADER + "1,1,4.5,5\n1,2,0,5\n", 0.5, ["row 2: rating=0.0 is not on the scale 0.5 to 5 in steps of 0.5"]),
+    "rating 5.5": (HEADER + "1,1,5.5,5\n", 0.5, ["row 1: rating=5.5 is not on the scale 0.5 to 5"]),
+    "rating 3.3": (HEADER + "1,1,4.0,5\n1,2,3.3,5\n", 0.5, ["row 2: rating=3.3 is not on the scale", "in steps of 0.5"]),
+    "rating inf": (HEADER + "1,1,inf,5\n", 0.5, ["row 1: rating=inf is not a number"]),
+    "half star on whole-star release": (HEADER + "1,1,4,5\n1,2,4.5,5\n", 1.0, ["row 2: rating=4.5 is not on the scale 1 to 5 in steps of 1"]),
+    "0.5 on whole-star release": (HEADER + "1,1,0.5,5\n", 1.0, ["row 1: rating=0.5 is not on the scale 1 to 5"]),
+    "id 1.5": (HEADER + "1,1,4,5\n1.5,2,4,5\n", 0.5, ["row 2: userId=1.5 is not an integer"]),
+    "negative id": (HEADER + "1,1,4,5\n2,-7,4,5\n", 0.5, ["row 2: movieId=-7 is out of range 0 to 2147483647"]),
+    "id beyond int32": (HEADER + "2147483648,1,4,5\n", 0.5, ["row 1: userId=2147483648 is out of range 0 to 2147483647"]),
+    "timestamp 1.5": (HEADER + "1,1,4,1.5\n", 0.5, ["row 1: timestamp=1.5 is not an integer"]),
+    "timestamp beyond int64": (HEADER + "1,1,4,1e30\n", 0.5, ["row 1: timestamp=1e+30 is out of range"]),
+    "empty table": (HEADER, 0.5, ["ratings.csv has no ratings"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "step", "words"), list(REFUSED.values()), ids=list(REFUSED))
+def test_validate_ratings_refuses_with_row_and_value(text, step, words):
+    with pytest.raises(PipelineError) as caught:
+        preprocess.validate_ratings(read(text), step, source="ratings.csv")
+    message = str(caught.value)
+    assert message.startswith("ratings.csv ")
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_validate_ratings_casts_to_compact_dtypes():
+    out = preprocess.validate_ratings(read(HEADER + "1,10,4.5,100\n2,20,0.5,200\n3,30,5,300\n"), 0.5)
+    assert out.dtypes.astype(str).to_dict() == {
+        "userId": "int32",
+        "movieId": "int32",
+        "rating": "float32",
+        "timestamp": "int64",
+    }
+    assert out.to_numpy().tolist() == [[1, 10, 4.5, 100], [2, 20, 0.5, 200], [3, 30, 5.0, 300]]
+
+
+def test_validate_ratings_without_timestamps_and_on_whole_stars():
+    out = preprocess.validate_ratings(read("userId,movieId,rating\n1,1,1\n2,2,5\n"), 1.0)
+    assert out["timestamp"].tolist() == [0, 0]
+    assert out["rating"].tolist() == [1.0, 5.0]
+
+
+# ---------------------------------------------------------------------------- drop_duplicates
+
+
+def test_drop_duplicates_keeps_the_latest_then_the_last_in_the_file():
+    ratings = ratings_frame(
+        [
+            (1, 10, 3.0, 300),  # the latest of (1, 10): kept though a later row repeats the pair
+            (1, 10, 4.0, 100),
+            (2, 10, 5.0, 50),
+            (2, 20, 1.0, 70),  # (2, 20) twice at the same time: the last in the file wins
+            (3, 30, 2.5, 10),
+            (2, 20, 2.0, 70),
+        ]
+    )
+    kept, dropped = preprocess.drop_duplicates(ratings)
+    assert dropped == 2
+    assert kept.to_numpy().tolist() == [
+        [1, 10, 3.0, 300],
+        [2, 10, 5.0, 50],
+        [3, 30, 2.5, 10],
+        [2, 20, 2.0, 70],
+    ]
+    assert kept.index.tolist() == [0, 1, 2, 3]
+
+
+def test_drop_duplicates_counts_zero_when_all_pairs_differ():
+    ratings = ratings_frame([(1, 1, 1.0, 1), (1, 2, 1.0, 1), (2, 1, 1.0, 1)])
+    kept, dropped = preprocess.drop_duplicates(ratings)
+    assert dropped == 0
+    pd.testing.assert_frame_equal(kept, ratings)
+
+
+# ---------------------------------------------------------------------------- validate_movies
+
+
+def test_validate_movies_adds_counted_placeholders():
+    raw = pd.DataFrame(
+        {
+            "movieId": [2, 1, 2],
+            "title": ["Two", None, "Two again"],
+            "genres": ["Drama", "Comedy", None],
+        }
+    )
+    movies, added = preprocess.validate_movies(raw, np.array([1, 3, 5], dtype=np.int32))
+    assert added == 2
+    assert movies["movieId"].dtype == np.int32
+    assert movies.to_numpy().tolist() == [
+        [1, "", "Comedy"],
+        [2, "Two", "Drama"],
+        [3, "(unknown movie 3)", "(no genres listed)"],
+        [5, "(unknown movie 5)", "(no genres listed)"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("movieId,title\n1,A\n", ["lacks column(s) genres", "found movieId, title"]),
+        ("movieId,title,genres\n1,A,B\nx,C,D\n", ["row 2: movieId='x' is not a number"]),
+        ("movieId,title,genres\n1.5,A,B\n", ["row 1: movieId=1.5 is not an integer"]),
+        ("movieId,title,genres\n1,A,B\n,C,D\n", ["row 2: movieId is missing"]),
+        ("movieId,title,genres\n-1,A,B\n", ["row 1: movieId=-1 is out of range"]),
+    ],
+    ids=["missing column", "text id", "fraction id", "empty id", "negative id"],
+)
+def test_validate_movies_refuses(text, words):
+    with pytest.raises(PipelineError) as caught:
+        preprocess.validate_movies(read(text), np.array([1], dtype=np.int32), source="movies.csv")
+    for word in words:
+        assert word in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- top_ids, filter_top
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [(None, [1, 3, 5, 9]), (1, [3]), (2, [3, 5]), (3, [1, 3, 5]), (4, [1, 3, 5, 9]), (10, [1, 3, 5, 9])],
+)  # fmt: skip
+def test_top_ids_breaks_ties_by_smaller_id(top, expected):
+    ids = pd.Series([5, 9, 5, 3, 3, 1])  # 3 and 5 twice, 1 and 9 once
+    assert preprocess.top_ids(ids, top).tolist() == expected
+
+
+def test_filter_top_applies_both_rankings_to_the_full_table():
+    ratings = ratings_frame(
+        [
+            (1, 10, 4.0, 0),
+            (1, 20, 4.0, 0),
+            (1, 30, 4.0, 0),
+            (2, 10, 3.0, 0),
+            (2, 20, 3.0, 0),
+            (3, 10, 2.0, 0),
+            (3, 40, 2.0, 0),
+        ]
+    )  # users 1: 3, 2: 2, 3: 2; movies 10: 3, 20: 2, 30: 1, 40: 1
+    kept = preprocess.filter_top(ratings, top_users=2, top_movies=2)
+    assert kept[["userId", "movieId"]].to_numpy().tolist() == [[1, 10], [1, 20], [2, 10], [2, 20]]
+    assert len(preprocess.filter_top(ratings, None, None)) == len(ratings)
+    assert preprocess.filter_top(ratings, 1, None)["userId"].tolist() == [1, 1, 1]
+
+
+def test_preprocess_refuses_a_filter_that_keeps_nothing():
+    ratings = ratings_frame([(1, 1, 4.0, 0), (1, 2, 4.0, 0), (2, 3, 4.0, 0), (3, 3, 4.0, 0)])
+    with pytest.raises(PipelineError, match="top_users=1 and top_movies=1 leave no ratings"):
+        preprocess.preprocess(ratings, 1, 1, 0.5, 0)
+
+
+# ---------------------------------------------------------------------------- split_ratings
+
+
+def numbered(n: int) -> pd.DataFrame:
+    return ratings_frame([(u, 1, 1.0, u) for u in range(n)])
+
+
+@pytest.mark.parametrize(("n", "test_size", "n_test"), [(20, 0.1, 2), (10, 0.35, 4), (7, 0.5, 4), (3, 0.5, 2)])
+def test_split_sizes_are_rounded_and_the_parts_partition(n, test_size, n_test):
+    train, test = preprocess.split_ratings(numbered(n), test_size, seed=0)
+    assert len(test) == n_test == round(n * test_size)
+    assert len(train) == n - n_test
+    assert sorted(train["userId"].tolist() + test["userId"].tolist()) == list(range(n))
+
+
+def test_split_is_deterministic_for_a_seed_and_differs_for_another():
+    ratings = numbered(50)
+    first = preprocess.split_ratings(ratings, 0.2, seed=1)
+    again = preprocess.split_ratings(ratings, 0.2, seed=1)
+    other = preprocess.split_ratings(ratings, 0.2, seed=2)
+    pd.testing.assert_frame_equal(first[1], again[1])
+    pd.testing.assert_frame_equal(first[0], again[0])
+    assert set(first[1]["userId"]) != set(other[1]["userId"])
+
+
+@pytest.mark.parametrize(
+    ("n", "test_size", "words"),
+    [(3, 0.1, "test_size=0.1 of 3 ratings leaves no test ratings"), (3, 0.9, "leaves no training ratings"), (1, 0.5, "of 1 ratings")],
+)  # fmt: skip
+def test_split_refuses_an_empty_part(n, test_size, words):
+    with pytest.raises(PipelineError, match=words):
+        preprocess.split_ratings(numbered(n), test_size, seed=0)
+
+
+# ---------------------------------------------------------------------------- encode_ids, encode_splits
+
+
+def test_encode_ids_fits_on_train_only():
+    vocabulary, train_index, other_index = preprocess.encode_ids(
+        pd.Series([30, 10, 30, 20], dtype=np.int32), pd.Series([20, 40, 10, 5], dtype=np.int32)
+    )
+    assert vocabulary.tolist() == [10, 20, 30]
+    assert train_index.tolist() == [2, 0, 2, 1]
+    assert other_index.tolist() == [1, -1, 0, -1]  # 40 beyond every id, 5 before every id
+    assert train_index.dtype == other_index.dtype == np.int32
+
+
+def test_encode_splits_flags_cold_test_pairs():
+    train = ratings_frame([(1, 10, 4.0, 0), (2, 20, 3.0, 0), (1, 20, 2.0, 0)])
+    test = ratings_frame([(2, 10, 4.0, 0), (3, 10, 4.0, 0), (1, 30, 4.0, 0), (3, 30, 4.0, 0)])
+    train, test, users, movies = preprocess.encode_splits(train, test)
+    assert users.tolist() == [1, 2]
+    assert movies.tolist() == [10, 20]
+    assert train[["user_index", "movie_index"]].to_numpy().tolist() == [[0, 0], [1, 1], [0, 1]]
+    assert test["user_index"].tolist() == [1, -1, 0, -1]
+    assert test["movie_index"].tolist() == [0, 0, -1, -1]
+    assert test["cold"].tolist() == [False, True, True, True]
+    assert "cold" not in train.columns
+
+
+# ---------------------------------------------------------------------------- main(), end to end
+
+# Five users, seven movies, 20 distinct pairs; (2, 1) is rated twice and movie 7 has no row in
+# movies.csv. By count: users 1 > 2 > 3 = 4 > 5; movies 1 > 2 > 3 = 4 > 5 = 6 > 7.
+RATED = {
+    1: {1: 4.0, 2: 3.5, 3: 5.0, 4: 2.0, 5: 4.5, 6: 1.0},
+    2: {1: 3.0, 2: 4.0, 3: 2.5, 4: 5.0, 5: 0.5},
+    3: {1: 5.0, 2: 3.0, 3: 4.0, 6: 3.5},
+    4: {1: 2.0, 2: 1.5, 4: 4.0, 7: 3.0},
+    5: {1: 4.0},
+}
+RATINGS_ROWS = [
+    f"{user},{movie},{rating},{1000 + 10 * user + movie}"
+    for user, movies in RATED.items()
+    for movie, rating in movies.items()
+] + ["2,1,1.0,9999"]  # a later rating of (2, 1): it replaces 3.0
+MOVIES_ROWS = [f'{m},"Movie {m}, The (200{m})",Drama|Comedy' for m in range(1, 7)]
+KEPT = {
+    (user, movie, 1.0 if (user, movie) == (2, 1) else rating)
+    for user, movies in RATED.items()
+    for movie, rating in movies.items()
+}
+OUTPUTS = [paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES]
+
+
+def write_project(root: Path, ratings: bytes | None, movies: bytes | None, **prep) -> None:
+    """params.yaml (the repository's, with `prep` overrides) and raw files in `root`."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["preprocess"].update(prep)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    raw = root / paths.raw_dir(DATASET.name)
+    raw.mkdir(parents=True)
+    for name, data in ((DATASET.ratings, ratings), (DATASET.movies, movies)):
+        if data is not None:
+            (raw / name).write_bytes(data)
+
+
+def csv_bytes(header: str, rows: list[str]) -> bytes:
+    return (header + "".join(row + "\n" for row in rows)).encode()
+
+
+GOOD_RATINGS = csv_bytes(HEADER, RATINGS_ROWS)
+GOOD_MOVIES = csv_bytes("movieId,title,genres\n", MOVIES_ROWS)
+
+
+def run_main(root: Path, monkeypatch, **prep) -> dict:
+    write_project(root, GOOD_RATINGS, GOOD_MOVIES, **prep)
+    monkeypatch.chdir(root)
+    preprocess.main()
+    return json.loads(paths.PREPROCESS_SUMMARY.read_text(encoding="utf-8"))
+
+
+def test_main_writes_the_known_split(tmp_path, monkeypatch):
+    summary = run_main(tmp_path, monkeypatch)
+    train, test = pd.read_parquet(paths.TRAIN), pd.read_parquet(paths.TEST)
+    user_ids = pd.read_parquet(paths.USER_IDS)["userId"].to_numpy()
+    movie_ids = pd.read_parquet(paths.MOVIE_IDS)["movieId"].to_numpy()
+    movies = pd.read_parquet(paths.MOVIES)
+
+    base = {"userId": "int32", "movieId": "int32", "rating": "float32", "timestamp": "int64"}
+    index = {"user_index": "int32", "movie_index": "int32"}
+    assert train.dtypes.astype(str).to_dict() == base | index
+    assert test.dtypes.astype(str).to_dict() == base | index | {"cold": "bool"}
+    assert (len(train), len(test)) == (18, 2)  # round(20 * 0.1) to test
+
+    pairs = lambda frame: set(zip(frame["userId"], frame["movieId"], frame["rating"], strict=True))  # noqa: E731
+    assert not pairs(train) & pairs(test)
+    assert pairs(train) | pairs(test) == KEPT
+
+    assert user_ids.tolist() == sorted(set(train["userId"]))
+    assert movie_ids.tolist() == sorted(set(train["movieId"]))
+    assert (user_ids[train["user_index"]] == train["userId"]).all()
+    assert (movie_ids[train["movie_index"]] == train["movieId"]).all()
+    cold_users = ~test["userId"].isin(user_ids)
+    cold_movies = ~test["movieId"].isin(movie_ids)
+    assert (test["user_index"] < 0).tolist() == cold_users.tolist()
+    assert (test["movie_index"] < 0).tolist() == cold_movies.tolist()
+    assert test["cold"].tolist() == (cold_users | cold_movies).tolist()
+
+    assert movies["movieId"].tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert movies["title"].iloc[0] == "Movie 1, The (2001)"
+    assert movies["title"].iloc[6] == "(unknown movie 7)"
+    assert summary == {
+        "dataset": "ml-latest-small",
+        "ratings_read": 21,
+        "duplicates_dropped": 1,
+        "movies_added_untitled": 1,
+        "ratings_kept": 20,
+        "users": len(user_ids),
+        "movies": len(movie_ids),
+        "train_ratings": 18,
+        "test_ratings": 2,
+        "test_cold_pairs": int((cold_users | cold_movies).sum()),
+        "test_cold_users": int(cold_users.sum()),
+        "test_cold_movies": int(cold_movies.sum()),
+    }
+    assert sorted(p.name for p in paths.PROCESSED_DIR.iterdir()) == sorted(
+        p.name for p in [*OUTPUTS, paths.PREPROCESS_SUMMARY]
+    )
+
+
+def test_main_keeps_the_top_users_and_movies(tmp_path, monkeypatch):
+    # users 1 and 2; movies 1, 2 and 3 (3 and 4 tie on three ratings: the smaller id wins)
+    summary = run_main(tmp_path, monkeypatch, top_users=2, top_movies=3, test_size=0.2)
+    train, test = pd.read_parquet(paths.TRAIN), pd.read_parquet(paths.TEST)
+    kept = pd.concat([train, test])
+    assert sorted(zip(kept["userId"], kept["movieId"], strict=True)) == [
+        (u, m) for u in (1, 2) for m in (1, 2, 3)
+    ]
+    assert summary["ratings_kept"] == 6
+    assert (summary["train_ratings"], summary["test_ratings"]) == (5, 1)  # round(6 * 0.2)
+    assert summary["duplicates_dropped"] == 1
+
+
+def test_main_is_deterministic(tmp_path, monkeypatch):
+    run_main(tmp_path / "a", monkeypatch)
+    first = pd.read_parquet(paths.TEST)
+    run_main(tmp_path / "b", monkeypatch)
+    pd.testing.assert_frame_equal(first, pd.read_parquet(paths.TEST))
+
+
+# ---------------------------------------------------------------------------- bad files, through the CLI
+
+MOVIES_LATIN1 = csv_bytes("movieId,title,genres\n", MOVIES_ROWS[:2]) + b"3,Caf\xe9 (1999),Drama\n"
+EMPTY_FILTER = [  # users 1: 3 ratings, 2-4: 1; movies 4: 3 ratings, 1-3: 1; user 1 never rated 4
+    "1,1,4.0,1", "1,2,4.0,1", "1,3,4.0,1", "2,4,4.0,1", "3,4,4.0,1", "4,4,4.0,1",
+]  # fmt: skip
+FOUR_MOVIES = csv_bytes("movieId,title,genres\n", [f"{m},M{m},Drama" for m in range(1, 5)])
+
+BAD_FILES = {
+    "empty ratings": (b"", GOOD_MOVIES, {}, "ratings.csv is empty; restore it with dvc repro --force download"),
+    "header only": (HEADER.encode(), GOOD_MOVIES, {}, "ratings.csv has no ratings"),
+    "non-UTF-8 movies": (GOOD_RATINGS, MOVIES_LATIN1, {}, f"movies.csv is not valid utf-8 text (byte {MOVIES_LATIN1.index(0xE9)}, line 4)"),
+    "missing movies": (GOOD_RATINGS, None, {}, "movies.csv not found; run the download stage first"),
+    "missing ratings": (None, GOOD_MOVIES, {}, "ratings.csv not found; run the download stage first"),
+    "bad rating": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,abc,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating='abc' is not a number"),
+    "off-grid rating": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,4.2,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating=4.2 is not on the scale 0.5 to 5"),
+    "ragged row": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,4.0,6,7,8"]), GOOD_MOVIES, {}, "ratings.csv cannot be parsed: Error tokenizing data"),
+    "movies without genres": (GOOD_RATINGS, b"movieId,title\n1,A\n", {}, "movies.csv lacks column(s) genres"),
+    "filter keeps nothing": (csv_bytes(HEADER, EMPTY_FILTER), FOUR_MOVIES, {"top_users": 1, "top_movies": 1}, "top_users=1 and top_movies=1 leave no ratings"),
+    "no test ratings": (csv_bytes(HEADER, EMPTY_FILTER[:3]), FOUR_MOVIES, {}, "test_size=0.1 of 3 ratings leaves no test ratings"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cli_runs():
+    """Run `python -m stages.preprocess` on every BAD_FILES project at once (each start is slow)."""
+    base = Path(tempfile.mkdtemp(prefix="preprocess-cli-"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    running = {}
+    for case, (ratings, movies, prep, _) in BAD_FILES.items():
+        root = base / case.replace(" ", "_")
+        root.mkdir()
+        write_project(root, ratings, movies, **prep)
+        running[case] = (root, subprocess.Popen(
+            [sys.executable, "-m", "stages.preprocess"], cwd=root, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    results = {}
+    for case, (root, process) in running.items():
+        stdout, stderr = process.communicate(timeout=120)
+        results[case] = (root, process.returncode, stdout, stderr)
+    yield results
+    shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_stop_with_one_line_and_write_nothing(cli_runs, case):
+    root, returncode, stdout, stderr = cli_runs[case]
+    assert "Traceback" not in stderr
+    assert returncode == 1
+    lines = stderr.splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:]  # logs may precede
+    assert BAD_FILES[case][3] in stderr
+    processed = root / paths.PROCESSED_DIR
+    assert not processed.exists() or list(processed.rglob("*")) == []
+    raw = root / paths.raw_dir(DATASET.name)
+    for name, data in zip((DATASET.ratings, DATASET.movies), BAD_FILES[case][:2], strict=True):
+        assert (raw / name).read_bytes() == data if data is not None else not (raw / name).exists()
+
+
+# ---------------------------------------------------------------------------- property: no crash
+
+
+def cell() -> st.SearchStrategy[str]:
+    valid = st.one_of(
+        st.integers(0, 300).map(str),
+        st.sampled_from(["0.5", "1", "3.5", "4.0", "5", "5.0"]),
+        st.integers(0, 2**31).map(str),
+    )
+    wrong = st.one_of(
+        st.sampled_from(
+            ["", "nan", "NaN", "inf", "-inf", "-1", "1e10", "1e400", "True", "false", "0x10",
+             "5.5", "3.3", "0", "1.5", '"4"', '"', "2147483648", "9" * 25, "-0", " 4", "NA", "\x00"]
+        ),  # fmt: skip
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.integers(-(2**70), 2**70).map(str),
+        st.text(st.characters(codec="utf-8"), max_size=6),
+    )
+    return st.one_of(valid, valid, wrong)
+
+
+@st.composite
+def ratings_text(draw) -> bytes:
+    header = draw(
+        st.sampled_from(
+            [HEADER, "userId,movieId,rating\n", "movieId,userId,rating,timestamp\n", "userId,movieID,rating,timestamp\n",
+             "userId;movieId;rating;timestamp\n", "", "\n", "userId,userId,rating,timestamp\n"]
+        )
+    )  # fmt: skip
+    rows = draw(st.lists(st.lists(cell(), min_size=2, max_size=6), max_size=8))
+    text = header + "".join(",".join(row) + draw(st.sampled_from(["\n", "\r\n", "\n\n"])) for row in rows)
+    data = text.encode("utf-8")
+    mutation = draw(st.sampled_from(["none", "none", "truncate", "byte", "insert"]))
+    if mutation != "none" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        if mutation == "truncate":
+            data = data[:at]
+        elif mutation == "byte":
+            data = data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1 :]
+        else:
+            data = data[:at] + draw(st.binary(max_size=4)) + data[at:]
+    return data
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=ratings_text())
+def test_any_ratings_file_gives_a_valid_frame_or_a_pipeline_error(tmp_path, data):
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    (raw / DATASET.ratings).write_bytes(data)
+    (raw / DATASET.movies).write_bytes(GOOD_MOVIES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # e.g. a cast that overflows silently
+        try:
+            raw_ratings, _ = preprocess.read_raw(raw, DATASET)
+            ratings = preprocess.validate_ratings(raw_ratings, DATASET.rating_step)
+        except PipelineError as err:
+            assert "\n" not in str(err)
+            return
+    assert ratings.dtypes.astype(str).tolist() == ["int32", "int32", "float32", "int64"]
+    assert len(ratings) == len(raw_ratings) > 0
+    assert (ratings[["userId", "movieId"]] >= 0).all().all()
+    rating = ratings["rating"].to_numpy()
+    assert ((rating >= 0.5) & (rating <= 5) & (rating * 2 == np.round(rating * 2))).all()
