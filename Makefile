@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@touch $@
 
 deps: $(STAMP)  ## create or refresh .venv from the pinned requirements; install graphviz if missing
-	@command -v dot >/dev/null 2>&1 || ./scripts/install-system-deps.sh graphviz
+	@./scripts/install-system-deps.sh graphviz chromium
 
 repro: deps  ## run the pipeline (dvc repro); offline, set MOVIELENS_MIRROR to a local copy
 	$(BIN)/dvc repro
@@ -34,3 +34,7 @@ format: deps  ## apply ruff's fixes and formatting
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)
+
+.PHONY: plots
+plots: deps  ## render dvc plots offline into plots/ (and plots/screenshot.png)
+	$(BIN)/python scripts/plots_page.py --out plots --screenshot plots/screenshot.png

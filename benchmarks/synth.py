@@ -50,8 +50,6 @@ RELEASE_SHAPES = {
     "ml-25m": ReleaseShape(25_000_095, 162_541, 62_423, 789_652_009, 1_574_327_703),
     "ml-32m": ReleaseShape(32_000_204, 200_948, 87_585, 789_652_009, 1_697_164_147),
 }
-# Releases rated in whole stars 1..5; the others use half stars 0.5..5.
-WHOLE_STAR_RELEASES = frozenset({"ml-100k", "ml-1m"})
 MAX_RATING = 5.0
 
 # Movies per release grow slower than ratings: movies ~ ratings ** MOVIE_SCALE_EXPONENT.
@@ -77,6 +75,7 @@ USER_BIAS_STD = 0.35
 MOVIE_BIAS_STD = 0.45
 FACTOR_STD = 0.46  # LATENT_DIM * FACTOR_STD**4 ~ 0.36, the variance of the interaction term
 NOISE_STD = 0.5
+WHOLE_STAR_USER_SHARE = 0.4  # where half stars exist, these users still give whole stars only
 # A user's ratings start at a uniform time and spread over a log-normal number of days.
 ACTIVE_DAYS_MEDIAN = 2.0
 ACTIVE_DAYS_SIGMA = 2.5
@@ -102,7 +101,8 @@ TITLE_NOUNS = (
     "Journey", "Planet", "Witness", "Shadow", "Window", "Horizon",
 )  # fmt: skip
 LATIN1_WORDS = (
-    "Café", "Amélie", "Señor", "Über", "Naïve", "Garçon", "Mañana", "Fräulein", "Déjà Vu", "Smörgås",
+    "Café", "Amélie", "Señor", "Über", "Naïve", "Garçon", "Mañana", "Fräulein", "Déjà Vu",
+    "Smörgås",
 )  # fmt: skip
 ARTICLES = ("The", "A", "An")
 FIRST_YEAR, LAST_YEAR = 1915, 2019
@@ -112,11 +112,6 @@ NO_GENRES_SHARE = 0.015
 # Title patterns; the first movies take them in this order so that even a tiny release has each.
 _LATIN1, _ARTICLE, _QUOTED, _SUBTITLE, _PLAIN = range(5)
 _PATTERN_SHARES = (0.08, 0.12, 0.03, 0.12, 0.65)
-
-
-def rating_step(dataset_name: str) -> float:
-    """The rating grid of a release: 1.0 (whole stars 1..5) or 0.5 (half stars 0.5..5)."""
-    return 1.0 if dataset_name in WHOLE_STAR_RELEASES else 0.5
 
 
 def default_counts(dataset_name: str, n_ratings: int) -> tuple[int, int]:
@@ -156,7 +151,7 @@ def _sparse_ids(count: int, spread: float, rng: np.random.Generator) -> np.ndarr
 
 
 def movie_ids(n_movies: int, seed: int) -> np.ndarray:
-    """The movieIds that generate_movies and generate_ratings share for one seed, (n_movies,) int32."""
+    """The movieIds generate_movies and generate_ratings share for a seed, (n_movies,) int32."""
     return _sparse_ids(n_movies, MOVIE_ID_SPREAD, _rng(seed, _MOVIE_IDS))
 
 
@@ -228,6 +223,7 @@ class _LatentModel:
     movie_factors: np.ndarray  # (n_movies, LATENT_DIM) float32
     activity: np.ndarray  # (n_users,) float64, unnormalised
     popularity: np.ndarray  # (n_movies,) float64, unnormalised
+    whole_stars_only: np.ndarray  # (n_users,) bool, users who never give half stars
 
 
 def _latent_model(n_users: int, n_movies: int, rng: np.random.Generator) -> _LatentModel:
@@ -241,6 +237,7 @@ def _latent_model(n_users: int, n_movies: int, rng: np.random.Generator) -> _Lat
         movie_factors=normal(FACTOR_STD, n_movies, LATENT_DIM),
         activity=rng.lognormal(0.0, USER_ACTIVITY_SIGMA, n_users),
         popularity=rng.lognormal(0.0, MOVIE_POPULARITY_SIGMA, n_movies),
+        whole_stars_only=rng.random(n_users) < WHOLE_STAR_USER_SHARE,
     )
 
 
@@ -251,10 +248,7 @@ def generate_ratings(
     seed: int,
     half_stars: bool = True,
     min_user_ratings: int | None = None,
-    time_range: tuple[int, int] = (
-        RELEASE_SHAPES["ml-25m"].first_timestamp,
-        RELEASE_SHAPES["ml-25m"].last_timestamp,
-    ),
+    time_range: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Ratings with long-tailed activity and popularity and a learnable latent structure.
 
@@ -267,10 +261,11 @@ def generate_ratings(
         n_users: number of users; each gets at least `min_user_ratings` ratings.
         n_movies: number of movies; ids are those of `movie_ids(n_movies, seed)`, not all rated.
         seed: non-negative; the same arguments give the same table.
-        half_stars: grid 0.5..5 in steps of 0.5, else whole stars 1..5.
+        half_stars: grid 0.5..5 in steps of 0.5 (though WHOLE_STAR_USER_SHARE of the users
+            give whole stars only), else whole stars 1..5.
         min_user_ratings: the least ratings per user; None: 20 where the sample allows it
             (as the releases guarantee), down to 5 for small samples.
-        time_range: first and last unix timestamp, seconds.
+        time_range: first and last unix timestamp, seconds; None: ml-25m's.
 
     Returns:
         userId, movieId (int32), rating (float32), timestamp (int64), n_ratings rows sorted by
@@ -286,8 +281,9 @@ def generate_ratings(
     users, movies = np.divmod(keys, n_movies)
     del keys
     users, movies = users.astype(np.int32), movies.astype(np.int32)
-    step = 0.5 if half_stars else 1.0
-    rating = _score(users, movies, model, step, _rng(seed, _NOISE))
+    rating = _score(users, movies, model, half_stars, _rng(seed, _NOISE))
+    shape = RELEASE_SHAPES["ml-25m"]
+    time_range = time_range or (shape.first_timestamp, shape.last_timestamp)
     timestamp = _timestamps(users, n_users, time_range, _rng(seed, _TIMES))
     user_ids = _sparse_ids(n_users, USER_ID_SPREAD, _rng(seed, _USER_IDS))
     columns = {
@@ -343,7 +339,9 @@ def _user_counts(
     return counts + min_user_ratings
 
 
-def _draw_pairs(per_user: np.ndarray, popularity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _draw_pairs(
+    per_user: np.ndarray, popularity: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Distinct (user, movie) pairs, `per_user[u]` for user u, as sorted int64 u * n_movies + m.
 
     One draw per wanted rating by popularity, deduplicated, then top-up rounds for the users
@@ -396,7 +394,9 @@ def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return probability, alias
 
 
-def _sample(alias: tuple[np.ndarray, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+def _sample(
+    alias: tuple[np.ndarray, np.ndarray], size: int, rng: np.random.Generator
+) -> np.ndarray:
     """Movie indices by popularity from an _alias_table, (size,) int64."""
     probability, other = alias
     index = rng.integers(len(probability), size=size)
@@ -414,7 +414,7 @@ def _top_up(
     """New pairs for the users short of ratings, at most `deficit[u]` each, none in `known`.
 
     Draws by popularity from `alias`, or uniformly where it is None; a user who draws more new
-    movies than he lacks keeps a random subset of them.
+    movies than it lacks keeps a random subset of them.
 
     Args:
         deficit, have: (n_users,) int64, ratings still wanted and already drawn per user.
@@ -447,15 +447,24 @@ def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _score(
-    users: np.ndarray, movies: np.ndarray, model: _LatentModel, step: float, rng: np.random.Generator
+    users: np.ndarray,
+    movies: np.ndarray,
+    model: _LatentModel,
+    half_stars: bool,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Ratings on the grid `step`..5, (n,) float32, computed in chunks to bound memory."""
+    """Ratings on the grid, (n,) float32, computed in chunks to bound memory.
+
+    With half stars, the users of `model.whole_stars_only` still round to whole stars, as many
+    real users do.
+    """
     rating = np.empty(len(users), dtype=np.float32)
     for start in range(0, len(users), ROWS_PER_CHUNK):
         u, m = users[start : start + ROWS_PER_CHUNK], movies[start : start + ROWS_PER_CHUNK]
         raw = np.einsum("ij,ij->i", model.user_factors[u], model.movie_factors[m])
         raw += GLOBAL_MEAN + model.user_bias[u] + model.movie_bias[m]
         raw += rng.standard_normal(len(u), dtype=np.float32) * NOISE_STD
+        step = np.where(model.whole_stars_only[u], 1.0, 0.5) if half_stars else 1.0
         rating[start : start + len(u)] = np.clip(np.round(raw / step) * step, step, MAX_RATING)
     return rating
 
@@ -490,7 +499,7 @@ def write_release(
     Args:
         dataset_name: a key of DATASETS.
         ratings: userId, movieId, rating, timestamp; ids and timestamps non-negative integers,
-            ratings on the release's grid (rating_step).
+            ratings on the release's grid (Dataset.rating_scale, Dataset.rating_step).
         movies: movieId, title, genres ('|'-joined; for ml-100k only names in ML100K_GENRES).
         out_dir: created if missing.
         compress_level: deflate level 0..9.
@@ -505,22 +514,26 @@ def write_release(
     if dataset_name not in DATASETS:
         raise ValueError(f"unknown dataset {dataset_name!r}; choose one of {', '.join(DATASETS)}")
     dataset = DATASETS[dataset_name]
-    codes = _rating_codes(ratings["rating"].to_numpy(), rating_step(dataset_name), dataset_name)
+    codes = _rating_codes(ratings["rating"].to_numpy(), dataset)
     movies_text = _movies_text(movies, dataset).encode(dataset.encoding)
     readme = _readme(dataset, len(ratings), len(movies)).encode("utf-8")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / dataset.zip_name
     partial = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=compress_level) as zf:
-        zf.writestr(_zip_info(f"{dataset.folder}/", compress_level, directory=True), b"")
-        zf.writestr(_zip_info(f"{dataset.folder}/README.txt", compress_level), readme)
-        zf.writestr(_zip_info(f"{dataset.folder}/{dataset.movies}", compress_level), movies_text)
-        info = _zip_info(f"{dataset.folder}/{dataset.ratings}", compress_level)
-        large = len(ratings) * 40 > ZIP64_ABOVE_BYTES  # 40 bytes bound a row of any layout
-        with zf.open(info, "w", force_zip64=large) as member:
-            for chunk in _ratings_chunks(ratings, codes, dataset):
-                member.write(chunk)
+    try:
+        with zipfile.ZipFile(partial, "w") as zf:
+            zf.writestr(_zip_info(f"{dataset.folder}/", compress_level, directory=True), b"")
+            for name, data in (("README.txt", readme), (dataset.movies, movies_text)):
+                zf.writestr(_zip_info(f"{dataset.folder}/{name}", compress_level), data)
+            info = _zip_info(f"{dataset.folder}/{dataset.ratings}", compress_level)
+            large = len(ratings) * 40 > ZIP64_ABOVE_BYTES  # 40 bytes bound a row of any layout
+            with zf.open(info, "w", force_zip64=large) as member:
+                for chunk in _ratings_chunks(ratings, codes, dataset):
+                    member.write(chunk)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
     md5 = path.with_name(path.name + ".md5")
     md5_partial = md5.with_name(md5.name + ".tmp")
@@ -559,18 +572,16 @@ def _readme(dataset: Dataset, n_ratings: int, n_movies: int) -> str:
     )
 
 
-def _rating_codes(rating: np.ndarray, step: float, dataset_name: str) -> np.ndarray:
+def _rating_codes(rating: np.ndarray, dataset: Dataset) -> np.ndarray:
     """Half-star index 2 * rating (1..10), (n,) int8, after checking the release's grid."""
+    (low, high), step = dataset.rating_scale, dataset.rating_step
     doubled = np.asarray(rating, dtype=np.float64) * 2
     codes = np.rint(doubled)
-    off = (codes != doubled) | (codes < 2 * step) | (codes > 2 * MAX_RATING)
-    if step == 1.0:
-        off |= codes % 2 == 1
+    off = (codes != doubled) | (codes < 2 * low) | (codes > 2 * high) | (codes % (2 * step) != 0)
     if off.any():
         bad = rating[np.flatnonzero(off)[0]]
         raise ValueError(
-            f"rating {bad!r} is off the {dataset_name} grid {step:g}..{MAX_RATING:g} "
-            f"in steps of {step:g}"
+            f"rating {bad!r} is off the {dataset.name} grid {low:g}..{high:g} in steps of {step:g}"
         )
     return codes.astype(np.int8)
 
@@ -641,7 +652,7 @@ def _ratings_chunks(ratings: pd.DataFrame, codes: np.ndarray, dataset: Dataset) 
 
 
 def _int_chars(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decimal digits right-aligned in a (n, width) uint8 block, and the (n, width) mask of used cells.
+    """Decimal digits right-aligned in a (n, width) uint8 block, and the (n, width) mask of digits.
 
     Four digits at a time come from a table of "0000".."9999", which is ~5x faster than one
     division per digit.
@@ -706,13 +717,15 @@ def generate_release(
     movies = generate_movies(n_movies, seed)
     ratings = generate_ratings(
         n_ratings, n_users, n_movies, seed,
-        half_stars=rating_step(dataset_name) == 0.5,
+        half_stars=DATASETS[dataset_name].rating_step == 0.5,
         time_range=(shape.first_timestamp, shape.last_timestamp),
     )  # fmt: skip
     log.info("generated %d ratings in %.1f s", len(ratings), time.perf_counter() - started)
     started = time.perf_counter()
     path = write_release(dataset_name, ratings, movies, out_dir, compress_level)
-    log.info("wrote %s (%d bytes) in %.1f s", path, path.stat().st_size, time.perf_counter() - started)
+    log.info(
+        "wrote %s (%d bytes) in %.1f s", path, path.stat().st_size, time.perf_counter() - started
+    )
     return path
 
 
@@ -731,17 +744,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = _parse_args(argv)
-    n_ratings = args.ratings or RELEASE_SHAPES[args.dataset].ratings
+    n_ratings = RELEASE_SHAPES[args.dataset].ratings if args.ratings is None else args.ratings
     n_users, n_movies = default_counts(args.dataset, n_ratings)
+    n_users = n_users if args.users is None else args.users
+    n_movies = n_movies if args.movies is None else args.movies
     try:
         path = generate_release(
-            args.dataset, n_ratings, args.users or n_users, args.movies or n_movies,
-            args.seed, args.out, args.compress_level,
-        )  # fmt: skip
+            args.dataset, n_ratings, n_users, n_movies, args.seed, args.out, args.compress_level
+        )
     except ValueError as err:
         print(f"synth: {err}", file=sys.stderr)
         return 2
-    declared = sum(info.file_size for info in zipfile.ZipFile(path).infolist())
+    with zipfile.ZipFile(path) as archive:
+        declared = sum(info.file_size for info in archive.infolist())
     if declared > DATASETS[args.dataset].extracted_bytes:
         log.warning(
             "%s unpacks to %d bytes, more than the %d the download stage allows for %s",

@@ -119,6 +119,9 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "baseline_iterations": positive_int,
             "plot_points": positive_int,
             "activity_buckets": Spec(list),
+            "k": positive_int,
+            "relevance_threshold": Spec(float, low=0.0),
+            "block_size": positive_int,
         },
     }
 
@@ -270,9 +273,9 @@ def _fsync(path: Path) -> None:
 
 
 def write_json(target: Path, data: Any) -> None:
-    """Write `data` as indented, key-sorted JSON, atomically."""
+    """Write `data` as indented JSON, keys in the order given (metrics: RMSE first), atomically."""
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def write_parquet(target: Path, frame) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 
 from stages import paths
 from stages.common import load_params, run_stage, write_csv, write_json
+from stages.ranking import Factors, factors_from_model, ranking_metrics
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,9 @@ def mae(actual: np.ndarray, predicted: np.ndarray) -> float:
     """Mean absolute error; NaN for no pairs."""
     if len(actual) == 0:
         return float("nan")
-    return float(np.mean(np.abs(np.asarray(predicted, np.float64) - np.asarray(actual, np.float64))))
+    return float(
+        np.mean(np.abs(np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)))
+    )
 
 
 def fit_biases(
@@ -80,7 +84,7 @@ def predict_with_fallback(
 
 def activity_buckets(train_counts: np.ndarray, edges: list[int]) -> np.ndarray:
     """Label each count by its bucket: '<e0', 'e0-e1', ..., '>=eN' (lower bounds inclusive)."""
-    labels = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:], strict=False)]
+    labels = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in itertools.pairwise(edges)]
     labels.append(f">={edges[-1]}")
     return np.asarray(labels, dtype=object)[np.searchsorted(edges, train_counts, side="right")]
 
@@ -96,7 +100,9 @@ def rmse_by_activity(
             "sq": (np.asarray(predicted, np.float64) - actual) ** 2,
         }
     )
-    grouped = frame.groupby(["lower", "bucket"], sort=True)["sq"].agg(["mean", "size"]).reset_index()
+    grouped = (
+        frame.groupby(["lower", "bucket"], sort=True)["sq"].agg(["mean", "size"]).reset_index()
+    )
     return pd.DataFrame(
         {
             "user_activity": grouped["bucket"],
@@ -119,6 +125,46 @@ def scores(actual: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, 
         name: {"rmse": round(rmse(actual, p), 6), "mae": round(mae(actual, p), 6)}
         for name, p in predictions.items()
     }
+
+
+def popularity_factors(train_movies: np.ndarray, n_users: int, n_movies: int) -> Factors:
+    """A non-personal ranker: every user's list is the movies with the most training ratings."""
+    counts = np.bincount(train_movies, minlength=n_movies).astype(np.float32)
+    return Factors(
+        np.zeros((n_users, 1), np.float32),
+        np.zeros((n_movies, 1), np.float32),
+        np.zeros(n_users, np.float32),
+        counts,
+        (0.0, 1.0),
+    )
+
+
+def ranking_table(
+    rankers: dict[str, Factors], train: pd.DataFrame, test: pd.DataFrame, p: dict
+) -> dict:
+    """precision@k, recall@k, NDCG@k and coverage of each ranker over the test users."""
+    out = {}
+    for name, factors in rankers.items():
+        summary = ranking_metrics(
+            factors,
+            train["user_index"].to_numpy(),
+            train["movie_index"].to_numpy(),
+            test["user_index"].to_numpy(),
+            test["movie_index"].to_numpy(),
+            test["rating"].to_numpy(),
+            k=p["k"],
+            relevance_threshold=p["relevance_threshold"],
+            block_size=p["block_size"],
+        ).summary()
+        k = summary.pop("k")
+        del summary["relevance_threshold"]  # a param, not a result
+        out[name] = {
+            f"{metric}@{k}"
+            if metric in ("precision", "recall", "ndcg", "coverage")
+            else metric: value
+            for metric, value in summary.items()
+        }
+    return out
 
 
 def main() -> None:
@@ -152,11 +198,23 @@ def main() -> None:
         actual,
         {"model": predicted, "global_mean": np.full(len(actual), mu), "user_movie_biases": biases},
     )
+    ranking = ranking_table(
+        {
+            "model": factors_from_model(model),
+            "most_popular": popularity_factors(train["movie_index"].to_numpy(), n_users, n_movies),
+        },
+        train,
+        test,
+        p,
+    )
+    model_ranking = {k: v for k, v in ranking["model"].items() if "@" in k}
     result = {
         "rmse": table["model"]["rmse"],
         "mae": table["model"]["mae"],
+        **model_ranking,
         "rmse_warm": round(rmse(actual[warm], predicted[warm]), 6),
         "baselines": {k: v for k, v in table.items() if k != "model"},
+        "ranking": ranking,
         "test_pairs": len(actual),
         "cold_pairs": int((~warm).sum()),
         "cold_fallback": "user_movie_biases",
@@ -169,11 +227,19 @@ def main() -> None:
     )
     train_counts = np.bincount(train["user_index"].to_numpy(), minlength=n_users)
     counts = np.where(users >= 0, train_counts[np.maximum(users, 0)], 0)
-    write_csv(paths.RMSE_BY_ACTIVITY, rmse_by_activity(actual, predicted, counts, p["activity_buckets"]))
+    write_csv(
+        paths.RMSE_BY_ACTIVITY, rmse_by_activity(actual, predicted, counts, p["activity_buckets"])
+    )
     log.info("%-18s %8s %8s", "model", "RMSE", "MAE")
     for name, row in table.items():
         log.info("%-18s %8.4f %8.4f", name, row["rmse"], row["mae"])
-    log.info("%d test pairs, %d cold (predicted by the user+movie bias baseline)", len(actual), (~warm).sum())
+    log.info(
+        "%d test pairs, %d cold (predicted by the user+movie bias baseline)",
+        len(actual),
+        (~warm).sum(),
+    )
+    for name, row in ranking.items():
+        log.info("%-18s %s", name, "  ".join(f"{k}={v}" for k, v in row.items() if "@" in k))
 
 
 if __name__ == "__main__":

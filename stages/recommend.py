@@ -2,10 +2,11 @@
 
 Usage: python -m stages.recommend --user USER_ID -n N [--json], from the project root after
 `dvc repro`. Movies are ranked by the model's logit (the same order as the predicted rating); equal
-scores go to the lower movieId. A user with no training ratings (filtered out by
-preprocess.top_users / top_movies, or with every rating in the test split) is an error, not a
-fallback to popular movies: the model has no vector for that user, and a silent non-personal list
-would look like a personal one. Bad input and missing artifacts exit 1 with one `error:` line.
+scores go to the lower movieId (movie indices follow sorted movieIds). A user with no training
+ratings (filtered out by preprocess.top_users / top_movies, or with every rating in the test split)
+is an error, not a fallback to popular movies: the model has no vector for that user, and a silent
+non-personal list would look like a personal one. Bad input and missing artifacts exit 1 with one
+`error:` line on stderr.
 """
 
 from __future__ import annotations

@@ -31,9 +31,15 @@ def imported_stage_modules(module: str, seen: set[str] | None = None) -> set[str
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
             names = [node.module.removeprefix("stages").lstrip(".")] + [a.name for a in node.names]
         elif isinstance(node, ast.Import):
-            names = [a.name.removeprefix("stages.") for a in node.names if a.name.startswith("stages.")]
+            names = [
+                a.name.removeprefix("stages.") for a in node.names if a.name.startswith("stages.")
+            ]
         for name in names:
-            if name and (ROOT / "stages" / f"{name}.py").exists() and f"stages/{name}.py" not in seen:
+            if (
+                name
+                and (ROOT / "stages" / f"{name}.py").exists()
+                and f"stages/{name}.py" not in seen
+            ):
                 imported_stage_modules(name, seen)
     return seen | {"stages/__init__.py"}
 
@@ -82,7 +88,9 @@ def test_every_consumed_file_is_produced_upstream():
     for name in STAGES:
         stage = DVC["stages"][name]
         data_deps = {d for d in as_paths(stage["deps"]) if not d.startswith("stages/")}
-        assert data_deps <= produced, f"{name} reads {data_deps - produced} that no earlier stage writes"
+        assert data_deps <= produced, (
+            f"{name} reads {data_deps - produced} that no earlier stage writes"
+        )
         for kind in ("outs", "metrics", "plots"):
             produced |= as_paths(stage.get(kind))
 

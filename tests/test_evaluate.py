@@ -1,14 +1,17 @@
 """Evaluation arithmetic on tiny inputs whose answers are worked out by hand."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stages.evaluate import (
     activity_buckets,
     fit_biases,
     mae,
+    popularity_factors,
     predict_biases,
     predict_with_fallback,
+    ranking_table,
     rmse,
     rmse_by_activity,
     sample_rows,
@@ -73,7 +76,9 @@ def test_rmse_by_activity_groups_in_bucket_order():
     assert table["test_pairs"].tolist() == [2, 2]
 
 
-@pytest.mark.parametrize(("n", "limit", "expected"), [(3, 5, [0, 1, 2]), (5, 3, [0, 2, 4]), (0, 3, [])])
+@pytest.mark.parametrize(
+    ("n", "limit", "expected"), [(3, 5, [0, 1, 2]), (5, 3, [0, 2, 4]), (0, 3, [])]
+)
 def test_sample_rows_is_even_and_deterministic(n, limit, expected):
     assert sample_rows(n, limit).tolist() == expected
 
@@ -81,3 +86,15 @@ def test_sample_rows_is_even_and_deterministic(n, limit, expected):
 def test_scores_table():
     table = scores(np.array([1.0, 3.0]), {"a": np.array([2.0, 3.0])})
     assert table == {"a": {"rmse": round(np.sqrt(0.5), 6), "mae": 0.5}}
+
+
+def test_most_popular_ranks_by_training_count_and_names_metrics_by_k():
+    train = pd.DataFrame({"user_index": [0, 0, 1, 1, 2], "movie_index": [0, 1, 0, 2, 0]})
+    factors = popularity_factors(train["movie_index"].to_numpy(), n_users=3, n_movies=4)
+    np.testing.assert_array_equal(factors.logits(np.array([0]))[0], [3, 1, 1, 0])
+    # User 2 has not rated movies 1-3; its top-1 by count is movie 1 (tie with 2: lower index).
+    test = pd.DataFrame({"user_index": [2], "movie_index": [1], "rating": [5.0]})
+    params = {"k": 1, "relevance_threshold": 4.0, "block_size": 2}
+    table = ranking_table({"most_popular": factors}, train, test, params)["most_popular"]
+    assert table["precision@1"] == 1.0 and table["recall@1"] == 1.0 and table["ndcg@1"] == 1.0
+    assert "relevance_threshold" not in table

@@ -59,11 +59,15 @@ def test_output_stays_on_the_rating_scale():
     model = build_model(3, 3, 2, l2=0.0, rating_scale=(1.0, 5.0))
     for layer in model.layers:
         if isinstance(layer, keras.layers.Embedding):
-            layer.embeddings.assign(np.full(layer.embeddings.shape, 30.0 * (1 if "user" in layer.name else -1)))
+            layer.embeddings.assign(
+                np.full(layer.embeddings.shape, 30.0 * (1 if "user" in layer.name else -1))
+            )
     out = predict_ratings(model, np.array([0, 1, 2]), np.array([2, 1, 0]), batch_size=2)
     assert out.dtype == np.float32
     assert np.all(out >= 1.0) and np.all(out <= 5.0)
-    np.testing.assert_allclose(out, 1.0, atol=1e-4)  # a huge negative logit saturates at the low end
+    np.testing.assert_allclose(
+        out, 1.0, atol=1e-4
+    )  # a huge negative logit saturates at the low end
 
 
 def test_l2_penalises_only_the_rows_looked_up():

@@ -78,7 +78,9 @@ def test_validate_ratings_refuses_with_row_and_value(text, step, words):
 
 
 def test_validate_ratings_casts_to_compact_dtypes():
-    out = preprocess.validate_ratings(read(HEADER + "1,10,4.5,100\n2,20,0.5,200\n3,30,5,300\n"), 0.5)
+    out = preprocess.validate_ratings(
+        read(HEADER + "1,10,4.5,100\n2,20,0.5,200\n3,30,5,300\n"), 0.5
+    )
     assert out.dtypes.astype(str).to_dict() == {
         "userId": "int32",
         "movieId": "int32",
@@ -209,7 +211,9 @@ def numbered(n: int) -> pd.DataFrame:
     return ratings_frame([(u, 1, 1.0, u) for u in range(n)])
 
 
-@pytest.mark.parametrize(("n", "test_size", "n_test"), [(20, 0.1, 2), (10, 0.35, 4), (7, 0.5, 4), (3, 0.5, 2)])
+@pytest.mark.parametrize(
+    ("n", "test_size", "n_test"), [(20, 0.1, 2), (10, 0.35, 4), (7, 0.5, 4), (3, 0.5, 2)]
+)
 def test_split_sizes_are_rounded_and_the_parts_partition(n, test_size, n_test):
     train, test = preprocess.split_ratings(numbered(n), test_size, seed=0)
     assert len(test) == n_test == round(n * test_size)
@@ -308,6 +312,10 @@ GOOD_RATINGS = csv_bytes(HEADER, RATINGS_ROWS)
 GOOD_MOVIES = csv_bytes("movieId,title,genres\n", MOVIES_ROWS)
 
 
+def pairs(frame: pd.DataFrame) -> set[tuple]:
+    return set(zip(frame["userId"], frame["movieId"], frame["rating"], strict=True))
+
+
 def run_main(root: Path, monkeypatch, **prep) -> dict:
     write_project(root, GOOD_RATINGS, GOOD_MOVIES, **prep)
     monkeypatch.chdir(root)
@@ -328,7 +336,6 @@ def test_main_writes_the_known_split(tmp_path, monkeypatch):
     assert test.dtypes.astype(str).to_dict() == base | index | {"cold": "bool"}
     assert (len(train), len(test)) == (18, 2)  # round(20 * 0.1) to test
 
-    pairs = lambda frame: set(zip(frame["userId"], frame["movieId"], frame["rating"], strict=True))  # noqa: E731
     assert not pairs(train) & pairs(test)
     assert pairs(train) | pairs(test) == KEPT
 
@@ -384,7 +391,7 @@ def test_main_is_deterministic(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(first, pd.read_parquet(paths.TEST))
 
 
-# ---------------------------------------------------------------------------- bad files, through the CLI
+# ---------------------------------------------------------------------------- bad files, in process and by CLI
 
 MOVIES_LATIN1 = csv_bytes("movieId,title,genres\n", MOVIES_ROWS[:2]) + b"3,Caf\xe9 (1999),Drama\n"
 EMPTY_FILTER = [  # users 1: 3 ratings, 2-4: 1; movies 4: 3 ratings, 1-3: 1; user 1 never rated 4
@@ -392,30 +399,61 @@ EMPTY_FILTER = [  # users 1: 3 ratings, 2-4: 1; movies 4: 3 ratings, 1-3: 1; use
 ]  # fmt: skip
 FOUR_MOVIES = csv_bytes("movieId,title,genres\n", [f"{m},M{m},Drama" for m in range(1, 5)])
 
+# case: (ratings.csv, movies.csv, preprocess params, words of the message, also through the CLI)
 BAD_FILES = {
-    "empty ratings": (b"", GOOD_MOVIES, {}, "ratings.csv is empty; restore it with dvc repro --force download"),
-    "header only": (HEADER.encode(), GOOD_MOVIES, {}, "ratings.csv has no ratings"),
-    "non-UTF-8 movies": (GOOD_RATINGS, MOVIES_LATIN1, {}, f"movies.csv is not valid utf-8 text (byte {MOVIES_LATIN1.index(0xE9)}, line 4)"),
-    "missing movies": (GOOD_RATINGS, None, {}, "movies.csv not found; run the download stage first"),
-    "missing ratings": (None, GOOD_MOVIES, {}, "ratings.csv not found; run the download stage first"),
-    "bad rating": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,abc,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating='abc' is not a number"),
-    "off-grid rating": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,4.2,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating=4.2 is not on the scale 0.5 to 5"),
-    "ragged row": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,4.0,6,7,8"]), GOOD_MOVIES, {}, "ratings.csv cannot be parsed: Error tokenizing data"),
-    "movies without genres": (GOOD_RATINGS, b"movieId,title\n1,A\n", {}, "movies.csv lacks column(s) genres"),
-    "filter keeps nothing": (csv_bytes(HEADER, EMPTY_FILTER), FOUR_MOVIES, {"top_users": 1, "top_movies": 1}, "top_users=1 and top_movies=1 leave no ratings"),
-    "no test ratings": (csv_bytes(HEADER, EMPTY_FILTER[:3]), FOUR_MOVIES, {}, "test_size=0.1 of 3 ratings leaves no test ratings"),
+    "empty ratings": (b"", GOOD_MOVIES, {}, "ratings.csv is empty; restore it with dvc repro --force download", True),
+    "header only": (HEADER.encode(), GOOD_MOVIES, {}, "ratings.csv has no ratings", True),
+    "non-UTF-8 movies": (GOOD_RATINGS, MOVIES_LATIN1, {}, f"movies.csv is not valid utf-8 text (byte {MOVIES_LATIN1.index(0xE9)}, line 4)", True),
+    "missing movies": (GOOD_RATINGS, None, {}, "movies.csv not found; run the download stage first", True),
+    "bad rating": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,abc,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating='abc' is not a number", True),
+    "filter keeps nothing": (csv_bytes(HEADER, EMPTY_FILTER), FOUR_MOVIES, {"top_users": 1, "top_movies": 1}, "top_users=1 and top_movies=1 leave no ratings", True),
+    "no test ratings": (csv_bytes(HEADER, EMPTY_FILTER[:3]), FOUR_MOVIES, {}, "test_size=0.1 of 3 ratings leaves no test ratings", True),
+    "missing ratings": (None, GOOD_MOVIES, {}, "ratings.csv not found; run the download stage first", False),
+    "off-grid rating": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,4.2,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating=4.2 is not on the scale 0.5 to 5", False),
+    "ragged row": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,4.0,6,7,8"]), GOOD_MOVIES, {}, "ratings.csv cannot be parsed: Error tokenizing data", False),
+    "movies without genres": (GOOD_RATINGS, b"movieId,title\n1,A\n", {}, "movies.csv lacks column(s) genres", False),
+    "text movie id": (GOOD_RATINGS, b"movieId,title,genres\n1,A,B\nseven,C,D\n", {}, "movies.csv row 2: movieId='seven' is not a number", False),
 }  # fmt: skip
+CLI_CASES = [case for case, (*_, cli) in BAD_FILES.items() if cli]
+
+
+def assert_raw_untouched_and_nothing_written(root: Path, case: str) -> None:
+    ratings, movies = BAD_FILES[case][:2]
+    raw = root / paths.raw_dir(DATASET.name)
+    for name, data in ((DATASET.ratings, ratings), (DATASET.movies, movies)):
+        if data is None:
+            assert not (raw / name).exists()
+        else:
+            assert (raw / name).read_bytes() == data
+    processed = root / paths.PROCESSED_DIR
+    assert not processed.exists() or sorted(processed.iterdir()) == [processed / "old.json"]
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_raise_and_keep_earlier_outputs(tmp_path, monkeypatch, case):
+    ratings, movies, prep, words, _ = BAD_FILES[case]
+    write_project(tmp_path, ratings, movies, **prep)
+    old = tmp_path / paths.PROCESSED_DIR / "old.json"
+    old.parent.mkdir(parents=True)
+    old.write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError) as caught:
+        preprocess.main()
+    assert words in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert old.read_text() == "{}"
+    assert_raw_untouched_and_nothing_written(tmp_path, case)
 
 
 @pytest.fixture(scope="module")
 def cli_runs():
-    """Run `python -m stages.preprocess` on every BAD_FILES project at once (each start is slow)."""
+    """Run `python -m stages.preprocess` on the CLI_CASES projects at once (each start is slow)."""
     base = Path(tempfile.mkdtemp(prefix="preprocess-cli-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     running = {}
-    for case, (ratings, movies, prep, _) in BAD_FILES.items():
+    for case in CLI_CASES:
+        ratings, movies, prep, *_ = BAD_FILES[case]
         root = base / case.replace(" ", "_")
-        root.mkdir()
         write_project(root, ratings, movies, **prep)
         running[case] = (root, subprocess.Popen(
             [sys.executable, "-m", "stages.preprocess"], cwd=root, env=env,
@@ -423,60 +461,65 @@ def cli_runs():
         ))  # fmt: skip
     results = {}
     for case, (root, process) in running.items():
-        stdout, stderr = process.communicate(timeout=120)
-        results[case] = (root, process.returncode, stdout, stderr)
+        _, stderr = process.communicate(timeout=120)
+        results[case] = (root, process.returncode, stderr)
     yield results
     shutil.rmtree(base)
 
 
-@pytest.mark.parametrize("case", list(BAD_FILES))
-def test_bad_files_stop_with_one_line_and_write_nothing(cli_runs, case):
-    root, returncode, stdout, stderr = cli_runs[case]
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_bad_files_stop_the_cli_with_one_line_and_write_nothing(cli_runs, case):
+    root, returncode, stderr = cli_runs[case]
     assert "Traceback" not in stderr
     assert returncode == 1
     lines = stderr.splitlines()
     assert [line for line in lines if line.startswith("error: ")] == lines[-1:]  # logs may precede
-    assert BAD_FILES[case][3] in stderr
-    processed = root / paths.PROCESSED_DIR
-    assert not processed.exists() or list(processed.rglob("*")) == []
-    raw = root / paths.raw_dir(DATASET.name)
-    for name, data in zip((DATASET.ratings, DATASET.movies), BAD_FILES[case][:2], strict=True):
-        assert (raw / name).read_bytes() == data if data is not None else not (raw / name).exists()
+    assert BAD_FILES[case][3] in lines[-1]
+    assert_raw_untouched_and_nothing_written(root, case)
 
 
 # ---------------------------------------------------------------------------- property: no crash
 
 
-def cell() -> st.SearchStrategy[str]:
-    valid = st.one_of(
-        st.integers(0, 300).map(str),
-        st.sampled_from(["0.5", "1", "3.5", "4.0", "5", "5.0"]),
-        st.integers(0, 2**31).map(str),
-    )
-    wrong = st.one_of(
-        st.sampled_from(
-            ["", "nan", "NaN", "inf", "-inf", "-1", "1e10", "1e400", "True", "false", "0x10",
-             "5.5", "3.3", "0", "1.5", '"4"', '"', "2147483648", "9" * 25, "-0", " 4", "NA", "\x00"]
-        ),  # fmt: skip
-        st.floats(allow_nan=True, allow_infinity=True).map(repr),
-        st.integers(-(2**70), 2**70).map(str),
-        st.text(st.characters(codec="utf-8"), max_size=6),
-    )
-    return st.one_of(valid, valid, wrong)
+WRONG_CELLS = [
+    "", "nan", "NaN", "NA", "inf", "-inf", "-1", "-0", "0", "1e10", "1e400", "True", "false",
+    "0x10", "5.5", "3.3", "1.5", '"4"', '"', " 4", "2147483648", "9" * 25, "\x00", "1e19",
+    "9223372036854775808", "-9223372036854775809",
+]  # fmt: skip
+HEADERS = [
+    HEADER, HEADER, HEADER, HEADER, "userId,movieId,rating\n", "movieId,userId,rating,timestamp\n",
+    "userId,movieID,rating,timestamp\n", "userId;movieId;rating;timestamp\n", "", "\n",
+    "userId,userId,rating,timestamp\n",
+]  # fmt: skip
+VALID_FIELDS = (
+    st.integers(0, 700).map(str),
+    st.integers(0, 200_000).map(str),
+    st.sampled_from(["0.5", "1", "1.0", "2.5", "3", "3.5", "4.0", "4.5", "5", "5.0"]),
+    st.integers(0, 2**31).map(str),
+)
+WRONG_FIELD = st.one_of(
+    st.sampled_from(WRONG_CELLS),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-(2**70), 2**70).map(str),
+    st.text(st.characters(codec="utf-8"), max_size=6),
+)
 
 
 @st.composite
 def ratings_text(draw) -> bytes:
-    header = draw(
-        st.sampled_from(
-            [HEADER, "userId,movieId,rating\n", "movieId,userId,rating,timestamp\n", "userId,movieID,rating,timestamp\n",
-             "userId;movieId;rating;timestamp\n", "", "\n", "userId,userId,rating,timestamp\n"]
-        )
-    )  # fmt: skip
-    rows = draw(st.lists(st.lists(cell(), min_size=2, max_size=6), max_size=8))
-    text = header + "".join(",".join(row) + draw(st.sampled_from(["\n", "\r\n", "\n\n"])) for row in rows)
+    """A ratings.csv: valid rows with a few wrong fields, a row short or long by one field, then
+    maybe a cut, a changed or an inserted byte."""
+    rows = [[draw(field) for field in VALID_FIELDS] for _ in range(draw(st.integers(0, 8)))]
+    for _ in range(draw(st.integers(0, 2)) if rows else 0):
+        row = draw(st.sampled_from(rows))
+        row[draw(st.integers(0, 3))] = draw(WRONG_FIELD)
+    if rows and draw(st.integers(0, 4)) == 0:
+        row = draw(st.sampled_from(rows))
+        row[:] = row[:-1] if draw(st.booleans()) else [*row, draw(WRONG_FIELD)]
+    end = draw(st.sampled_from(["\n", "\n", "\r\n", "\n\n"]))
+    text = draw(st.sampled_from(HEADERS)) + "".join(",".join(row) + end for row in rows)
     data = text.encode("utf-8")
-    mutation = draw(st.sampled_from(["none", "none", "truncate", "byte", "insert"]))
+    mutation = draw(st.sampled_from(["none", "none", "none", "truncate", "byte", "insert"]))
     if mutation != "none" and data:
         at = draw(st.integers(0, len(data) - 1))
         if mutation == "truncate":
@@ -488,7 +531,12 @@ def ratings_text(draw) -> bytes:
     return data
 
 
-@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=ratings_text())
 def test_any_ratings_file_gives_a_valid_frame_or_a_pipeline_error(tmp_path, data):
     raw = tmp_path / "raw"

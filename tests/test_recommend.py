@@ -199,13 +199,15 @@ def test_users_without_training_ratings_are_explained(workdir, user, message):
 
 def test_without_raw_data_an_absent_user_is_reported_as_either(workdir):
     shutil.rmtree(workdir / paths.RAW_DIR)
-    with pytest.raises(PipelineError, match="either no such userId exists or preprocess.top_users"):
+    with pytest.raises(
+        PipelineError, match=r"either no such userId exists or preprocess\.top_users"
+    ):
         main(["--user", str(FILTERED_OUT)])
 
 
 def test_unreadable_model_is_reported(workdir):
     (workdir / paths.MODEL).write_bytes(b"not a zip")
-    with pytest.raises(PipelineError, match="cannot be loaded .*dvc repro"):
+    with pytest.raises(PipelineError, match=r"cannot be loaded .*dvc repro"):
         load_factors(paths.MODEL, len(USER_IDS), len(MOVIE_IDS))
 
 
@@ -215,6 +217,34 @@ def test_model_and_data_of_different_runs_are_reported(workdir):
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "3"], "the following arguments are required: --user (see --help)"),
+        (["--user", "x"], "argument --user: invalid int value: 'x' (see --help)"),
+        (["--user", "10", "-n", "x"], "argument -n: 'x' is not an integer (see --help)"),
+        (
+            ["--user", "10", "-n", "-2"],
+            "argument -n: must be a positive integer, got -2 (see --help)",
+        ),
+        (["--user", "10", "--top"], "unrecognized arguments: --top (see --help)"),
+    ],
+)
+def test_bad_arguments_raise_pipeline_errors(workdir, args, message):
+    with pytest.raises(PipelineError) as err:
+        main(args)
+    assert str(err.value) == message
+
+
+def test_missing_artifact_is_reported_before_loading_anything(workdir):
+    (workdir / paths.TRAIN).unlink()
+    with pytest.raises(
+        PipelineError, match=r"data/processed/train\.parquet not found; run the pipeline"
+    ):
+        main(["--user", "10"])
+
+
+# One subprocess per failure mode the brief names: the exit status and the stderr line are the API.
+@pytest.mark.parametrize(
     ("args", "remove", "message"),
     [
         (["--user", "999"], None, "error: unknown user 999"),
@@ -223,9 +253,7 @@ def test_model_and_data_of_different_runs_are_reported(workdir):
             None,
             "error: argument -n: must be a positive integer, got 0",
         ),
-        (["--user", "10", "-n", "x"], None, "error: argument -n: 'x' is not an integer"),
         (["--user", "10"], paths.MODEL, "error: models/model.keras not found; run the pipeline"),
-        (["--user", "10"], paths.TRAIN, "error: data/processed/train.parquet not found"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_1(workdir, args, remove, message):

@@ -1,0 +1,296 @@
+"""Render `dvc plots show` (or `dvc plots diff`) as a page that works offline; optionally screenshot it.
+
+DVC's own page loads vega, vega-lite and vega-embed from cdn.jsdelivr.net. This script fetches pinned
+builds from the npm registry into a cache once, copies them next to the page and hands DVC an HTML
+template that loads those copies, so the page renders from file:// with no network at all.
+
+    python scripts/plots_page.py                                  # plots/index.html
+    python scripts/plots_page.py --diff HEAD~1                    # dvc plots diff HEAD~1
+    python scripts/plots_page.py --screenshot plots/screenshot.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = ROOT / ".cache" / "vega"
+
+# The major versions DVC's page loads (vega 5, vega-lite 5, vega-embed 6); the newest of each that
+# agree with one another (DVC's own pins do not: vega-lite 5.2.0 needs vega >= 5.21).
+VEGA_PACKAGES = {"vega": "5.33.1", "vega-lite": "5.23.0", "vega-embed": "6.29.0"}
+BUILD_FILES = {
+    "vega": "build/vega.min.js",
+    "vega-lite": "build/vega-lite.min.js",
+    "vega-embed": "build/vega-embed.min.js",
+}
+SCRIPTS_DIR = "vega"  # where the builds are copied, relative to the page
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# Headless, offline and with a throwaway profile; --user-data-dir, --window-size and the action
+# (--screenshot or --dump-dom) are added per run.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+)
+CHROMIUM_TIMEOUT_S = 120
+ERROR_CLASS = "plots-page-error"
+
+# A script error would otherwise reach only the console; this puts it on the page, where a screenshot
+# or a DOM dump shows it. Capturing "error" also catches a <script src> that failed to load.
+ERROR_HANDLER = """<script>
+  function showPlotsError(message) {
+    var add = function () {
+      var line = document.createElement("pre");
+      line.className = "ERROR_CLASS";
+      line.textContent = "error: " + message;
+      document.body.appendChild(line);
+    };
+    if (document.body) { add(); } else { document.addEventListener("DOMContentLoaded", add); }
+  }
+  window.addEventListener("error", function (event) {
+    var target = event.target;
+    showPlotsError(target && target.src ? "could not load " + target.src : event.message);
+  }, true);
+  window.addEventListener("unhandledrejection", function (event) {
+    var reason = event.reason;
+    showPlotsError(reason && reason.message ? reason.message : String(reason));
+  });
+</script>""".replace("ERROR_CLASS", ERROR_CLASS)
+
+STYLE = """<style>
+  body { font-family: sans-serif; display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+  h1 { flex-basis: 100%; margin: 0; font-size: 16px; font-weight: normal; color: #555; }
+  .ERROR_CLASS { flex-basis: 100%; color: #b00020; white-space: pre-wrap; }
+</style>""".replace("ERROR_CLASS", ERROR_CLASS)
+
+
+class PlotsPageError(Exception):
+    """An expected failure (a missing tool, a failed command); its message is one line for the user."""
+
+
+def make_template(heading: str) -> str:
+    """An HTML template for `dvc plots --html-template` that loads vega from SCRIPTS_DIR.
+
+    It has no `{scripts}` placeholder, so DVC's CDN script tags are left out.
+
+    Args:
+        heading: one line shown above the plots, e.g. the dvc command that made the page.
+
+    Returns:
+        The template, with DVC's `{plot_divs}` placeholder.
+    """
+    scripts = "\n".join(
+        f'<script src="{SCRIPTS_DIR}/{Path(build).name}"></script>'
+        for build in BUILD_FILES.values()
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            "<html>",
+            "<head>",
+            '<meta charset="utf-8">',
+            "<title>DVC plots</title>",
+            ERROR_HANDLER,
+            scripts,
+            STYLE,
+            "</head>",
+            "<body>",
+            f"<h1>{heading}</h1>",
+            "{plot_divs}",
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
+
+
+def installed(cache: Path) -> bool:
+    """Whether `cache` holds exactly the VEGA_PACKAGES versions and their builds."""
+    for package, version in VEGA_PACKAGES.items():
+        manifest = cache / "node_modules" / package / "package.json"
+        build = cache / "node_modules" / package / BUILD_FILES[package]
+        if not (manifest.is_file() and build.is_file()):
+            return False
+        if json.loads(manifest.read_text())["version"] != version:
+            return False
+    return True
+
+
+def fetch_vega(cache: Path) -> dict[str, Path]:
+    """Install VEGA_PACKAGES into `cache` with npm unless they are there already.
+
+    Args:
+        cache: npm prefix directory; created if missing.
+
+    Returns:
+        Package name -> path of its minified browser build.
+
+    Raises:
+        PlotsPageError: npm is not installed or `npm install` failed.
+    """
+    if not installed(cache):
+        npm = shutil.which("npm")
+        if npm is None:
+            raise PlotsPageError(
+                "npm not found: install Node.js and npm (Debian: sudo apt-get install npm; "
+                "elsewhere see https://nodejs.org) and retry"
+            )
+        cache.mkdir(parents=True, exist_ok=True)
+        manifest = {"name": "plots-page-vega", "private": True, "dependencies": VEGA_PACKAGES}
+        (cache / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        log.info("fetching %s into %s with npm", ", ".join(VEGA_PACKAGES), cache)
+        command = [npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund"]
+        command += ["--prefer-offline", "--loglevel=error"]
+        done = subprocess.run(command, check=False)
+        if done.returncode != 0 or not installed(cache):
+            raise PlotsPageError(
+                f"npm install into {cache} failed (exit {done.returncode}); see npm's output above"
+            )
+    return {
+        package: cache / "node_modules" / package / BUILD_FILES[package] for package in BUILD_FILES
+    }
+
+
+def dvc_plots_command(out: Path, template: Path, diff: Sequence[str] | None) -> list[str]:
+    """The `dvc plots show` command, or `dvc plots diff REV...` when `diff` is not None."""
+    action = ["show"] if diff is None else ["diff", *diff]
+    command = [sys.executable, "-m", "dvc", "plots", *action]
+    return [*command, "--html-template", str(template), "-o", str(out)]
+
+
+def render_page(out: Path, cache: Path, diff: Sequence[str] | None = None) -> Path:
+    """Run `dvc plots show` (or `diff`) in the current directory into `out`, loading local vega.
+
+    Args:
+        out: output directory; gets index.html and SCRIPTS_DIR/ with the three builds.
+        cache: npm prefix holding vega (see `fetch_vega`).
+        diff: revisions for `dvc plots diff`; None for `dvc plots show`.
+
+    Returns:
+        The page, `out`/index.html.
+
+    Raises:
+        PlotsPageError: npm is missing or dvc failed.
+    """
+    builds = fetch_vega(cache)
+    heading = "dvc plots " + ("show" if diff is None else " ".join(["diff", *diff]))
+    with tempfile.TemporaryDirectory(prefix="plots-page-") as tmp:
+        template = Path(tmp) / "template.html"
+        template.write_text(make_template(heading))
+        done = subprocess.run(dvc_plots_command(out, template, diff), check=False)
+    if done.returncode != 0:
+        raise PlotsPageError(f"{heading} failed (exit {done.returncode}); see dvc's output above")
+    scripts_dir = out / SCRIPTS_DIR
+    scripts_dir.mkdir(parents=True, exist_ok=True)
+    for build in builds.values():
+        shutil.copyfile(build, scripts_dir / build.name)
+    return out / "index.html"
+
+
+def find_chromium() -> str:
+    """The path of a Chromium (or Chrome) binary.
+
+    Raises:
+        PlotsPageError: none is on PATH.
+    """
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    raise PlotsPageError(
+        "chromium not found: run `make deps` (it installs Debian's chromium) "
+        "or install Chromium and put it on PATH"
+    )
+
+
+def run_chromium(page: Path, action: str, window_size: str) -> str:
+    """Open `page` in headless chromium with a throwaway profile and perform `action`.
+
+    Args:
+        page: an HTML file.
+        action: a chromium flag such as `--dump-dom` or `--screenshot=/abs/path.png`.
+        window_size: viewport as "WIDTH,HEIGHT" in pixels.
+
+    Returns:
+        Chromium's stdout (the DOM, for `--dump-dom`).
+
+    Raises:
+        PlotsPageError: chromium is missing, failed or timed out.
+    """
+    chromium = find_chromium()
+    with tempfile.TemporaryDirectory(prefix="plots-page-chromium-") as profile:
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+        command += [f"--window-size={window_size}", action, page.resolve().as_uri()]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired as error:
+            raise PlotsPageError(f"chromium took over {CHROMIUM_TIMEOUT_S} s on {page}") from error
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise PlotsPageError(f"chromium failed on {page} (exit {done.returncode}): {last[0]}")
+    return done.stdout
+
+
+def screenshot(page: Path, png: Path, window_size: str) -> None:
+    """Save a PNG of `page` as headless chromium draws it in a `window_size` viewport."""
+    png.parent.mkdir(parents=True, exist_ok=True)
+    png.unlink(missing_ok=True)
+    run_chromium(page, f"--screenshot={png.resolve()}", window_size)
+    if not png.is_file():
+        raise PlotsPageError(f"chromium wrote no screenshot to {png}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("plots"), help="output directory")
+    parser.add_argument(
+        "--diff",
+        nargs="*",
+        metavar="REV",
+        help="run `dvc plots diff REV...` instead of `dvc plots show` (no REV: workspace vs HEAD)",
+    )
+    parser.add_argument("--screenshot", type=Path, metavar="PNG", help="also save a screenshot")
+    parser.add_argument("--window-size", default="1000,1300", help="screenshot viewport W,H")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="npm cache for vega")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        if args.screenshot is not None:
+            find_chromium()  # fail before the slow part, not after it
+        page = render_page(args.out, args.cache, args.diff)
+        log.info("wrote %s", page)
+        if args.screenshot is not None:
+            screenshot(page, args.screenshot, args.window_size)
+            log.info("wrote %s", args.screenshot)
+    except PlotsPageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The synthetic MovieLens generator: each release's layout reads back through stages.datasets."""
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import synth
+from stages.datasets import DATASETS, MOVIE_COLUMNS, RATING_COLUMNS, read_movies, read_ratings
+
+TINY = {"n_ratings": 300, "n_users": 20, "n_movies": 40}
+LATIN1_DATASETS = [name for name, d in DATASETS.items() if d.encoding == "latin-1"]
+
+
+def tiny_release(
+    name: str, out_dir: Path, seed: int = 0
+) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    movies = synth.generate_movies(TINY["n_movies"], seed)
+    ratings = synth.generate_ratings(
+        **TINY, seed=seed, half_stars=DATASETS[name].rating_step == 0.5
+    )
+    return synth.write_release(name, ratings, movies, out_dir), ratings, movies
+
+
+def extract(zip_path: Path, name: str, dest: Path) -> tuple[Path, Path]:
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in DATASETS[name].members:
+            archive.extract(member, dest)
+    return tuple(dest / member for member in DATASETS[name].members)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_release_reads_back_through_stages_datasets(name, tmp_path):
+    dataset = DATASETS[name]
+    zip_path, ratings, movies = tiny_release(name, tmp_path / "mirror")
+    ratings_file, movies_file = extract(zip_path, name, tmp_path / "raw")
+
+    got = read_ratings(ratings_file, dataset)
+    assert tuple(got.columns) == RATING_COLUMNS
+    assert len(got) == TINY["n_ratings"]
+    np.testing.assert_array_equal(got.to_numpy(dtype=float), ratings.to_numpy(dtype=float))
+    assert not got.duplicated(["userId", "movieId"]).any()
+    step = DATASETS[name].rating_step
+    grid = np.arange(step, 5.0 + step / 2, step)
+    assert set(got["rating"]) <= set(grid)
+
+    got_movies = read_movies(movies_file, dataset)
+    assert tuple(got_movies.columns) == MOVIE_COLUMNS
+    assert got_movies["movieId"].tolist() == movies["movieId"].tolist()
+    assert got_movies["title"].tolist() == movies["title"].tolist()
+    assert got_movies["genres"].tolist() == movies["genres"].tolist()
+    assert set(got["movieId"]) <= set(got_movies["movieId"])
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_zip_has_readme_and_official_md5_line(name, tmp_path):
+    zip_path, _, _ = tiny_release(name, tmp_path)
+    folder = DATASETS[name].folder
+    with zipfile.ZipFile(zip_path) as archive:
+        readme = archive.read(f"{folder}/README.txt").decode("utf-8")
+        assert archive.testzip() is None
+    assert "SYNTHETIC" in readme
+    digest = hashlib.md5(zip_path.read_bytes()).hexdigest()
+    md5_text = (tmp_path / f"{name}.zip.md5").read_text(encoding="utf-8")
+    assert md5_text == f"MD5 ({name}.zip) = {digest}\n"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", LATIN1_DATASETS)
+def test_latin1_titles_survive_and_are_latin1_bytes(name, tmp_path):
+    zip_path, _, movies = tiny_release(name, tmp_path / "mirror")
+    _, movies_file = extract(zip_path, name, tmp_path / "raw")
+    accented = [t for t in movies["title"] if any(ord(c) > 127 for c in t)]
+    assert accented
+    raw = movies_file.read_bytes()
+    assert accented[0].encode("latin-1") in raw
+    assert accented[0].encode("utf-8") not in raw
+    titles = read_movies(movies_file, DATASETS[name])["title"].tolist()
+    assert set(accented) <= set(titles)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ml-25m", "userId,movieId,rating,timestamp\n{u},{m},{r:.1f},{t}\n"),
+        ("ml-1m", "{u}::{m}::{r:g}::{t}\n"),
+        ("ml-10m", "{u}::{m}::{r:g}::{t}\n"),
+        ("ml-100k", "{u}\t{m}\t{r:g}\t{t}\n"),
+    ],
+)
+def test_ratings_text_matches_plain_formatting(name, expected, tmp_path):
+    zip_path, ratings, _ = tiny_release(name, tmp_path)
+    with zipfile.ZipFile(zip_path) as archive:
+        text = archive.read(DATASETS[name].members[0]).decode("ascii")
+    first = ratings.iloc[0]
+    u, m, r, t = int(first.userId), int(first.movieId), float(first.rating), int(first.timestamp)
+    assert text.startswith(expected.format(u=u, m=m, r=r, t=t))
+    assert text.count("\n") == len(ratings) + (name == "ml-25m")
+
+
+def test_csv_titles_with_commas_are_quoted(tmp_path):
+    zip_path, _, movies = tiny_release("ml-latest-small", tmp_path)
+    with zipfile.ZipFile(zip_path) as archive:
+        text = archive.read("ml-latest-small/movies.csv").decode("utf-8")
+    comma_title = next(t for t in movies["title"] if "," in t)
+    assert text.startswith("movieId,title,genres\n")
+    assert f'"{comma_title}"' in text
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    first, _, _ = tiny_release("ml-25m", tmp_path / "a", seed=3)
+    again, _, _ = tiny_release("ml-25m", tmp_path / "b", seed=3)
+    other, _, _ = tiny_release("ml-25m", tmp_path / "c", seed=4)
+    assert first.read_bytes() == again.read_bytes()
+    assert first.read_bytes() != other.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def sample() -> pd.DataFrame:
+    return synth.generate_ratings(20_000, 200, 2000, seed=1)
+
+
+def test_sample_shape(sample):
+    assert len(sample) == 20_000
+    assert not sample.duplicated(["userId", "movieId"]).any()
+    per_user = sample.groupby("userId").size()
+    assert len(per_user) == 200
+    assert per_user.min() >= 20
+    assert per_user.max() <= 1000
+    assert per_user.max() > 3 * per_user.median()  # long-tailed activity
+    per_movie = sample.groupby("movieId").size()
+    assert per_movie.max() > 10 * per_movie.median()  # long-tailed popularity
+    assert set(sample["movieId"]) <= set(synth.movie_ids(2000, seed=1))
+    assert sample["movieId"].max() > 2000  # sparse ids, like the real ones
+    assert sample[["userId", "movieId"]].apply(tuple, axis=1).is_monotonic_increasing
+
+
+def fit_biases(train: pd.DataFrame, l2: float = 5.0, sweeps: int = 10) -> tuple:
+    """Ridge user + movie biases by alternating closed-form updates."""
+    mean = train["rating"].mean()
+    users, movies = train["userId"].to_numpy(), train["movieId"].to_numpy()
+    residual = train["rating"].to_numpy() - mean
+    b_user, b_movie = pd.Series(0.0, index=np.unique(users)), pd.Series(0.0, np.unique(movies))
+    for _ in range(sweeps):
+        r = pd.Series(residual - b_movie[movies].to_numpy()).groupby(users)
+        b_user = r.sum() / (r.count() + l2)
+        r = pd.Series(residual - b_user[users].to_numpy()).groupby(movies)
+        b_movie = r.sum() / (r.count() + l2)
+    return mean, b_user, b_movie
+
+
+def test_latent_structure_is_learnable(sample):
+    shuffled = sample.sample(frac=1.0, random_state=0)
+    cut = int(0.8 * len(shuffled))
+    train, test = shuffled.iloc[:cut], shuffled.iloc[cut:]
+    mean, b_user, b_movie = fit_biases(train)
+    predicted = (
+        mean
+        + b_user.reindex(test["userId"]).fillna(0.0).to_numpy()
+        + b_movie.reindex(test["movieId"]).fillna(0.0).to_numpy()
+    )
+    truth = test["rating"].to_numpy()
+    rmse_bias = np.sqrt(np.mean((truth - predicted) ** 2))
+    rmse_mean = np.sqrt(np.mean((truth - mean) ** 2))
+    assert rmse_bias < 0.9 * rmse_mean
+
+
+def test_heavy_users_are_filled_up_to_their_share():
+    # 120 users x at most 200 of 400 movies = 24k slots for 20k ratings: the uniform top-up runs.
+    ratings = synth.generate_ratings(20_000, 120, 400, seed=2, half_stars=False)
+    per_user = ratings.groupby("userId").size()
+    assert len(ratings) == 20_000
+    assert per_user.max() == 200
+    assert not ratings.duplicated(["userId", "movieId"]).any()
+    assert set(ratings["rating"]) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({"n_ratings": 50, "n_users": 20, "n_movies": 40}, "too few"),
+        ({"n_ratings": 1000, "n_users": 20, "n_movies": 40}, "use more users or movies"),
+        ({"n_ratings": 0, "n_users": 20, "n_movies": 40}, "n_ratings=0"),
+    ],
+)
+def test_impossible_counts_are_refused(counts, message):
+    with pytest.raises(ValueError, match=message):
+        synth.generate_ratings(**counts, seed=0)
+
+
+def test_half_stars_refused_for_a_whole_star_release(tmp_path):
+    ratings = synth.generate_ratings(**TINY, seed=0, half_stars=True)
+    movies = synth.generate_movies(TINY["n_movies"], seed=0)
+    with pytest.raises(ValueError, match="off the ml-1m grid"):
+        synth.write_release("ml-1m", ratings, movies, tmp_path)
+
+
+def test_unknown_genre_refused_for_ml100k(tmp_path):
+    ratings = synth.generate_ratings(**TINY, seed=0, half_stars=False)
+    movies = synth.generate_movies(TINY["n_movies"], seed=0).assign(genres="IMAX")
+    with pytest.raises(ValueError, match="IMAX"):
+        synth.write_release("ml-100k", ratings, movies, tmp_path)
+
+
+def test_unknown_dataset_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        synth.write_release("ml-7m", pd.DataFrame(), pd.DataFrame(), tmp_path)
+
+
+def test_default_counts_match_the_real_release_at_full_size():
+    shape = synth.RELEASE_SHAPES["ml-25m"]
+    assert synth.default_counts("ml-25m", shape.ratings) == (shape.users, shape.movies)
+
+
+def test_cli_writes_a_mirror(tmp_path):
+    assert synth.main(["--dataset", "ml-1m", "--ratings", "3000", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-1m.zip", "ml-1m.zip.md5"]
+    ratings_file, _ = extract(tmp_path / "ml-1m.zip", "ml-1m", tmp_path / "raw")
+    assert len(read_ratings(ratings_file, DATASETS["ml-1m"])) == 3000
