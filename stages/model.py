@@ -13,19 +13,25 @@ def build_model(
     n_users: int,
     n_movies: int,
     embedding_dim: int,
-    l2: float,
+    embeddings_l2: float,
+    activity_l2: float,
     rating_scale: tuple[float, float],
 ) -> keras.Model:
     """Build the rating model (uncompiled).
 
     rating = lo + (hi - lo) * sigmoid(sum(u * m) + b_u + b_m), one dot product per (user, movie)
-    pair in the batch. L2 is applied to the embedding rows and biases a batch looks up.
+    pair in the batch. The embedding tables carry two L2 terms: `embeddings_l2` on the whole table
+    (Keras' embeddings_regularizer: every row shrinks at every step, so rarely rated movies and
+    rarely rating users stay close to zero and the biases speak for them) and `activity_l2` on the
+    rows a batch looks up, averaged over the batch (activity_regularizer: per rating). Biases are
+    not regularised.
 
     Args:
         n_users: rows of the user tables (user indices 0..n_users-1).
         n_movies: rows of the movie tables.
         embedding_dim: length of each embedding vector.
-        l2: weight of the L2 penalty on the looked-up rows, per rating.
+        embeddings_l2: weight of the L2 penalty on the whole embedding tables.
+        activity_l2: weight of the L2 penalty on the looked-up embedding rows, per rating.
         rating_scale: (lo, hi), the lowest and highest rating.
 
     Returns:
@@ -36,17 +42,27 @@ def build_model(
     user = keras.Input(shape=(), dtype="int32", name=USER_INPUT)
     movie = keras.Input(shape=(), dtype="int32", name=MOVIE_INPUT)
     init = keras.initializers.RandomNormal(stddev=0.05)
-    reg = keras.regularizers.L2(l2) if l2 > 0 else None
 
-    def table(n: int, dim: int, name: str, initializer) -> keras.layers.Embedding:
+    def l2(weight: float) -> keras.regularizers.L2 | None:
+        return keras.regularizers.L2(weight) if weight > 0 else None
+
+    def embedding(n: int, name: str) -> keras.layers.Embedding:
         return keras.layers.Embedding(
-            n, dim, embeddings_initializer=initializer, activity_regularizer=reg, name=name
+            n,
+            embedding_dim,
+            embeddings_initializer=init,
+            embeddings_regularizer=l2(embeddings_l2),
+            activity_regularizer=l2(activity_l2),
+            name=name,
         )
 
-    u = table(n_users, embedding_dim, "user_embedding", init)(user)
-    m = table(n_movies, embedding_dim, "movie_embedding", init)(movie)
-    b_u = table(n_users, 1, "user_bias", "zeros")(user)
-    b_m = table(n_movies, 1, "movie_bias", "zeros")(movie)
+    def bias(n: int, name: str) -> keras.layers.Embedding:
+        return keras.layers.Embedding(n, 1, embeddings_initializer="zeros", name=name)
+
+    u = embedding(n_users, "user_embedding")(user)
+    m = embedding(n_movies, "movie_embedding")(movie)
+    b_u = bias(n_users, "user_bias")(user)
+    b_m = bias(n_movies, "movie_bias")(movie)
     dot = keras.layers.Dot(axes=1, name="dot")([u, m])
     logit = keras.layers.Add(name="logit")([dot, b_u, b_m])
     unit = keras.layers.Activation("sigmoid", name="sigmoid")(logit)

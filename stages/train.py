@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from stages import paths
 from stages.common import PipelineError, atomic_path, load_params, run_stage, write_csv, write_json
-from stages.model import build_model, model_inputs
+from stages.fit import AdamTrainer
+from stages.model import build_model
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ def seed_everything(seed: int) -> None:
 
 def fit_model(
     train: pd.DataFrame, n_users: int, n_movies: int, p: dict
-) -> tuple[object, pd.DataFrame]:
-    """Build, compile and fit the model.
+) -> tuple[keras.Model, pd.DataFrame]:
+    """Build the model and fit it with Adam, one compiled XLA program per epoch (stages.fit).
 
     Args:
         train: user_index, movie_index (int32) and rating (float32) of the training split.
@@ -60,54 +61,65 @@ def fit_model(
         p: the `train` params section.
 
     Returns:
-        The fitted model (best validation epoch restored when there is a validation part) and the
-        per-epoch history: epoch, loss, rmse, and val_loss, val_rmse when validating.
+        The fitted model (weights of the best validation epoch when there is a validation part)
+        and the per-epoch history: epoch, loss, rmse, and val_rmse when validating.
     """
     seed_everything(p["seed"])
-    ratings = train["rating"].to_numpy(np.float32)
-    fit_rows, val_rows = carve_validation(len(train), p["validation_size"], p["seed"])
     users = train["user_index"].to_numpy(np.int32)
     movies = train["movie_index"].to_numpy(np.int32)
+    ratings = train["rating"].to_numpy(np.float32)
+    fit_rows, val_rows = carve_validation(len(train), p["validation_size"], p["seed"])
     model = build_model(
-        n_users, n_movies, p["embedding_dim"], p["l2"], rating_scale_of(ratings[fit_rows])
+        n_users,
+        n_movies,
+        p["embedding_dim"],
+        p["embeddings_l2"],
+        p["activity_l2"],
+        rating_scale_of(ratings[fit_rows]),
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=p["learning_rate"]),
-        loss="mse",
-        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
-        steps_per_execution=max(1, len(fit_rows) // p["batch_size"]),
-        jit_compile=True,
-    )
-    validation, callbacks = None, []
-    if len(val_rows):
-        validation = (model_inputs(users[val_rows], movies[val_rows]), ratings[val_rows])
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_rmse", patience=p["patience"], restore_best_weights=True, mode="min"
+    trainer = AdamTrainer(model, p["learning_rate"], p["batch_size"])
+    stopper = EarlyStopping(p["patience"]) if len(val_rows) else None
+    shuffle = np.random.default_rng(p["seed"])
+    history = []
+    for epoch in range(1, p["epochs"] + 1):
+        order = shuffle.permutation(fit_rows)
+        row = {"epoch": epoch, **trainer.run_epoch(users[order], movies[order], ratings[order])}
+        if stopper is not None:
+            row["val_rmse"] = trainer.rmse(users[val_rows], movies[val_rows], ratings[val_rows])
+        history.append(row)
+        log.info("epoch %d/%d: %s", epoch, p["epochs"], format_row(row))
+        if not np.isfinite(row["loss"]):
+            raise PipelineError(
+                f"training diverged at epoch {epoch} (loss {row['loss']}); "
+                "lower train.learning_rate or raise the L2 weights"
             )
-        )
-    callbacks.append(EpochLog())
-    history = model.fit(
-        model_inputs(users[fit_rows], movies[fit_rows]),
-        ratings[fit_rows],
-        batch_size=p["batch_size"],
-        epochs=p["epochs"],
-        validation_data=validation,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=0,
-    )
-    frame = pd.DataFrame(history.history)
-    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
-    return model, frame
+        if stopper is not None and stopper.done(row["val_rmse"], trainer):
+            log.info("early stop: val_rmse has not improved for %d epochs", p["patience"])
+            break
+    if stopper is not None:
+        trainer.set_weights(stopper.best_weights)
+    return model, pd.DataFrame(history)
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Logs one line per epoch, so long training never sits silent."""
+def format_row(row: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
 
-    def on_epoch_end(self, epoch, logs=None):
-        text = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-        log.info("epoch %d: %s", epoch + 1, text)
+
+class EarlyStopping:
+    """Stops after `patience` epochs without a better validation RMSE; keeps the best weights."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = np.inf
+        self.best_weights = None
+        self.waited = 0
+
+    def done(self, val_rmse: float, trainer: AdamTrainer) -> bool:
+        if val_rmse < self.best:
+            self.best, self.best_weights, self.waited = val_rmse, trainer.get_weights(), 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
 
 
 def summarize_history(history: pd.DataFrame) -> dict:
@@ -170,7 +182,7 @@ def main() -> None:
     start = time.perf_counter()
     model, history = fit_model(train, n_users, n_movies, p)
     seconds = time.perf_counter() - start
-    fitted = round(len(train) * (1 - p["validation_size"])) * len(history)
+    fitted = (len(train) - round(len(train) * p["validation_size"])) * len(history)
     log.info("fit took %.1f s (%.0f ratings/s)", seconds, fitted / seconds)
     with atomic_path(paths.MODEL) as tmp:
         model.save(tmp)

@@ -17,7 +17,7 @@ def sigmoid(x):
 @pytest.fixture(scope="module")
 def model():
     """A tiny model whose tables hold random values (biases too, so every term matters)."""
-    model = build_model(N_USERS, N_MOVIES, DIM, l2=0.0, rating_scale=SCALE)
+    model = build_model(N_USERS, N_MOVIES, DIM, 0.0, 0.0, rating_scale=SCALE)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.Embedding):
@@ -56,7 +56,7 @@ def test_prediction_does_not_depend_on_the_rest_of_the_batch(model):
 
 
 def test_output_stays_on_the_rating_scale():
-    model = build_model(3, 3, 2, l2=0.0, rating_scale=(1.0, 5.0))
+    model = build_model(3, 3, 2, 0.0, 0.0, rating_scale=(1.0, 5.0))
     for layer in model.layers:
         if isinstance(layer, keras.layers.Embedding):
             layer.embeddings.assign(
@@ -70,21 +70,18 @@ def test_output_stays_on_the_rating_scale():
     )  # a huge negative logit saturates at the low end
 
 
-def test_l2_penalises_only_the_rows_looked_up():
-    model = build_model(N_USERS, N_MOVIES, DIM, l2=0.5, rating_scale=SCALE)
+def test_l2_terms_cover_the_whole_tables_and_the_looked_up_embedding_rows():
+    model = build_model(N_USERS, N_MOVIES, DIM, 0.25, 0.5, rating_scale=SCALE)
     users, movies = np.array([1, 2]), np.array([3, 4])
     model(model_inputs(users, movies))
     t = tables(model)
-    expected = 0.5 * sum(
-        (t[name][idx] ** 2).sum() / len(idx)
-        for name, idx in [
-            ("user_embedding", users),
-            ("movie_embedding", movies),
-            ("user_bias", users),
-            ("movie_bias", movies),
-        ]
+    whole = 0.25 * ((t["user_embedding"] ** 2).sum() + (t["movie_embedding"] ** 2).sum())
+    rows = 0.5 * (
+        (t["user_embedding"][users] ** 2).sum() / len(users)
+        + (t["movie_embedding"][movies] ** 2).sum() / len(movies)
     )
-    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    # Biases carry no penalty.
+    assert float(sum(model.losses)) == pytest.approx(whole + rows, rel=1e-5)
 
 
 def test_saved_model_loads_in_safe_mode_with_the_same_predictions(model, tmp_path):

@@ -32,7 +32,7 @@ FILTERED_OUT = 60  # in the raw ratings only, as if preprocess.top_users had dro
 
 
 def build_tiny_model():
-    model = build_model(len(USER_IDS), len(MOVIE_IDS), 3, 0.0, (0.5, 5.0))
+    model = build_model(len(USER_IDS), len(MOVIE_IDS), 3, 0.0, 0.0, (0.5, 5.0))
     rng = np.random.default_rng(3)
     for name in ("user_embedding", "movie_embedding", "user_bias", "movie_bias"):
         shape = model.get_layer(name).get_weights()[0].shape

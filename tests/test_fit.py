@@ -1,0 +1,177 @@
+"""The compiled Adam trainer against Keras' own training step, and the train stage's fit loop."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from stages.common import PipelineError
+from stages.fit import AdamTrainer, objective_of, pad_to_batches
+from stages.model import build_model, model_inputs
+from stages.train import fit_model
+
+N_USERS, N_MOVIES, DIM = 6, 9, 4
+SCALE = (0.5, 5.0)
+
+
+def random_model(embeddings_l2=0.01, activity_l2=0.05, seed=0):
+    model = build_model(N_USERS, N_MOVIES, DIM, embeddings_l2, activity_l2, SCALE)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Embedding):
+            layer.embeddings.assign(rng.normal(0.0, 0.5, layer.embeddings.shape).astype("float32"))
+    return model
+
+
+def weights(model):
+    return [layer.embeddings.numpy() for layer in model.layers if layer.weights]
+
+
+def batch(n, seed=1):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, N_USERS, n).astype(np.int32)  # repeats: rows get summed gradients
+    movies = rng.integers(0, N_MOVIES, n).astype(np.int32)
+    ratings = rng.choice(np.arange(0.5, 5.01, 0.5), n).astype(np.float32)
+    return users, movies, ratings
+
+
+def test_objective_is_read_from_the_model():
+    o = objective_of(random_model(0.01, 0.05))
+    assert (o.lo, o.hi) == pytest.approx(SCALE)
+    assert o.embeddings_l2 == pytest.approx((0.01, 0.0, 0.01, 0.0))  # user_emb, user_bias, ...
+    assert o.activity_l2 == pytest.approx((0.05, 0.0, 0.05, 0.0))
+
+
+def keras_adam_steps(model, users, movies, ratings, batch_size, learning_rate):
+    """Keras' reference: the model's own loss (MSE + model.losses), Keras' Adam on dense gradients.
+
+    The gradients are made dense on purpose: Keras applies an embedding's IndexedSlices gradient
+    row occurrence by row occurrence, so a row looked up twice in one batch gets its squared
+    gradient summed per occurrence; Adam is defined on the summed gradient, which is what both
+    Keras' dense path and the compiled trainer use.
+    """
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    variables = model.trainable_variables
+    for start in range(0, len(ratings), batch_size):
+        part = slice(start, start + batch_size)
+        with tf.GradientTape() as tape:
+            predicted = model(model_inputs(users[part], movies[part]), training=True)[:, 0]
+            loss = tf.reduce_mean(tf.square(predicted - ratings[part])) + sum(model.losses)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+        optimizer.apply(grads, variables)
+
+
+@pytest.mark.parametrize("rows, batch_size", [(8, 8), (5, 8), (16, 8)])
+@pytest.mark.parametrize("embeddings_l2, activity_l2", [(0.0, 0.0), (0.01, 0.05)])
+def test_steps_match_keras_adam_on_the_models_own_loss(rows, batch_size, embeddings_l2, activity_l2):
+    """Same start, same batches: the compiled epoch and Keras reach the same weights.
+
+    (5, 8) checks that padding a short batch changes nothing; (16, 8) runs two steps. The batches
+    repeat users and movies, so summed row gradients are exercised.
+    """
+    users, movies, ratings = batch(rows)
+    ours = random_model(embeddings_l2, activity_l2)
+    reference = random_model(embeddings_l2, activity_l2)
+    AdamTrainer(ours, learning_rate=0.05, batch_size=batch_size).run_epoch(users, movies, ratings)
+    keras_adam_steps(reference, users, movies, ratings, batch_size, learning_rate=0.05)
+    for got, want in zip(weights(ours), weights(reference), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_epoch_reports_the_objective_and_the_training_rmse():
+    users, movies, ratings = batch(8)
+    model = random_model(embeddings_l2=0.0, activity_l2=0.0)
+    before = model.predict(model_inputs(users, movies), verbose=0)[:, 0]
+    stats = AdamTrainer(model, 1e-9, 8).run_epoch(users, movies, ratings)  # ~no update
+    rmse = np.sqrt(np.mean((before - ratings) ** 2))
+    assert stats["rmse"] == pytest.approx(rmse, rel=1e-4)
+    assert stats["loss"] == pytest.approx(rmse**2, rel=1e-4)  # no L2: the loss is the MSE
+
+
+def test_rmse_of_the_current_weights_matches_numpy():
+    users, movies, ratings = batch(7)
+    model = random_model()
+    predicted = model.predict(model_inputs(users, movies), verbose=0)[:, 0]
+    trainer = AdamTrainer(model, 0.01, 4)
+    assert trainer.rmse(users, movies, ratings) == pytest.approx(
+        np.sqrt(np.mean((predicted - ratings) ** 2)), rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("n, size, padded", [(1, 4, 4), (4, 4, 4), (5, 4, 8), (9, 8, 16)])
+def test_pad_to_batches(n, size, padded):
+    assert pad_to_batches(n, size) == padded
+
+
+def training_frame(n=600, seed=3):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 20, n)
+    movies = rng.integers(0, 30, n)
+    taste = rng.normal(size=20)[users] * rng.normal(size=30)[movies]
+    ratings = np.clip(np.round((3 + taste) * 2) / 2, 0.5, 5.0)
+    return pd.DataFrame(
+        {
+            "user_index": users.astype(np.int32),
+            "movie_index": movies.astype(np.int32),
+            "rating": ratings.astype(np.float32),
+        }
+    )
+
+
+PARAMS = {
+    "embedding_dim": 4,
+    "epochs": 12,
+    "batch_size": 64,
+    "learning_rate": 0.05,
+    "embeddings_l2": 1e-4,
+    "activity_l2": 0.01,
+    "validation_size": 0.2,
+    "patience": 2,
+    "seed": 7,
+}
+
+
+def test_fit_is_bit_for_bit_repeatable():
+    first, h1 = fit_model(training_frame(), 20, 30, PARAMS)
+    second, h2 = fit_model(training_frame(), 20, 30, PARAMS)
+    for a, b in zip(weights(first), weights(second), strict=True):
+        np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(h1, h2)
+
+
+def test_fit_learns_and_keeps_the_best_validation_epoch():
+    model, history = fit_model(training_frame(), 20, 30, PARAMS)
+    assert list(history.columns) == ["epoch", "loss", "rmse", "val_rmse"]
+    assert history["rmse"].iloc[-1] < history["rmse"].iloc[0]
+    best = history["val_rmse"].min()
+    frame = training_frame()
+    # Rebuild the validation part the way fit_model carves it and score the returned weights.
+    from stages.train import carve_validation
+
+    _, val = carve_validation(len(frame), PARAMS["validation_size"], PARAMS["seed"])
+    v = frame.iloc[val]
+    trainer = AdamTrainer(model, 0.01, 8)
+    score = trainer.rmse(
+        v["user_index"].to_numpy(), v["movie_index"].to_numpy(), v["rating"].to_numpy()
+    )
+    assert score == pytest.approx(best, rel=1e-5)
+
+
+def test_early_stopping_ends_before_the_epoch_limit():
+    params = {**PARAMS, "epochs": 200, "learning_rate": 0.2, "patience": 1}
+    _, history = fit_model(training_frame(), 20, 30, params)
+    assert len(history) < 200
+
+
+def test_no_validation_part_trains_every_epoch():
+    params = {**PARAMS, "validation_size": 0.0, "epochs": 3}
+    _, history = fit_model(training_frame(), 20, 30, params)
+    assert list(history.columns) == ["epoch", "loss", "rmse"]
+    assert len(history) == 3
+
+
+def test_divergence_is_a_clear_error():
+    params = {**PARAMS, "learning_rate": 0.9, "embeddings_l2": 1e30}
+    with pytest.raises(PipelineError, match="diverged.*learning_rate"):
+        fit_model(training_frame(), 20, 30, params)
