@@ -180,7 +180,9 @@ class AdamTrainer:
                 gradient = tf.math.unsorted_segment_sum(row_grad, index[k], table.shape[0])
                 gradient += 2 * l2 * table
                 loss += tf.reduce_sum(l2 * tf.square(table))
-                for out, value in zip(new, self._adam(table, ms[k], vs[k], gradient, alpha)):
+                for out, value in zip(
+                    new, self._adam(table, ms[k], vs[k], gradient, alpha), strict=True
+                ):
                     out.append(value)
             return i + 1, t, *new, loss_sum + loss, sse + squared
 

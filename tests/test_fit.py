@@ -64,7 +64,9 @@ def keras_adam_steps(model, users, movies, ratings, batch_size, learning_rate):
 
 @pytest.mark.parametrize("rows, batch_size", [(8, 8), (5, 8), (16, 8)])
 @pytest.mark.parametrize("embeddings_l2, activity_l2", [(0.0, 0.0), (0.01, 0.05)])
-def test_steps_match_keras_adam_on_the_models_own_loss(rows, batch_size, embeddings_l2, activity_l2):
+def test_steps_match_keras_adam_on_the_models_own_loss(
+    rows, batch_size, embeddings_l2, activity_l2
+):
     """Same start, same batches: the compiled epoch and Keras reach the same weights.
 
     (5, 8) checks that padding a short batch changes nothing; (16, 8) runs two steps. The batches
@@ -173,5 +175,5 @@ def test_no_validation_part_trains_every_epoch():
 
 def test_divergence_is_a_clear_error():
     params = {**PARAMS, "learning_rate": 0.9, "embeddings_l2": 1e30}
-    with pytest.raises(PipelineError, match="diverged.*learning_rate"):
+    with pytest.raises(PipelineError, match=r"diverged.*learning_rate"):
         fit_model(training_frame(), 20, 30, params)
