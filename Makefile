@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help deps repro test lint format bench clean-venv
+.PHONY: help deps repro test lint format bench search clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,5 +36,13 @@ clean-venv:  ## remove .venv
 	rm -rf $(VENV)
 
 .PHONY: plots
-plots: deps  ## render dvc plots offline into plots/ (and plots/screenshot.png)
+plots: deps  ## dvc plots show into plots/ offline, checked in headless chromium, with a screenshot
 	$(BIN)/python scripts/plots_page.py --out plots --screenshot plots/screenshot.png
+
+bench: deps  ## training benchmark (issue #3): our model vs Surprise on the pipeline's split
+	$(BIN)/dvc repro preprocess
+	$(BIN)/python -m benchmarks.bench_train
+
+search: deps  ## grid search over train params, scored on the validation part only
+	$(BIN)/dvc repro preprocess
+	$(BIN)/python -m benchmarks.search

@@ -4,21 +4,28 @@ DVC's own page loads vega, vega-lite and vega-embed from cdn.jsdelivr.net. This 
 builds from the npm registry into a cache once, copies them next to the page and hands DVC an HTML
 template that loads those copies, so the page renders from file:// with no network at all.
 
-    python scripts/plots_page.py                                  # plots/index.html
-    python scripts/plots_page.py --diff HEAD~1                    # dvc plots diff HEAD~1
+Unless --no-check, the page is then opened in headless chromium and its DOM checked: each plot DVC
+wrote must have been drawn by vega-embed (a canvas or svg), and no script may have failed.
+
+    python scripts/plots_page.py                                  # plots/index.html, checked
+    python scripts/plots_page.py --diff                           # workspace versus HEAD
+    python scripts/plots_page.py --diff HEAD~1 HEAD               # dvc plots diff HEAD~1 HEAD
     python scripts/plots_page.py --screenshot plots/screenshot.png
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -38,11 +45,14 @@ SCRIPTS_DIR = "vega"  # where the builds are copied, relative to the page
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Headless, offline and with a throwaway profile; --user-data-dir, --window-size and the action
-# (--screenshot or --dump-dom) are added per run.
+# (--screenshot or --dump-dom) are added per run. No host name resolves, so a page that still reached
+# for a CDN would show a load error even on a machine that is online.
 CHROMIUM_FLAGS = (
     "--headless",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
     "--no-sandbox",
     "--disable-gpu",
+    "--hide-scrollbars",
     "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",
@@ -56,15 +66,21 @@ ERROR_CLASS = "plots-page-error"
 # A script error would otherwise reach only the console; this puts it on the page, where a screenshot
 # or a DOM dump shows it. Capturing "error" also catches a <script src> that failed to load.
 ERROR_HANDLER = """<script>
-  function showPlotsError(message) {
-    var add = function () {
+  var plotsErrors = [];
+  function showPlotsErrors() {
+    while (plotsErrors.length) {
       var line = document.createElement("pre");
       line.className = "ERROR_CLASS";
-      line.textContent = "error: " + message;
+      line.textContent = "error: " + plotsErrors.shift();
       document.body.appendChild(line);
-    };
-    if (document.body) { add(); } else { document.addEventListener("DOMContentLoaded", add); }
+    }
   }
+  // Errors in <head> (a build that did not load) wait for <body>, then come first, in order.
+  function showPlotsError(message) {
+    plotsErrors.push(message);
+    if (document.body) { showPlotsErrors(); }
+  }
+  document.addEventListener("DOMContentLoaded", showPlotsErrors);
   window.addEventListener("error", function (event) {
     var target = event.target;
     showPlotsError(target && target.src ? "could not load " + target.src : event.message);
@@ -74,6 +90,19 @@ ERROR_HANDLER = """<script>
     showPlotsError(reason && reason.message ? reason.message : String(reason));
   });
 </script>""".replace("ERROR_CLASS", ERROR_CLASS)
+
+# Errors thrown inside vega's scripts are "muted" for a file:// page (every file is its own origin),
+# so no unhandledrejection event reports a spec that vega-lite rejects; catch vegaEmbed's promise.
+EMBED_GUARD = """<script>
+  if (window.vegaEmbed) {
+    var vegaEmbedUnguarded = window.vegaEmbed;
+    window.vegaEmbed = function (element, spec, options) {
+      return vegaEmbedUnguarded(element, spec, options).catch(function (error) {
+        showPlotsError(element + ": " + (error && error.message ? error.message : String(error)));
+      });
+    };
+  }
+</script>"""
 
 STYLE = """<style>
   body { font-family: sans-serif; display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
@@ -113,7 +142,8 @@ def make_template(heading: str) -> str:
             STYLE,
             "</head>",
             "<body>",
-            f"<h1>{heading}</h1>",
+            f"<h1>{html.escape(heading)}</h1>",
+            EMBED_GUARD,
             "{plot_divs}",
             "</body>",
             "</html>",
@@ -176,33 +206,131 @@ def dvc_plots_command(out: Path, template: Path, diff: Sequence[str] | None) -> 
     return [*command, "--html-template", str(template), "-o", str(out)]
 
 
-def render_page(out: Path, cache: Path, diff: Sequence[str] | None = None) -> Path:
-    """Run `dvc plots show` (or `diff`) in the current directory into `out`, loading local vega.
+def render_page(
+    out: Path, cache: Path, diff: Sequence[str] | None = None, repo: Path | None = None
+) -> Path:
+    """Run `dvc plots show` (or `diff`) in `repo` into `out`, with the page loading local vega.
 
     Args:
-        out: output directory; gets index.html and SCRIPTS_DIR/ with the three builds.
+        out: output directory (relative to the current directory, not to `repo`); gets index.html
+            and SCRIPTS_DIR/ with the three builds.
         cache: npm prefix holding vega (see `fetch_vega`).
         diff: revisions for `dvc plots diff`; None for `dvc plots show`.
+        repo: the DVC repository to run in; None for the current directory.
 
     Returns:
         The page, `out`/index.html.
 
     Raises:
-        PlotsPageError: npm is missing or dvc failed.
+        PlotsPageError: npm is missing, dvc failed or wrote no page.
     """
     builds = fetch_vega(cache)
+    out = out.resolve()
     heading = "dvc plots " + ("show" if diff is None else " ".join(["diff", *diff]))
+    log.info("running %s into %s", heading, out)
     with tempfile.TemporaryDirectory(prefix="plots-page-") as tmp:
         template = Path(tmp) / "template.html"
         template.write_text(make_template(heading))
-        done = subprocess.run(dvc_plots_command(out, template, diff), check=False)
+        # dvc prints the page's file:// address on stdout; keep it off ours, which is for the log.
+        done = subprocess.run(
+            dvc_plots_command(out, template, diff), cwd=repo, stdout=subprocess.DEVNULL, check=False
+        )
+    page = out / "index.html"
     if done.returncode != 0:
         raise PlotsPageError(f"{heading} failed (exit {done.returncode}); see dvc's output above")
+    if not page.is_file():
+        raise PlotsPageError(f"{heading} wrote no {page}: does dvc.yaml declare any plots?")
     scripts_dir = out / SCRIPTS_DIR
     scripts_dir.mkdir(parents=True, exist_ok=True)
     for build in builds.values():
         shutil.copyfile(build, scripts_dir / build.name)
-    return out / "index.html"
+    return page
+
+
+def plot_ids(page_html: str) -> list[str]:
+    """The element ids DVC's page hands to vegaEmbed, in page order: one per vega plot."""
+    return re.findall(r"vegaEmbed\(\s*['\"]#([^'\"]+)['\"]", page_html)
+
+
+class _DomSummary(HTMLParser):
+    """Which of `ids` hold a drawn vega view (a canvas or svg of class "marks"), and any error lines."""
+
+    def __init__(self, ids: Sequence[str]):
+        super().__init__()
+        self.ids = set(ids)
+        self.found: set[str] = set()
+        self.drawn: set[str] = set()
+        self.errors: list[str] = []
+        self._open: list[tuple[str, str | None, bool]] = []  # (tag, id, is an error element)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        element_id = attributes.get("id")
+        if element_id in self.ids and "vega-embed" in classes:
+            self.found.add(element_id)
+        if tag in ("canvas", "svg") and "marks" in classes:
+            self.drawn.update(i for _, i, _ in self._open if i in self.found)
+        is_error = ERROR_CLASS in classes
+        if is_error:
+            self.errors.append("")
+        # Void elements (<meta>, <input>) never close; left on the stack they go with their parent.
+        self._open.append((tag, element_id, is_error))
+
+    def handle_endtag(self, tag: str) -> None:
+        for depth in range(len(self._open) - 1, -1, -1):
+            if self._open[depth][0] == tag:
+                del self._open[depth:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        if any(is_error for _, _, is_error in self._open):
+            self.errors[-1] += data
+
+
+def check_dom(dom: str, ids: Sequence[str]) -> None:
+    """Check a page's rendered DOM (chromium's --dump-dom): every plot in `ids` drawn, no errors.
+
+    Args:
+        dom: the serialised DOM after the page's scripts ran.
+        ids: the element ids of the plots the page should show (see `plot_ids`).
+
+    Raises:
+        PlotsPageError: `ids` is empty, the page shows an error, or a plot was not drawn.
+    """
+    if not ids:
+        raise PlotsPageError("the page has no vega plots: does dvc.yaml declare any plots?")
+    summary = _DomSummary(ids)
+    summary.feed(dom)
+    summary.close()
+    if summary.errors:
+        first = " ".join(summary.errors[0].split())
+        raise PlotsPageError(
+            f"the page shows {len(summary.errors)} script error(s), first: {first}"
+        )
+    missing = [i for i in ids if i not in summary.drawn]
+    if missing:
+        raise PlotsPageError(
+            f"{len(missing)} of {len(ids)} plots were not drawn by vega-embed: {', '.join(missing)}"
+        )
+
+
+def check_page(page: Path, window_size: str = "1000,1000") -> list[str]:
+    """Open `page` in headless chromium and check that every vega plot on it was drawn.
+
+    Returns:
+        The ids of the plots, all drawn.
+
+    Raises:
+        PlotsPageError: chromium is missing or failed, or `check_dom` failed (the page is named).
+    """
+    ids = plot_ids(page.read_text(encoding="utf-8"))
+    dom = run_chromium(page, "--dump-dom", window_size)
+    try:
+        check_dom(dom, ids)
+    except PlotsPageError as error:
+        raise PlotsPageError(f"{page}: {error}") from None
+    return ids
 
 
 def find_chromium() -> str:
@@ -270,8 +398,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run `dvc plots diff REV...` instead of `dvc plots show` (no REV: workspace vs HEAD)",
     )
     parser.add_argument("--screenshot", type=Path, metavar="PNG", help="also save a screenshot")
-    parser.add_argument("--window-size", default="1000,1300", help="screenshot viewport W,H")
+    parser.add_argument("--window-size", default="1000,820", help="screenshot viewport W,H")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="npm cache for vega")
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip opening the page in headless chromium"
+    )
     return parser.parse_args(argv)
 
 
@@ -279,10 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     try:
-        if args.screenshot is not None:
+        if not args.no_check or args.screenshot is not None:
             find_chromium()  # fail before the slow part, not after it
         page = render_page(args.out, args.cache, args.diff)
         log.info("wrote %s", page)
+        if not args.no_check:
+            log.info("checking %s in headless chromium", page)
+            ids = check_page(page, args.window_size)
+            log.info("all %d plots drawn: %s", len(ids), ", ".join(ids))
         if args.screenshot is not None:
             screenshot(page, args.screenshot, args.window_size)
             log.info("wrote %s", args.screenshot)
