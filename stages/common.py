@@ -123,6 +123,8 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "k": positive_int,
             "relevance_threshold": Spec(float, low=0.0),
             "block_size": positive_int,
+            "ranking_users": Spec(int, low=1, nullable=True),
+            "seed": seed,
         },
     }
 

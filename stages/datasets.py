@@ -15,6 +15,7 @@ OFFICIAL_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 RATING_COLUMNS = ("userId", "movieId", "rating", "timestamp")
 MOVIE_COLUMNS = ("movieId", "title", "genres")
 UNIT_SEPARATOR = "\x1f"
+STREAM_CHUNK_BYTES = 1 << 22  # what a "::" file is read and rewritten by
 
 # ml-100k's u.item ends with 19 genre flags in this order (its README).
 ML100K_GENRES = (
@@ -131,13 +132,46 @@ def read_movies(path: Path, dataset: Dataset) -> pd.DataFrame:
 def _read_separated(path: Path, sep: str, names: tuple[str, ...], encoding: str) -> pd.DataFrame:
     """Read a header-less file whose fields are split by the literal `sep`.
 
-    A multi-character separator is swapped for the unit separator so pandas' C parser reads it.
+    A multi-character separator ("::") is swapped for the unit separator while the file streams
+    through, so pandas' C parser reads it without the whole text in memory.
     """
-    text = Path(path).read_text(encoding=encoding)
-    if len(sep) > 1:
-        text = text.replace(sep, UNIT_SEPARATOR)
-        sep = UNIT_SEPARATOR
-    return pd.read_csv(
-        io.StringIO(text), sep=sep, names=list(names), header=None,
-        quoting=csv.QUOTE_NONE, dtype={"title": str},
-    )  # fmt: skip
+    options = {"sep": sep, "names": list(names), "header": None, "quoting": csv.QUOTE_NONE}
+    options |= {"dtype": {"title": str}, "encoding": encoding}
+    if len(sep) == 1:
+        return pd.read_csv(path, **options)
+    with Path(path).open("rb") as raw:
+        stream = io.BufferedReader(_Resplit(raw, sep.encode("ascii")), STREAM_CHUNK_BYTES)
+        return pd.read_csv(stream, **(options | {"sep": UNIT_SEPARATOR}))
+
+
+class _Resplit(io.RawIOBase):
+    """A binary file read through, with every `sep` (one ASCII character repeated) replaced by
+    UNIT_SEPARATOR.
+
+    A run of separator characters is replaced left to right, a pair at a time, exactly as
+    bytes.replace does on the whole text: each chunk holds back its trailing run for the next.
+    ASCII bytes never occur inside a UTF-8 or Latin-1 multi-byte character, so bytes are safe.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, sep: bytes):
+        if len(set(sep)) != 1:
+            raise ValueError(f"separator {sep!r} must be one character repeated")
+        self._raw, self._sep, self._unit = raw, sep, UNIT_SEPARATOR.encode("ascii")
+        self._pending, self._ready = b"", memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._ready:
+            chunk = self._raw.read(STREAM_CHUNK_BYTES)
+            text = self._pending + chunk
+            if not text:
+                return 0
+            held = len(text) - len(text.rstrip(self._sep[:1])) if chunk else 0
+            self._pending = text[len(text) - held :]
+            self._ready = memoryview(text[: len(text) - held].replace(self._sep, self._unit))
+        n = min(len(buffer), len(self._ready))
+        buffer[:n] = self._ready[:n]
+        self._ready = self._ready[n:]
+        return n

@@ -26,6 +26,9 @@ from stages.datasets import OFFICIAL_BASE_URL, Dataset, get_dataset
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "MOVIELENS_MIRROR"
+# Opt-in for synthetic or repackaged mirrors (benchmarks/bench_scale.py): check a frozen release's
+# zip against the mirror's own .md5 instead of the MD5 pinned in stages.datasets, with a warning.
+TRUST_MD5_ENV = "MOVIELENS_MIRROR_TRUST_MD5"
 LICENSE_FILE = "README.txt"
 CHUNK_BYTES = 1024**2
 PROGRESS_INTERVAL_S = 2.0
@@ -110,6 +113,48 @@ def parse_md5(text: str, zip_name: str) -> str:
     )
 
 
+def trusts_mirror_md5(trust: str | None, mirror: str | None) -> bool:
+    """Read MOVIELENS_MIRROR_TRUST_MD5: "1" trusts the mirror's .md5 file; unset, "" or "0" do not.
+
+    Raises:
+        PipelineError: for another value, or "1" without MOVIELENS_MIRROR (the official site
+            is always checked against the pinned MD5s).
+    """
+    if trust in (None, "", "0"):
+        return False
+    if trust != "1":
+        raise PipelineError(f"{TRUST_MD5_ENV}={trust!r} is not allowed; set it to 1 or unset it")
+    if not mirror:
+        raise PipelineError(
+            f"{TRUST_MD5_ENV}=1 needs {MIRROR_ENV}: only a mirror's own .md5 can replace the "
+            f"pinned MD5s; unset {TRUST_MD5_ENV} or set {MIRROR_ENV}"
+        )
+    return True
+
+
+def expected_md5(
+    dataset: Dataset, base: str, staging: Path, retry: RetryPolicy, trust_mirror: bool = False
+) -> str:
+    """The MD5 the zip must have: the pinned one, else (or when trusting the mirror) the .md5
+    file published beside the zip, fetched into `staging`.
+
+    Trusting the mirror over a pinned MD5 is logged as a warning when the two differ: the data
+    is then not the official release (a synthetic benchmark mirror, for instance).
+    """
+    if dataset.md5 is not None and not trust_mirror:
+        return dataset.md5
+    md5_file = staging / f"{dataset.zip_name}.md5"
+    fetch(base, md5_file.name, md5_file, retry)
+    published = parse_md5(md5_file.read_text(encoding="utf-8", errors="replace"), dataset.zip_name)
+    if dataset.md5 is not None and published != dataset.md5:
+        log.warning(
+            "%s=1: checking %s against the mirror's own %s (%s), not the official release's "
+            "pinned MD5 %s; this is NOT the official %s data",
+            TRUST_MD5_ENV, dataset.zip_name, md5_file.name, published, dataset.md5, dataset.name,
+        )  # fmt: skip
+    return published
+
+
 def file_md5(path: Path) -> str:
     """The MD5 of a file, as 32 lower-case hex digits, read in chunks."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -125,7 +170,8 @@ def verify_md5(path: Path, expected: str) -> None:
     if actual != expected.lower():
         raise PipelineError(
             f"{Path(path).name} has MD5 {actual} but {expected.lower()} was expected; "
-            f"the download is damaged or the mirror is stale, fetch it again or fix {MIRROR_ENV}"
+            f"the download is damaged or the mirror is stale, fetch it again or fix {MIRROR_ENV} "
+            f"(a synthetic mirror of a frozen release needs {TRUST_MD5_ENV}=1)"
         )
     log.info("%s: MD5 %s verified", Path(path).name, actual)
 
@@ -353,18 +399,25 @@ def _open_zip(path: Path, zip_name: str) -> zipfile.ZipFile:
 
 
 def download_dataset(
-    dataset: Dataset, base: str, target: Path, retry: RetryPolicy = RetryPolicy()
+    dataset: Dataset,
+    base: str,
+    target: Path,
+    retry: RetryPolicy = RetryPolicy(),
+    trust_mirror_md5: bool = False,
 ) -> list[Path]:
     """Fetch, verify and safely extract one release into `target`, atomically.
 
     All work happens in a temporary directory beside `target`; on any failure it is removed
-    and an earlier `target` is left as it was.
+    and an earlier `target` is left as it was. Temporary directories that a killed run left
+    beside `target` are removed first.
 
     Args:
         dataset: the release.
         base: from resolve_base: an http(s) base URL or an absolute directory.
         target: the output directory, e.g. `paths.raw_dir(dataset.name)`.
         retry: how HTTP fetches retry.
+        trust_mirror_md5: check a frozen release against the mirror's .md5 file instead of its
+            pinned MD5 (see expected_md5); from MOVIELENS_MIRROR_TRUST_MD5.
 
     Returns:
         The files now in `target`.
@@ -374,15 +427,11 @@ def download_dataset(
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run that was killed midway
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        expected = dataset.md5
-        if expected is None:
-            md5_file = staging / f"{dataset.zip_name}.md5"
-            fetch(base, md5_file.name, md5_file, retry)
-            expected = parse_md5(
-                md5_file.read_text(encoding="utf-8", errors="replace"), dataset.zip_name
-            )
+        expected = expected_md5(dataset, base, staging, retry, trust_mirror_md5)
         zip_path = staging / dataset.zip_name
         fetch(base, dataset.zip_name, zip_path, retry)
         verify_md5(zip_path, expected)
@@ -398,8 +447,10 @@ def download_dataset(
 def main() -> None:
     params = load_params()
     dataset = get_dataset(params["data"]["dataset"])
-    base = resolve_base(os.environ.get(MIRROR_ENV))
-    files = download_dataset(dataset, base, paths.raw_dir(dataset.name))
+    mirror = os.environ.get(MIRROR_ENV)
+    trust = trusts_mirror_md5(os.environ.get(TRUST_MD5_ENV), mirror)
+    base = resolve_base(mirror)
+    files = download_dataset(dataset, base, paths.raw_dir(dataset.name), trust_mirror_md5=trust)
     sizes = ", ".join(f"{file.name} ({file.stat().st_size} bytes)" for file in files)
     log.info("%s ready in %s: %s", dataset.name, paths.raw_dir(dataset.name), sizes)
 

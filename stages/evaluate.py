@@ -10,7 +10,7 @@ import pandas as pd
 
 from stages import paths
 from stages.common import load_params, run_stage, write_csv, write_json
-from stages.ranking import Factors, factors_from_model, ranking_metrics
+from stages.ranking import Factors, factors_from_model, ranking_metrics, sample_users
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,17 @@ def fit_biases(
     """
     mu = float(np.mean(ratings))
     residual = ratings.astype(np.float64) - mu
+    # bincount and take want intp indices: convert once, not twice per iteration.
+    user_index, movie_index = np.asarray(user_index, np.intp), np.asarray(movie_index, np.intp)
     b_u, b_m = np.zeros(n_users), np.zeros(n_movies)
     n_u = np.bincount(user_index, minlength=n_users)
     n_m = np.bincount(movie_index, minlength=n_movies)
+    work = np.empty_like(residual)  # one buffer for every pass, not two new arrays per iteration
     for _ in range(iterations):
-        b_u = np.bincount(user_index, residual - b_m[movie_index], n_users) / (reg_users + n_u)
-        b_m = np.bincount(movie_index, residual - b_u[user_index], n_movies) / (reg_movies + n_m)
+        np.subtract(residual, b_m.take(movie_index, out=work), out=work)
+        b_u = np.bincount(user_index, work, n_users) / (reg_users + n_u)
+        np.subtract(residual, b_u.take(user_index, out=work), out=work)
+        b_m = np.bincount(movie_index, work, n_movies) / (reg_movies + n_m)
     return mu, b_u, b_m
 
 
@@ -140,9 +145,17 @@ def popularity_factors(train_movies: np.ndarray, n_users: int, n_movies: int) ->
 
 
 def ranking_table(
-    rankers: dict[str, Factors], train: pd.DataFrame, test: pd.DataFrame, p: dict
+    rankers: dict[str, Factors],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    p: dict,
+    users: np.ndarray | None = None,
 ) -> dict:
-    """precision@k, recall@k, NDCG@k and coverage of each ranker over the test users."""
+    """precision@k, recall@k, NDCG@k and coverage of each ranker over the test users.
+
+    Args:
+        users: the user indices to rank, the same for every ranker (sample_users); None: all.
+    """
     out = {}
     for name, factors in rankers.items():
         summary = ranking_metrics(
@@ -155,6 +168,7 @@ def ranking_table(
             k=p["k"],
             relevance_threshold=p["relevance_threshold"],
             block_size=p["block_size"],
+            users=users,
         ).summary()
         k = summary.pop("k")
         del summary["relevance_threshold"]  # a param, not a result
@@ -198,6 +212,7 @@ def main() -> None:
         actual,
         {"model": predicted, "global_mean": np.full(len(actual), mu), "user_movie_biases": biases},
     )
+    ranked = sample_users(n_users, p["ranking_users"], p["seed"])
     ranking = ranking_table(
         {
             "model": factors_from_model(model),
@@ -206,6 +221,7 @@ def main() -> None:
         train,
         test,
         p,
+        ranked,
     )
     model_ranking = {k: v for k, v in ranking["model"].items() if "@" in k}
     result = {
@@ -215,6 +231,7 @@ def main() -> None:
         "rmse_warm": round(rmse(actual[warm], predicted[warm]), 6),
         "baselines": {k: v for k, v in table.items() if k != "model"},
         "ranking": ranking,
+        "ranking_users": {"ranked": n_users if ranked is None else len(ranked), "of": n_users},
         "test_pairs": len(actual),
         "cold_pairs": int((~warm).sum()),
         "cold_fallback": "user_movie_biases",

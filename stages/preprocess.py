@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_GENRES = "(no genres listed)"
 ID_RANGE = (0, int(np.iinfo(np.int32).max))
 TIMESTAMP_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
+# Ids are encoded through a table with one slot per id when max id < 2 * count + this many.
+DENSE_ID_SLOTS = 1 << 20
 
 
 def _first_bad_row(mask: np.ndarray) -> int:
@@ -117,16 +119,41 @@ def validate_ratings(
     )
 
 
+def pair_keys(ratings: pd.DataFrame) -> np.ndarray:
+    """One int64 per row that is equal exactly when (userId, movieId) is: userId * 2**31 + movieId.
+
+    Validated ids are in 0..2**31 - 1, so the key is exact and orders rows by user, then movie.
+    """
+    return (ratings["userId"].to_numpy(np.int64) << 31) | ratings["movieId"].to_numpy(np.int64)
+
+
 def drop_duplicates(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Keep one rating per (userId, movieId): the latest by timestamp, then the last in the file.
 
+    The releases are sorted by user and movie, which one pass over the keys confirms; only
+    otherwise are the keys sorted, and only the rows of repeated pairs are ordered by time.
+
     Returns:
-        The deduplicated ratings, in their original order, and the number of rows removed.
+        The deduplicated ratings, in their original order (the same frame when nothing is
+        repeated), and the number of rows removed.
     """
-    order = np.lexsort((np.arange(len(ratings)), ratings["timestamp"].to_numpy()))
-    latest = ratings.iloc[order].drop_duplicates(["userId", "movieId"], keep="last")
-    kept = ratings.loc[np.sort(latest.index.to_numpy())].reset_index(drop=True)
-    return kept, len(ratings) - len(kept)
+    keys = pair_keys(ratings)
+    if len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        return ratings, 0
+    order = np.argsort(keys, kind="stable")
+    repeated = keys[order[1:]] == keys[order[:-1]]
+    if not repeated.any():
+        return ratings, 0
+    in_group = np.zeros(len(keys), dtype=bool)
+    in_group[1:] |= repeated
+    in_group[:-1] |= repeated
+    rows = order[in_group]  # every row of a repeated pair, grouped by pair, in file order
+    by_time = rows[np.lexsort((rows, ratings["timestamp"].to_numpy()[rows], keys[rows]))]
+    group_keys = keys[by_time]
+    last_of_group = np.append(group_keys[1:] != group_keys[:-1], True)
+    dropped = np.zeros(len(keys), dtype=bool)
+    dropped[by_time[~last_of_group]] = True
+    return ratings[~dropped].reset_index(drop=True), int(dropped.sum())
 
 
 def validate_movies(
@@ -184,8 +211,11 @@ def filter_top(
 ) -> pd.DataFrame:
     """Keep ratings of the `top_users` most active users on the `top_movies` most rated movies.
 
-    Both rankings are computed on the full table, then applied together.
+    Both rankings are computed on the full table, then applied together. With both None every
+    rating is kept and the same frame is returned, without a copy.
     """
+    if top_users is None and top_movies is None:
+        return ratings
     users = top_ids(ratings["userId"], top_users)
     movies = top_ids(ratings["movieId"], top_movies)
     keep = ratings["userId"].isin(users) & ratings["movieId"].isin(movies)
@@ -219,15 +249,48 @@ def encode_ids(
 
     Returns:
         The sorted unique training ids (index i holds the id of index i), the training indices,
-        and the other split's indices, -1 where the id never appears in training (cold).
+        and the other split's indices, -1 where the id never appears in training (cold); the
+        indices are int32.
     """
-    vocabulary = np.unique(train_ids.to_numpy())
-    train_index = np.searchsorted(vocabulary, train_ids.to_numpy()).astype(np.int32)
-    position = np.searchsorted(vocabulary, other_ids.to_numpy())
-    position = np.minimum(position, len(vocabulary) - 1)
-    known = vocabulary[position] == other_ids.to_numpy()
-    other_index = np.where(known, position, -1).astype(np.int32)
-    return vocabulary, train_index, other_index
+    vocabulary = sorted_unique(train_ids.to_numpy())
+    return (
+        vocabulary,
+        index_in(vocabulary, train_ids.to_numpy()),
+        index_in(vocabulary, other_ids.to_numpy()),
+    )
+
+
+def _dense(high: int, n: int) -> bool:
+    """Whether a table with one slot per id 0..high is cheap next to n values (MovieLens ids are)."""
+    return high < 2 * n + DENSE_ID_SLOTS
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, ascending, in the array's dtype.
+
+    Counting (O(n + max)) when the values are non-negative and dense, sorting otherwise; both are
+    much faster than np.unique's hash table at tens of millions of ids.
+    """
+    if len(values) == 0:
+        return values[:0].copy()
+    if values.min() >= 0 and _dense(int(values.max()), len(values)):
+        return np.flatnonzero(np.bincount(values)).astype(values.dtype)
+    ordered = np.sort(values)
+    return ordered[np.append(True, ordered[1:] != ordered[:-1])]
+
+
+def index_in(vocabulary: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The position of each value in the sorted, distinct `vocabulary`, int32; -1 where absent."""
+    if len(vocabulary) == 0:
+        return np.full(len(values), -1, dtype=np.int32)
+    high = int(vocabulary[-1])
+    if vocabulary[0] >= 0 and _dense(high, len(values)):
+        # Slot high + 1 answers -1; values below 0 clip to -1, which also indexes that last slot.
+        table = np.full(high + 2, -1, dtype=np.int32)
+        table[vocabulary] = np.arange(len(vocabulary), dtype=np.int32)
+        return table[np.clip(values, -1, high + 1)]
+    position = np.minimum(np.searchsorted(vocabulary, values), len(vocabulary) - 1)
+    return np.where(vocabulary[position] == values, position, -1).astype(np.int32)
 
 
 def encode_splits(
@@ -312,12 +375,17 @@ def _undecodable(path: Path, encoding: str) -> tuple[int, int]:
             line += chunk.count(b"\n")
 
 
-def main() -> None:
-    params = load_params()
-    prep = params["preprocess"]
-    dataset = get_dataset(params["data"]["dataset"])
-    raw_ratings, raw_movies = read_raw(paths.raw_dir(dataset.name), dataset)
+def load_release(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Read, validate and deduplicate a release's ratings and movies.
+
+    Returns:
+        The validated ratings and movies (see validate_ratings, validate_movies) and the counts
+        ratings_read, duplicates_dropped and movies_added_untitled.
+    """
+    raw_ratings, raw_movies = read_raw(raw_dir, dataset)
+    n_read = len(raw_ratings)
     ratings = validate_ratings(raw_ratings, dataset.rating_step, source=dataset.ratings)
+    del raw_ratings  # as large as the validated table: freed before the split copies it
     ratings, n_duplicates = drop_duplicates(ratings)
     if n_duplicates:
         log.warning(
@@ -332,14 +400,25 @@ def main() -> None:
             n_placeholders,
             dataset.movies,
         )
+    counts = {
+        "ratings_read": n_read,
+        "duplicates_dropped": n_duplicates,
+        "movies_added_untitled": n_placeholders,
+    }
+    return ratings, movies, counts
+
+
+def main() -> None:
+    params = load_params()
+    prep = params["preprocess"]
+    dataset = get_dataset(params["data"]["dataset"])
+    ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
     train, test, user_ids, movie_ids = preprocess(
         ratings, prep["top_users"], prep["top_movies"], prep["test_size"], prep["seed"]
     )
     summary = {
         "dataset": dataset.name,
-        "ratings_read": len(raw_ratings),
-        "duplicates_dropped": n_duplicates,
-        "movies_added_untitled": n_placeholders,
+        **counts,
         "ratings_kept": len(train) + len(test),
         "users": len(user_ids),
         "movies": len(movie_ids),

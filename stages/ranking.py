@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,13 +47,21 @@ class Factors:
         return len(self.movie_vectors)
 
     def logits(self, user_index: np.ndarray) -> np.ndarray:
-        """float32 (len(user_index), n_movies): every movie's logit for each user, one matmul."""
+        """float32 (len(user_index), n_movies): every movie's logit for each user, one matmul.
+
+        The biases ride in the product, [u, b_u, 1] . [m, 1, b_m], rather than being added to
+        the (users, n_movies) result in two more passes over it.
+        """
         users = np.asarray(user_index)
-        return (
-            self.user_vectors[users] @ self.movie_vectors.T
-            + self.user_bias[users, None]
-            + self.movie_bias[None, :]
-        )
+        ones = np.ones((len(users), 1), dtype=np.float32)
+        user_side = np.hstack([self.user_vectors[users], self.user_bias[users, None], ones])
+        return (user_side @ self._movie_side).astype(np.float32, copy=False)
+
+    @functools.cached_property
+    def _movie_side(self) -> np.ndarray:
+        """float32 (embedding_dim + 2, n_movies): the movie vectors, a row of ones, the biases."""
+        ones = np.ones((1, self.n_movies), dtype=np.float32)
+        return np.vstack([self.movie_vectors.T, ones, self.movie_bias[None, :]]).astype(np.float32)
 
     def ratings(self, logits: np.ndarray) -> np.ndarray:
         """Predicted ratings from logits, as the model's sigmoid and rescaling layers compute them."""
@@ -104,20 +114,19 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, n_items)
     if rows == 0 or k == 0:
         return np.zeros((rows, k), dtype=np.int64)
-    if np.isnan(scores).any():
+    if np.isnan(scores.max(axis=1)).any():  # max propagates NaN, without a mask as large as scores
         raise ValueError("scores contain NaN")
-    # argpartition finds each row's k-th best value; which of several items equal to it it keeps
-    # is arbitrary, so the items at that value are re-chosen by lowest column.
-    kth_col = np.argpartition(-scores, k - 1, axis=1)[:, k - 1]
-    kth = scores[np.arange(rows), kth_col][:, None]
-    keep = scores > kth
-    room = k - keep.sum(axis=1)  # >= 1: at most k-1 items beat the k-th value
-    at_kth = scores == kth
-    crowded = np.flatnonzero(at_kth.sum(axis=1) > room)
-    if len(crowded):  # cumsum only on rows where a tie straddles position k
-        at_kth[crowded] &= np.cumsum(at_kth[crowded], axis=1) <= room[crowded, None]
-    keep |= at_kth
-    cols = np.nonzero(keep)[1].reshape(rows, k)  # exactly k per row, columns ascending
+    # Each row's k-th best value; np.partition moves no indices, so it beats argpartition.
+    kth = np.partition(scores, n_items - k, axis=1)[:, n_items - k, None]
+    keep = scores >= kth  # exactly k per row, unless values equal to the k-th straddle position k
+    crowded = np.flatnonzero(np.count_nonzero(keep, axis=1) > k)
+    if len(crowded):  # re-choose the tied items by lowest column, on those rows only
+        above = scores[crowded] > kth[crowded]
+        at_kth = scores[crowded] == kth[crowded]
+        room = k - above.sum(axis=1)  # >= 1: at most k-1 items beat the k-th value
+        keep[crowded] = above | (at_kth & (np.cumsum(at_kth, axis=1) <= room[:, None]))
+    # Flat positions are row-major, so each row's k columns come out together, ascending.
+    cols = (np.flatnonzero(keep) % n_items).reshape(rows, k)
     order = np.argsort(-np.take_along_axis(scores, cols, axis=1), axis=1, kind="stable")
     cols = np.take_along_axis(cols, order, axis=1)
     cols[np.take_along_axis(scores, cols, axis=1) == -np.inf] = -1
@@ -135,8 +144,9 @@ class RankingMetrics:
         precision: float64 (n_evaluated,), relevant movies in the top k / k.
         recall: float64 (n_evaluated,), relevant movies in the top k / relevant movies.
         ndcg: float64 (n_evaluated,), binary-relevance DCG@k over the ideal DCG@k.
-        coverage: distinct movies in the top-k lists of all users / n_movies.
-        n_users: users the model knows (all of them got a top-k list).
+        coverage: distinct movies in the top-k lists of the ranked users / n_movies (lower for a
+            sample of users than for all of them).
+        n_users: users ranked, each given a top-k list: every user the model knows, or a sample.
         relevant_cold_pairs: relevant test pairs dropped because the user or movie is unseen in
             training (the model cannot rank a movie it has no vector for).
     """
@@ -164,10 +174,23 @@ class RankingMetrics:
             "recall": mean(self.recall),
             "ndcg": mean(self.ndcg),
             "coverage": round(self.coverage, 6),
+            "users_ranked": self.n_users,
             "users_evaluated": len(self.user_index),
             "users_without_relevant": self.n_users - len(self.user_index),
             "relevant_cold_pairs": self.relevant_cold_pairs,
         }
+
+
+def sample_users(n_users: int, ranking_users: int | None, seed: int) -> np.ndarray | None:
+    """The users to rank: `ranking_users` of 0..n_users-1 drawn at random with `seed`, ascending.
+
+    Returns:
+        int64 (ranking_users,), or None (rank every user) when ranking_users is None or not below
+        n_users.
+    """
+    if ranking_users is None or ranking_users >= n_users:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_users, ranking_users, replace=False))
 
 
 def _rows_of(users: np.ndarray, movies: np.ndarray, start: int, stop: int) -> tuple:
@@ -190,18 +213,35 @@ def _check_range(name: str, index: np.ndarray, size: int) -> None:
         )
 
 
-def _block_metrics(top: np.ndarray, is_relevant: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+def _only(users: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], n_users: int) -> tuple:
+    """The (user, movie) pairs of the sorted `users`, with each user renumbered by its position."""
+    position = np.full(n_users, -1, dtype=np.int64)
+    position[users] = np.arange(len(users))
+    renumbered = position[pairs[0]]
+    kept = renumbered >= 0
+    return renumbered[kept], pairs[1][kept]
+
+
+def _block_metrics(
+    top: np.ndarray, relevant: tuple[np.ndarray, np.ndarray], n_movies: int, k: int
+) -> tuple[np.ndarray, ...]:
     """Rows with a relevant movie, and their precision@k, recall@k and NDCG@k.
+
+    Relevance is looked up in the block's sorted (row, movie) keys, not in a dense
+    (rows, n_movies) mask, so the cost follows the relevant pairs and the k columns.
 
     Args:
         top: int (rows, <= k), top_k's output.
-        is_relevant: bool (rows, n_movies).
+        relevant: int (n,) rows in the block and int (n,) movies of the relevant test pairs.
     """
-    n_relevant = is_relevant.sum(axis=1)
+    keys = np.unique(relevant[0].astype(np.int64) * n_movies + relevant[1])
+    n_relevant = np.bincount(keys // n_movies, minlength=len(top))
     rows = np.flatnonzero(n_relevant)
-    top = top[rows]
-    hits = (top >= 0) & np.take_along_axis(is_relevant[rows], np.maximum(top, 0), axis=1)
-    n_hits, n_relevant = hits.sum(axis=1), n_relevant[rows]
+    top, n_relevant = top[rows], n_relevant[rows]
+    wanted = rows[:, None].astype(np.int64) * n_movies + top
+    found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    hits = (top >= 0) & (keys[found] == wanted) if len(keys) else np.zeros(top.shape, bool)
+    n_hits = hits.sum(axis=1)
     discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))  # rank r (0-based) -> 1/log2(r + 2)
     # The ideal list puts min(k, n_relevant) relevant movies first.
     ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(k, n_relevant) - 1]
@@ -218,10 +258,11 @@ def ranking_metrics(
     k: int,
     relevance_threshold: float,
     block_size: int,
+    users: np.ndarray | None = None,
 ) -> RankingMetrics:
     """Rank every movie a user did not rate in training and score the top k against the test split.
 
-    Every known user gets a top-k list (for coverage); precision, recall and NDCG are kept only for
+    Every ranked user gets a top-k list (for coverage); precision, recall and NDCG are kept only for
     users with at least one relevant test movie, since they are undefined or zero by construction
     for the others. Users are scored block_size at a time, so memory is O(block_size * n_movies).
 
@@ -233,6 +274,7 @@ def ranking_metrics(
         k: the cut-off, >= 1.
         relevance_threshold: a test rating >= this makes the movie relevant.
         block_size: users scored per matrix product, >= 1.
+        users: int (n,), sorted distinct users to rank (sample_users); None ranks every user.
 
     Raises:
         ValueError: for k or block_size < 1.
@@ -251,20 +293,24 @@ def ranking_metrics(
         ("test movie", test_movies[warm], n_movies),
     ):
         _check_range(name, np.asarray(index), size)
-    seen = _by_user(train_users, train_movies)
-    relevant = _by_user(test_users[liked & warm], test_movies[liked & warm])
+    seen = (np.asarray(train_users), np.asarray(train_movies))
+    relevant = (test_users[liked & warm], test_movies[liked & warm])
+    if users is not None:  # rank the sample as users 0..len(users)-1 of a smaller model
+        seen, relevant = _only(users, seen, n_users), _only(users, relevant, n_users)
+        factors = dataclasses.replace(
+            factors, user_vectors=factors.user_vectors[users], user_bias=factors.user_bias[users]
+        )
+    seen, relevant = _by_user(*seen), _by_user(*relevant)
 
     recommended = np.zeros(n_movies, dtype=bool)
     parts = []
-    for start in range(0, n_users, block_size):
-        stop = min(start + block_size, n_users)
+    for start in range(0, factors.n_users, block_size):
+        stop = min(start + block_size, factors.n_users)
         scores = factors.logits(np.arange(start, stop))
         scores[_rows_of(*seen, start, stop)] = -np.inf
         top = top_k(scores, k)
         recommended[top[top >= 0]] = True
-        is_relevant = np.zeros(scores.shape, dtype=bool)
-        is_relevant[_rows_of(*relevant, start, stop)] = True
-        rows, *values = _block_metrics(top, is_relevant, k)
+        rows, *values = _block_metrics(top, _rows_of(*relevant, start, stop), n_movies, k)
         parts.append((rows + start, *values))
     user_index, precision, recall, ndcg = (
         np.concatenate(column) for column in zip(*parts, strict=True)
@@ -272,11 +318,11 @@ def ranking_metrics(
     return RankingMetrics(
         k=k,
         relevance_threshold=relevance_threshold,
-        user_index=user_index.astype(np.int64),
+        user_index=(user_index if users is None else users[user_index]).astype(np.int64),
         precision=precision.astype(np.float64),
         recall=recall.astype(np.float64),
         ndcg=ndcg.astype(np.float64),
         coverage=float(recommended.sum() / n_movies) if n_movies else float("nan"),
-        n_users=n_users,
+        n_users=factors.n_users,
         relevant_cold_pairs=int((liked & ~warm).sum()),
     )

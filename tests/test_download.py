@@ -7,15 +7,18 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,6 +39,8 @@ LICENSE = b"Summary: a tiny MovieLens-shaped test set.\n"
 LINKS = b"movieId,imdbId,tmdbId\n1,0114709,862\n"
 FAST = download.RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=2.0)
 HOSTILE_ABSOLUTE = "/tmp/movielens-download-test-evil.txt"
+TIMEOUT = download.RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=0.3)
+STALL_S = 10.0  # a stalled handler waits this long at most, far beyond TIMEOUT.timeout_s
 
 
 def member(name: str) -> str:
@@ -95,7 +100,11 @@ def write_mirror(directory: Path, files: dict) -> str:
 
 
 class MirrorHandler(BaseHTTPRequestHandler):
-    """Serves `server.files`; `server.plans[path]` scripts failures for the next requests."""
+    """Serves `server.files`; `server.plans[path]` scripts failures for the next requests.
+
+    Actions: "ok", 500, "truncate" (half the body, then close), "stall-headers" (say nothing
+    until released) and "stall-body" (headers and half the body, then nothing until released).
+    """
 
     def do_GET(self) -> None:
         path = urllib.parse.unquote(self.path)
@@ -103,6 +112,9 @@ class MirrorHandler(BaseHTTPRequestHandler):
         plan = self.server.plans.get(path)
         action = plan.pop(0) if plan else "ok"
         body = self.server.files.get(path.lstrip("/"))
+        if action == "stall-headers":
+            self.server.release.wait(STALL_S)
+            return
         if action == 500:
             self.send_error(500)
         elif body is None:
@@ -111,22 +123,37 @@ class MirrorHandler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if action == "truncate" else body)
+            whole = action not in ("truncate", "stall-body")
+            self.wfile.write(body if whole else body[: len(body) // 2])
+            if action == "stall-body":
+                self.wfile.flush()
+                self.server.release.wait(STALL_S)
 
     def log_message(self, *args) -> None:
         pass
 
 
-@pytest.fixture
-def server():
+def start_server() -> ThreadingHTTPServer:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), MirrorHandler)
     httpd.files, httpd.plans, httpd.hits = {}, {}, Counter()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield httpd
+    httpd.release = threading.Event()
+    httpd.thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    httpd.thread.start()
+    return httpd
+
+
+def stop_server(httpd: ThreadingHTTPServer) -> None:
+    httpd.release.set()  # wake stalled handlers, or server_close waits for them
     httpd.shutdown()
     httpd.server_close()
-    thread.join()
+    httpd.thread.join()
+
+
+@pytest.fixture
+def server():
+    httpd = start_server()
+    yield httpd
+    stop_server(httpd)
 
 
 def serve(httpd: ThreadingHTTPServer, files: dict) -> str:
@@ -223,6 +250,40 @@ def test_transient_failure_is_retried(failure, server, project):
     assert (paths.raw_dir(DATASET.name) / "movies.csv").read_bytes() == MOVIES
 
 
+@pytest.mark.parametrize(
+    ("stall", "reason"),
+    [("stall-headers", r"\(timed out\)"), ("stall-body", r"\(connection lost after \d+ bytes")],
+    ids=["no-answer", "body-stops"],
+)
+def test_a_silent_server_times_out_and_gives_up(stall, reason, server, project):
+    base = serve(server, mirror_files(make_zip(good_entries())))
+    server.plans[f"/{ZIP}"] = [stall] * TIMEOUT.attempts
+
+    with pytest.raises(PipelineError, match=f"after 3 attempts {reason}.*set MOVIELENS_MIRROR"):
+        download.download_dataset(DATASET, base, paths.raw_dir(DATASET.name), TIMEOUT)
+    assert server.hits[f"/{ZIP}"] == TIMEOUT.attempts
+    assert_raw_empty(project)
+
+
+def test_a_stall_once_is_retried(server, project):
+    base = serve(server, mirror_files(make_zip(good_entries())))
+    server.plans[f"/{ZIP}"] = ["stall-body"]
+
+    download.download_dataset(DATASET, base, paths.raw_dir(DATASET.name), TIMEOUT)
+
+    assert server.hits[f"/{ZIP}"] == 2
+    assert (paths.raw_dir(DATASET.name) / "ratings.csv").read_bytes() == RATINGS
+
+
+def test_the_default_retry_policy_gives_up_well_under_a_minute():
+    """Worst case of one fetch against a server that never answers: every attempt waits out its
+    timeout, plus the back-off sleeps between attempts. The stage stops at the first failed fetch."""
+    policy = download.RetryPolicy()
+    sleeps = sum(policy.backoff_s * 2**i for i in range(policy.attempts - 1))
+    assert policy.attempts >= 2
+    assert policy.attempts * policy.timeout_s + sleeps < 45
+
+
 def test_unreachable_server_names_the_mirror_variable(project):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -257,11 +318,27 @@ def test_not_a_zip_is_rejected(project, tmp_path):
             10_000,
             "declares \\d+ uncompressed bytes, more than the 10000",
         ),
+        ([("C:/evil.txt", b"x")], None, None, "unsafe member path 'C:/evil.txt'"),
+        ([(member("sub/../../evil.txt"), b"x")], None, None, "unsafe member path"),
+        ([(symlink_info(member("ratings.csv")), b"/etc/passwd")], "ratings.csv", None, "symbolic link"),
+        ([], "ratings.csv", None, f"lacks {DATASET.folder}/ratings.csv;"),
+        ([("ratings.csv", RATINGS), ("movies.csv", MOVIES)], "*", None, "lacks .*ratings.csv, .*movies.csv; is it really"),
+        (
+            [(member("ratings.csv"), b"1" * 6_000), (member("movies.csv"), b"2" * 6_000)],
+            "*",
+            10_000,
+            "declares 12000 uncompressed bytes, more than the 10000",
+        ),
     ],
-    ids=["absolute", "dotdot", "backslash-dotdot", "symlink", "missing-member", "zip-bomb"],
-)
+    ids=[
+        "absolute", "dotdot", "backslash-dotdot", "symlink", "missing-member", "zip-bomb",
+        "drive-letter", "dotdot-inside", "symlink-as-ratings", "missing-ratings", "no-top-folder",
+        "bomb-across-members",
+    ],
+)  # fmt: skip
 def test_hostile_archive_is_rejected(extra, drop, cap, message, project, tmp_path):
-    entries = [(n, d) for n, d in good_entries() if n != (drop and member(drop))] + extra
+    entries = [(n, d) for n, d in good_entries() if drop != "*" and n != (drop and member(drop))]
+    entries += extra
     base = write_mirror(tmp_path / "mirror", mirror_files(make_zip(entries)))
     dataset = dataclasses.replace(DATASET, extracted_bytes=cap) if cap else DATASET
 
@@ -373,29 +450,209 @@ def test_main_reads_params_and_mirror(project, tmp_path, monkeypatch):
     assert (project / "data/raw/ml-latest-small/ratings.csv").read_bytes() == RATINGS
 
 
-@pytest.mark.parametrize(
-    ("mirror", "message"),
-    [
-        ("relative/mirror", "error: MOVIELENS_MIRROR='relative/mirror' is not allowed"),
-        ("bad-checksum", "error: ml-latest-small.zip has MD5"),
-    ],
-)
-def test_stage_fails_with_one_line(mirror, message, tmp_path):
+# ---------------------------------------------------------------------------- the stage, by CLI
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dir_mirror(zip_bytes: bytes | Callable[[], bytes], checksum: str | None = None) -> Callable:
+    """A directory mirror holding the zip (or what the callable makes, when it runs) and its .md5."""
+
+    def make(folder: Path, _) -> str:
+        data = zip_bytes() if callable(zip_bytes) else zip_bytes
+        return write_mirror(folder, mirror_files(data, checksum))
+
+    return make
+
+
+def http_mirror(files: dict | None, plan: list | None = None) -> Callable:
+    """A folder on the shared test server holding `files`; `plan` scripts the zip's requests."""
+
+    def make(folder: Path, httpd: ThreadingHTTPServer) -> str:
+        path = f"/{folder.parent.name}"  # the case's own folder on the shared server
+        for name, data in (files or {}).items():
+            httpd.files[f"{path[1:]}/{name}"] = data
+        httpd.plans[f"{path}/{ZIP}"] = list(plan or [])
+        return f"http://127.0.0.1:{httpd.server_address[1]}{path}"
+
+    return make
+
+
+def hostile(extra: list, drop: str | None = None) -> bytes:
+    entries = [(n, d) for n, d in good_entries() if n != (drop and member(drop))]
+    return make_zip(entries + extra)
+
+
+GOOD_ZIP = make_zip(good_entries())
+
+
+def bomb() -> bytes:
+    """16 MiB of zeros: about 16 KiB zipped, one byte over ml-latest-small's cap unzipped."""
+    return hostile([(member("ratings.csv"), b"0" * (DATASET.extracted_bytes + 1))], "ratings.csv")
+
+
+# case: (how to make the mirror from a folder and the shared server, words of the one error line)
+CLI_FAULTS = {
+    "unreachable": (lambda *_: f"http://127.0.0.1:{closed_port()}", ["could not download http://127.0.0.1:", "after 3 attempts", "set MOVIELENS_MIRROR to an absolute directory"]),
+    "http 404": (http_mirror({}), ["answered HTTP 404 Not Found; check data.dataset and MOVIELENS_MIRROR"]),
+    "http 500": (http_mirror(mirror_files(GOOD_ZIP), [500] * 3), ["after 3 attempts (HTTP 500", "set MOVIELENS_MIRROR"]),
+    "truncated": (http_mirror(mirror_files(GOOD_ZIP), ["truncate"] * 3), ["after 3 attempts (truncated download: got"]),
+    "relative mirror": (lambda *_: "relative/mirror", ["MOVIELENS_MIRROR='relative/mirror' is not allowed; use an absolute directory"]),
+    "mirror lacks the zip": (lambda folder, _: write_mirror(folder, {}), [f"{ZIP}.md5 not found; the MOVIELENS_MIRROR directory must hold {ZIP}.md5"]),
+    "checksum mismatch": (dir_mirror(GOOD_ZIP, "0" * 32), [f"{ZIP} has MD5 {md5_of(GOOD_ZIP)} but {'0' * 32} was expected", "fix MOVIELENS_MIRROR"]),
+    "truncated file": (dir_mirror(GOOD_ZIP[: len(GOOD_ZIP) // 2], md5_of(GOOD_ZIP)), ["was expected; the download is damaged or the mirror is stale"]),
+    "not a zip": (dir_mirror(b"<html>502 Bad Gateway</html>\n"), [f"{ZIP} is not a zip file; the mirror or server sent something else"]),
+    "absolute member": (dir_mirror(hostile([(HOSTILE_ABSOLUTE, b"x")])), [f"unsafe member path '{HOSTILE_ABSOLUTE}'", "refusing to extract it"]),
+    "dotdot member": (dir_mirror(hostile([(member("../../evil.txt"), b"x")])), ["unsafe member path 'ml-latest-small/../../evil.txt'"]),
+    "symlink member": (dir_mirror(hostile([(symlink_info(member("evil.txt")), b"/etc/passwd")])), ["symbolic link member 'ml-latest-small/evil.txt'"]),
+    "zip bomb": (dir_mirror(bomb), [f"more than the {DATASET.extracted_bytes} allowed for ml-latest-small; refusing a possible zip bomb"]),
+    "missing member": (dir_mirror(hostile([], "movies.csv")), ["lacks ml-latest-small/movies.csv; is it really the MovieLens ml-latest-small release?"]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cli_faults(tmp_path_factory):
+    """Run `python -m stages.download` against every CLI_FAULTS mirror at once (each start is slow)."""
+    base = tmp_path_factory.mktemp("cli")
+    httpd = start_server()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    running = {}
+    for case, (make_mirror, _) in CLI_FAULTS.items():
+        folder = base / case.replace(" ", "-")
+        root = folder / "project"
+        root.mkdir(parents=True)
+        shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+        case_env = {**env, download.MIRROR_ENV: make_mirror(folder / "mirror", httpd)}
+        running[case] = (folder, subprocess.Popen(
+            [sys.executable, "-m", "stages.download"], cwd=root, env=case_env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    results = {}
+    try:
+        for case, (folder, process) in running.items():
+            _, stderr = process.communicate(timeout=120)
+            results[case] = (folder, process.returncode, stderr)
+    finally:
+        stop_server(httpd)
+    return results
+
+
+@pytest.mark.parametrize("case", list(CLI_FAULTS))
+def test_download_faults_stop_the_stage_with_one_line_and_write_nothing(cli_faults, case):
+    folder, returncode, stderr = cli_faults[case]
+    assert "Traceback" not in stderr
+    assert returncode == 1
+    lines = stderr.splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:]  # logs may precede
+    for words in CLI_FAULTS[case][1]:
+        assert words in lines[-1]
+    raw = folder / "project" / paths.RAW_DIR
+    assert not raw.exists() or list(raw.iterdir()) == []
+    assert list(folder.rglob("evil*")) == []
+    assert not Path(HOSTILE_ABSOLUTE).exists()
+
+
+@pytest.mark.slow
+def test_a_server_that_never_answers_stops_the_stage_well_under_a_minute(tmp_path):
+    """The real entry point with the default retry policy against a socket that accepts
+    connections (the kernel's backlog) but never answers."""
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-    if mirror == "bad-checksum":
-        files = mirror_files(make_zip(good_entries()), checksum="0" * 32)
-        mirror = write_mirror(tmp_path / "mirror", files)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), download.MIRROR_ENV: mirror, "LOGLEVEL": "ERROR"}
-
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.download"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(8)
+        port = black_hole.getsockname()[1]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            download.MIRROR_ENV: f"http://127.0.0.1:{port}",
+        }
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.download"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        elapsed = time.monotonic() - start
     assert result.returncode == 1
-    assert result.stderr.startswith(message)
-    assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "after 3 attempts (timed out)" in last
+    assert "set MOVIELENS_MIRROR" in last
+    assert elapsed < 50
     assert not (root / paths.RAW_DIR).exists() or list((root / paths.RAW_DIR).iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- killed mid-run
+
+# Run the download stage but SIGKILL it at `point`: right after extracting (the last file cut to
+# half its size, as if caught mid-write), or between moving the old folder aside and moving the
+# new one into place.
+KILLED_DOWNLOAD = """
+import os, signal, sys
+from stages import download
+from stages.common import run_stage
+
+point = sys.argv[1]
+extract, replace, replaced = download.extract_members, os.replace, []
+
+def extract_then_die(archive, infos, dest, max_bytes):
+    files = extract(archive, infos, dest, max_bytes)
+    os.truncate(files[-1], os.path.getsize(files[-1]) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def replace_or_die(src, dst):
+    replaced.append(dst)
+    if len(replaced) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+
+if point == "extracting":
+    download.extract_members = extract_then_die
+else:
+    os.replace = replace_or_die
+run_stage(download.main)
+"""
+
+
+def run_download(root: Path, mirror: str, *args: str) -> subprocess.CompletedProcess:
+    code = ["-c", KILLED_DOWNLOAD, *args] if args else ["-m", "stages.download"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), download.MIRROR_ENV: mirror, "LOGLEVEL": "ERROR"}
+    return subprocess.run(
+        [sys.executable, *code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else {}
+
+
+@pytest.mark.parametrize(("point", "left"), [("extracting", "old"), ("swapping", "none")])
+def test_a_download_killed_midway_leaves_old_or_no_folder_and_the_next_run_recovers(
+    tmp_path, point, left
+):
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    target = root / paths.raw_dir(DATASET.name)
+    old_mirror = write_mirror(tmp_path / "old", mirror_files(make_zip(good_entries())))
+    assert run_download(root, old_mirror).returncode == 0
+    old = folder_bytes(target)
+    new_entries = [
+        (n, d + b"9,9,1.0,9\n" if n.endswith("ratings.csv") else d) for n, d in good_entries()
+    ]
+    new_mirror = write_mirror(tmp_path / "new", mirror_files(make_zip(new_entries)))
+
+    killed = run_download(root, new_mirror, point)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert folder_bytes(target) == (old if left == "old" else {})  # never a partial folder
+    assert run_download(root, new_mirror).returncode == 0
+    assert folder_bytes(target)["ratings.csv"] == RATINGS + b"9,9,1.0,9\n"
+    assert sorted(p.name for p in target.iterdir()) == ["README.txt", "movies.csv", "ratings.csv"]
+    assert [p.name for p in target.parent.iterdir()] == [DATASET.name]  # no staging left behind

@@ -132,6 +132,30 @@ def test_bad_yaml_is_refused_with_where(tmp_path, text, words):
         assert word in message
 
 
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/object/new:subprocess.Popen [['touch', '{marker}']]",
+        "!!python/name:os.system",
+    ],
+    ids=["apply", "new", "name"],
+)
+def test_yaml_python_tags_are_refused_without_running_anything(tmp_path, tag):
+    """The safe loader builds plain data only: a tag that would call Python is a syntax error."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "params.yaml"
+    path.write_text(f"data:\n  dataset: {tag.format(marker=marker)}\n", encoding="utf-8")
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert "not valid YAML" in message
+    assert "could not determine a constructor for the tag" in message
+    assert "line 2, column 12" in message
+    assert "\n" not in message
+    assert not marker.exists()
+
+
 def test_unreadable_params_files_are_refused(tmp_path):
     with pytest.raises(PipelineError, match="not found; run from the project root"):
         load_params(tmp_path / "params.yaml")

@@ -394,6 +394,7 @@ def test_main_is_deterministic(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- bad files, in process and by CLI
 
 MOVIES_LATIN1 = csv_bytes("movieId,title,genres\n", MOVIES_ROWS[:2]) + b"3,Caf\xe9 (1999),Drama\n"
+RATINGS_LATIN1 = csv_bytes(HEADER, RATINGS_ROWS[:2]) + b"3,1,4.0,\xff\n"
 EMPTY_FILTER = [  # users 1: 3 ratings, 2-4: 1; movies 4: 3 ratings, 1-3: 1; user 1 never rated 4
     "1,1,4.0,1", "1,2,4.0,1", "1,3,4.0,1", "2,4,4.0,1", "3,4,4.0,1", "4,4,4.0,1",
 ]  # fmt: skip
@@ -413,6 +414,12 @@ BAD_FILES = {
     "ragged row": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,4.0,6,7,8"]), GOOD_MOVIES, {}, "ratings.csv cannot be parsed: Error tokenizing data", False),
     "movies without genres": (GOOD_RATINGS, b"movieId,title\n1,A\n", {}, "movies.csv lacks column(s) genres", False),
     "text movie id": (GOOD_RATINGS, b"movieId,title,genres\n1,A,B\nseven,C,D\n", {}, "movies.csv row 2: movieId='seven' is not a number", False),
+    "empty movies": (GOOD_RATINGS, b"", {}, "movies.csv is empty; restore it with dvc repro --force download", False),
+    "non-UTF-8 ratings": (RATINGS_LATIN1, GOOD_MOVIES, {}, f"ratings.csv is not valid utf-8 text (byte {RATINGS_LATIN1.index(0xFF)}, line 4)", True),
+    "no training ratings": (csv_bytes(HEADER, EMPTY_FILTER[:3]), FOUR_MOVIES, {"test_size": 0.9}, "test_size=0.9 of 3 ratings leaves no training ratings", True),
+    "renamed column": (csv_bytes("userId,item,rating,timestamp\n", ["1,1,4.0,5"]), GOOD_MOVIES, {}, "ratings.csv lacks column(s) movieId; found userId, item, rating, timestamp", True),
+    "rating NaN": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,NaN,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating is missing", False),
+    "rating above the scale": (csv_bytes(HEADER, ["1,1,4.0,5", "1,2,6,6"]), GOOD_MOVIES, {}, "ratings.csv row 2: rating=6.0 is not on the scale 0.5 to 5 in steps of 0.5", False),
 }  # fmt: skip
 CLI_CASES = [case for case, (*_, cli) in BAD_FILES.items() if cli]
 
@@ -476,6 +483,37 @@ def test_bad_files_stop_the_cli_with_one_line_and_write_nothing(cli_runs, case):
     assert [line for line in lines if line.startswith("error: ")] == lines[-1:]  # logs may precede
     assert BAD_FILES[case][3] in lines[-1]
     assert_raw_untouched_and_nothing_written(root, case)
+
+
+# ---------------------------------------------------------------------------- other layouts
+
+U_ITEM = b"1|Toy Story (1995)|01-Jan-1995||http://x|" + b"|".join([b"0"] * 18 + [b"1"]) + b"\n"
+MOVIES_DAT = b"1::Toy Story (1995)::Animation|Comedy\n"
+# case: (release, its ratings file, words of the message)
+OTHER_LAYOUTS = {
+    "dat text rating": ("ml-1m", b"1::1::4::5\n1::2::x::6\n", "ratings.dat row 2: rating='x' is not a number"),
+    "dat missing field": ("ml-1m", b"1::1::4::5\n1::1::4\n", "ratings.dat row 2: timestamp is missing"),
+    "dat extra field": ("ml-1m", b"1::1::4::5\n1::2::4::6::7\n", "ratings.dat cannot be parsed"),
+    "dat half star on a whole-star release": ("ml-1m", b"1::1::4.5::5\n", "ratings.dat row 1: rating=4.5 is not on the scale 1 to 5 in steps of 1"),
+    "dat not UTF-8": ("ml-10m", b"1::1::4.5::5\n2::\xff::4::6\n", "ratings.dat is not valid utf-8 text (byte 16, line 2)"),
+    "u.data negative id": ("ml-100k", b"1\t1\t4\t5\n-2\t1\t4\t5\n", "u.data row 2: userId=-2 is out of range"),
+    "u.data comma-separated": ("ml-100k", b"1,1,4,5\n", "u.data row 1: userId='1,1,4,5' is not a number"),
+    "u.data empty": ("ml-100k", b"", "u.data has no ratings"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "ratings", "words"), OTHER_LAYOUTS.values(), ids=list(OTHER_LAYOUTS)
+)
+def test_other_layouts_refuse_bad_ratings(tmp_path, name, ratings, words):
+    dataset = get_dataset(name)
+    (tmp_path / dataset.ratings).write_bytes(ratings)
+    (tmp_path / dataset.movies).write_bytes(U_ITEM if dataset.layout == "100k" else MOVIES_DAT)
+    with pytest.raises(PipelineError) as caught:
+        raw_ratings, _ = preprocess.read_raw(tmp_path, dataset)
+        preprocess.validate_ratings(raw_ratings, dataset.rating_step, source=dataset.ratings)
+    assert words in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 # ---------------------------------------------------------------------------- property: no crash

@@ -1,0 +1,464 @@
+"""Training benchmark (issue #3): our model beside Surprise's algorithms on the pipeline's own split.
+
+Run `make bench` (or `python -m benchmarks.bench_train` from the project root after
+`dvc repro preprocess`). Every model fits the rows of data/processed/train.parquet and predicts
+every pair of data/processed/test.parquet; the table goes to stdout, one JSON row per model to
+benchmarks/results.json and the preprocess-seed check to benchmarks/seeds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from surprise import SVD, BaselineOnly, Dataset, KNNBaseline, Reader, SVDpp
+from surprise.prediction_algorithms.algo_base import AlgoBase
+
+from stages import paths
+from stages.common import PipelineError, load_params, run_stage, write_json
+from stages.datasets import get_dataset
+from stages.evaluate import fit_biases, predict_biases, predict_with_fallback, scores
+from stages.model import predict_ratings
+from stages.preprocess import drop_duplicates, preprocess, read_raw, validate_ratings
+from stages.train import carve_validation, fit_model, rating_scale_of
+
+log = logging.getLogger(__name__)
+
+OURS = "movielens_mf"  # the Keras model's own name (stages.model.build_model)
+RESULTS = Path("benchmarks/results.json")
+DEFAULT_SEEDS = (1, 2, 3)
+SEED_TOLERANCE = 0.01  # RMSE stars: how far another split's test RMSE may sit from the pipeline's
+TRAIN_STAGE_TARGET_S = 15.0  # issue #3: `python -m stages.train`, process start to exit
+ROOT = Path(__file__).resolve().parents[1]
+
+# "Epochs" below means full passes over the training ratings that fit() makes:
+#   BaselineOnly: ALS sweeps, bsl_options n_epochs (10 unless set: surprise's optimize_baselines.pyx);
+#   SVD, SVDpp: SGD epochs, n_epochs (20 by default); an SVD++ epoch also walks each user's
+#       implicit-feedback items, so it costs more per rating than an SVD epoch;
+#   KNNBaseline: 1, the pass that accumulates the item-item pearson_baseline similarities (the ALS
+#       baseline it fits first, 10 sweeps, is not counted).
+# Our model: Adam epochs actually run (early stopping), over the rows left after the validation part.
+ALS_DEFAULT_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A Surprise algorithm: how to make it, its "epochs", and the settings a row records."""
+
+    make: Callable[[int], AlgoBase]  # seed -> a fresh, unfitted algorithm
+    epochs: Callable[[AlgoBase], int]
+    settings: tuple[str, ...]
+
+
+PEERS = {
+    "BaselineOnly": Peer(
+        lambda seed: BaselineOnly(verbose=False),
+        lambda algo: algo.bsl_options.get("n_epochs", ALS_DEFAULT_EPOCHS),
+        ("bsl_options",),
+    ),
+    # random_state fixes only the factor initialisation; every hyperparameter stays the default.
+    "SVD": Peer(
+        lambda seed: SVD(random_state=seed),
+        lambda algo: algo.n_epochs,
+        ("n_factors", "n_epochs", "random_state"),
+    ),
+    "SVDpp": Peer(
+        lambda seed: SVDpp(random_state=seed),
+        lambda algo: algo.n_epochs,
+        ("n_factors", "n_epochs", "random_state"),
+    ),
+    "KNNBaseline": Peer(
+        lambda seed: KNNBaseline(
+            sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False
+        ),
+        lambda algo: 1,
+        ("k", "min_k", "sim_options", "bsl_options"),
+    ),
+}
+MODELS = (OURS, *PEERS)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train/test split as the preprocess stage writes it.
+
+    train and test hold userId, movieId (raw ids), user_index, movie_index (int32; -1 in test for
+    ids unseen in training) and rating (float32).
+    """
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    n_users: int
+    n_movies: int
+
+
+def load_split() -> Split:
+    """The split the pipeline wrote under data/processed (run `dvc repro preprocess` first)."""
+    columns = ["userId", "movieId", "user_index", "movie_index", "rating"]
+    try:
+        return Split(
+            pd.read_parquet(paths.TRAIN, columns=columns),
+            pd.read_parquet(paths.TEST, columns=columns),
+            len(pd.read_parquet(paths.USER_IDS)),
+            len(pd.read_parquet(paths.MOVIE_IDS)),
+        )
+    except FileNotFoundError as err:
+        raise PipelineError(
+            f"{err.filename} not found; run `dvc repro preprocess` (make bench does) first"
+        ) from None
+
+
+def resplit(params: dict, seed: int) -> Split:
+    """Split the raw ratings again as the preprocess stage's main() chains it (movies aside), with `seed`."""
+    prep = params["preprocess"]
+    dataset = get_dataset(params["data"]["dataset"])
+    raw_ratings, _ = read_raw(paths.raw_dir(dataset.name), dataset)
+    ratings = validate_ratings(raw_ratings, dataset.rating_step, source=dataset.ratings)
+    ratings, _ = drop_duplicates(ratings)
+    train, test, user_ids, movie_ids = preprocess(
+        ratings, prep["top_users"], prep["top_movies"], prep["test_size"], seed
+    )
+    return Split(train, test, len(user_ids), len(movie_ids))
+
+
+def same_split(a: Split, b: Split) -> bool:
+    """Whether two splits hold the same training and test rows in the same order."""
+    columns = ["userId", "movieId", "rating"]
+    return all(
+        x[columns].reset_index(drop=True).equals(y[columns].reset_index(drop=True))
+        for x, y in ((a.train, b.train), (a.test, b.test))
+    )
+
+
+def predict_test(model, split: Split, p_eval: dict) -> np.ndarray:
+    """The evaluate stage's test predictions: the model for warm pairs, the bias baseline for cold.
+
+    Returns:
+        float64 (n_test,), what stages.evaluate scores as `model` in metrics/scores.json.
+    """
+    train, test = split.train, split.test
+    users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
+    mu, b_u, b_m = fit_biases(
+        train["user_index"].to_numpy(),
+        train["movie_index"].to_numpy(),
+        train["rating"].to_numpy(),
+        split.n_users,
+        split.n_movies,
+        p_eval["baseline_reg_users"],
+        p_eval["baseline_reg_movies"],
+        p_eval["baseline_iterations"],
+    )
+    return predict_with_fallback(
+        lambda u, m: predict_ratings(model, u, m, p_eval["batch_size"]),
+        predict_biases(mu, b_u, b_m, users, movies),
+        users,
+        movies,
+    )
+
+
+def fitted_ratings(n_train: int, p_train: dict) -> int:
+    """Training rows the model fits on: all but the validation part train.validation_size carves."""
+    fit_rows, _ = carve_validation(n_train, p_train["validation_size"], p_train["seed"])
+    return len(fit_rows)
+
+
+def result_row(
+    model: str,
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    fit_seconds: float,
+    epochs: int,
+    ratings: int,
+    params: dict,
+) -> dict:
+    """One benchmark row; ratings_per_second = ratings * epochs / fit_seconds."""
+    score = scores(np.asarray(actual, np.float64), {model: predicted})[model]
+    return {
+        "model": model,
+        "rmse": score["rmse"],
+        "mae": score["mae"],
+        "fit_seconds": round(fit_seconds, 6),
+        "epochs": int(epochs),
+        "ratings": int(ratings),
+        "ratings_per_second": round(ratings * epochs / fit_seconds, 1),
+        "params": params,
+    }
+
+
+def bench_ours(split: Split, params: dict) -> dict:
+    """Fit our model with stages.train.fit_model (timed) and score it as the evaluate stage does."""
+    log.info("%s: fitting on %d ratings (early stopping)", OURS, len(split.train))
+    start = time.perf_counter()
+    model, history = fit_model(split.train, split.n_users, split.n_movies, params["train"])
+    seconds = time.perf_counter() - start
+    predicted = predict_test(model, split, params["evaluate"])
+    row = result_row(
+        OURS,
+        split.test["rating"].to_numpy(),
+        predicted,
+        seconds,
+        len(history),
+        fitted_ratings(len(split.train), params["train"]),
+        params["train"],
+    )
+    log.info("%s: %.1f s, %d epochs, test RMSE %.4f", OURS, seconds, row["epochs"], row["rmse"])
+    return row
+
+
+def bench_peer(name: str, split: Split, seed: int) -> dict:
+    """Fit one Surprise algorithm on the raw ids of the training rows (timed) and predict the test.
+
+    Test pairs with an unseen user or movie get Surprise's own fallback (`was_impossible`).
+    """
+    peer = PEERS[name]
+    algo = peer.make(seed)
+    train, test = split.train, split.test
+    reader = Reader(rating_scale=rating_scale_of(train["rating"].to_numpy()))
+    frame = train[["userId", "movieId", "rating"]].astype({"rating": np.float64})
+    trainset = Dataset.load_from_df(frame, reader).build_full_trainset()
+    pairs = zip(
+        test["userId"].tolist(), test["movieId"].tolist(), test["rating"].tolist(), strict=True
+    )
+    log.info("%s: fitting on %d ratings", name, len(train))
+    start = time.perf_counter()
+    algo.fit(trainset)
+    seconds = time.perf_counter() - start
+    predictions = algo.test(list(pairs))
+    row = result_row(
+        name,
+        test["rating"].to_numpy(),
+        np.array([p.est for p in predictions]),
+        seconds,
+        peer.epochs(algo),
+        len(train),
+        {key: getattr(algo, key) for key in peer.settings},
+    )
+    row["impossible_pairs"] = sum(p.details["was_impossible"] for p in predictions)
+    log.info("%s: %.1f s, test RMSE %.4f", name, seconds, row["rmse"])
+    return row
+
+
+def time_train_stage(root: Path = ROOT) -> float:
+    """Wall-clock seconds of `python -m stages.train`, process start to exit, in a scratch folder.
+
+    The folder holds a copy of params.yaml and of the three files the stage reads; the stage
+    writes its model and metrics there, never into the project.
+
+    Raises:
+        PipelineError: when the stage fails; the message ends with its last output line.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-train-stage-") as scratch:
+        work = Path(scratch)
+        shutil.copy2(paths.PARAMS, work / paths.PARAMS)
+        for source in (paths.TRAIN, paths.USER_IDS, paths.MOVIE_IDS):
+            (work / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, work / source)
+        pythonpath = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        log.info("train stage: running python -m stages.train in %s", work)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "stages.train"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise PipelineError(f"python -m stages.train failed ({done.returncode}): {last}")
+    log.info("train stage: %.1f s from process start to exit", seconds)
+    return seconds
+
+
+def check_seeds(params: dict, seeds: list[int], reference_rmse: float | None) -> dict:
+    """Test RMSE of our model on the splits other preprocess seeds give, beside the pipeline's.
+
+    The pipeline's split must be what resplit gives for preprocess.seed (else data/processed is
+    stale); reference_rmse is our model's RMSE on it, computed here when None.
+
+    Raises:
+        PipelineError: when data/processed does not match the raw data and params.
+    """
+    seed = params["preprocess"]["seed"]
+    if not same_split(resplit(params, seed), load_split()):
+        raise PipelineError(
+            f"data/processed does not match preprocess.seed={seed} and data/raw; "
+            "run `dvc repro preprocess` first"
+        )
+    if reference_rmse is None:
+        reference_rmse = bench_ours(load_split(), params)["rmse"]
+    runs = []
+    for other in seeds:
+        log.info("seed check: preprocess.seed=%d", other)
+        row = bench_ours(resplit(params, other), params)
+        delta = row["rmse"] - reference_rmse
+        runs.append(
+            {
+                "seed": other,
+                **{k: row[k] for k in ("rmse", "mae", "fit_seconds", "epochs")},
+                "delta": round(delta, 6),
+                "within_tolerance": bool(abs(delta) <= SEED_TOLERANCE),
+            }
+        )
+    return {
+        "model": OURS,
+        "reference_seed": seed,
+        "reference_rmse": reference_rmse,
+        "tolerance": SEED_TOLERANCE,
+        "runs": runs,
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo, or what platform says elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    """Where the figures were measured: platform, CPU, load and library versions."""
+    versions = {
+        name: importlib.metadata.version(name)
+        for name in ("tensorflow", "keras", "scikit-surprise", "numpy")
+    }
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        **versions,
+    }
+
+
+def protocol(params: dict, split: Split) -> dict:
+    """What every row was measured on: dataset, split parameters and sizes."""
+    prep = params["preprocess"]
+    return {
+        "dataset": params["data"]["dataset"],
+        "split": {"test_size": prep["test_size"], "seed": prep["seed"]},
+        "top_users": prep["top_users"],
+        "top_movies": prep["top_movies"],
+        "n_train": len(split.train),
+        "n_test": len(split.test),
+        "cold_test_pairs": int(
+            ((split.test["user_index"] < 0) | (split.test["movie_index"] < 0)).sum()
+        ),
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as an aligned text table, one line per model."""
+    header = (
+        f"{'model':<14} {'test RMSE':>9} {'MAE':>7} {'fit s':>7} {'epochs':>6} {'ratings/s':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<14} {r['rmse']:>9.4f} {r['mae']:>7.4f} {r['fit_seconds']:>7.2f} "
+            f"{r['epochs']:>6d} {r['ratings_per_second']:>11,.0f}"
+        )
+    return "\n".join(lines)
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """The train stage's time against its target and our fit time against Surprise SVD's."""
+    by_model = {r["model"]: r for r in rows}
+    lines = []
+    stage = by_model.get(OURS, {}).get("train_stage_seconds")
+    if stage is not None:
+        verdict = "within" if stage <= TRAIN_STAGE_TARGET_S else "over"
+        lines.append(
+            f"train stage (python -m stages.train, process start to exit): {stage:.1f} s, "
+            f"{verdict} the {TRAIN_STAGE_TARGET_S:g} s target"
+        )
+    if OURS in by_model and "SVD" in by_model:
+        ratio = by_model[OURS]["fit_seconds"] / by_model["SVD"]["fit_seconds"]
+        lines.append(f"{OURS} fit time / Surprise SVD fit time (this run): {ratio:.2f}x")
+    return lines
+
+
+def seed_lines(check: dict) -> list[str]:
+    lines = [
+        f"seed check: test RMSE of {check['model']} per preprocess seed, tolerance "
+        f"{check['tolerance']:g} of seed {check['reference_seed']}'s {check['reference_rmse']:.4f}"
+    ]
+    for run in check["runs"]:
+        verdict = "ok" if run["within_tolerance"] else "OUTSIDE tolerance"
+        lines.append(f"  seed {run['seed']:>3}: {run['rmse']:.4f} ({run['delta']:+.4f}) {verdict}")
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_train", description=__doc__)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (a list of rows)")
+    parser.add_argument(
+        "--seeds",
+        nargs="*",
+        type=int,
+        default=list(DEFAULT_SEEDS),
+        help="preprocess seeds for the seed check; none disables it",
+    )
+    parser.add_argument(
+        "--seeds-out", type=Path, help="seed check JSON; default: seeds.json beside --out"
+    )
+    parser.add_argument(
+        "--train-stage",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"also time `python -m stages.train` as a process (with {OURS})",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params = load_params()
+    split = load_split()
+    context = {"protocol": protocol(params, split), "machine": machine_info()}
+    rows = []
+    for name in args.models:
+        if name == OURS:
+            row = bench_ours(split, params)
+            if args.train_stage:
+                row["train_stage_seconds"] = round(time_train_stage(), 3)
+        else:
+            row = bench_peer(name, split, params["train"]["seed"])
+        rows.append({**row, **context})
+    write_json(args.out, rows)
+    print(format_table(rows))
+    print("\n".join(summary_lines(rows)))
+    log.info("wrote %s", args.out)
+    if args.seeds:
+        ours = next((r["rmse"] for r in rows if r["model"] == OURS), None)
+        check = {**check_seeds(params, args.seeds, ours), **context}
+        seeds_out = args.seeds_out or args.out.with_name("seeds.json")
+        write_json(seeds_out, check)
+        print("\n".join(seed_lines(check)))
+        log.info("wrote %s", seeds_out)
+
+
+if __name__ == "__main__":
+    logging.getLogger("stages.train").setLevel(logging.WARNING)  # one progress line per fit
+    run_stage(main)

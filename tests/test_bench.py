@@ -1,0 +1,224 @@
+"""The training benchmark and the grid search, on tiny synthetic data in a scratch project folder."""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchmarks import bench_train, search
+from benchmarks.bench_train import OURS
+from stages import download, evaluate, paths, preprocess, train
+from stages.common import PipelineError, load_params
+from stages.evaluate import fit_biases, predict_biases, rmse
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = {"embedding_dim": 4, "epochs": 3, "patience": 2, "batch_size": 512}
+ROW_KEYS = {"model", "rmse", "mae", "fit_seconds", "ratings_per_second", "epochs", "ratings"}
+PROTOCOL_KEYS = {"dataset", "split", "top_users", "top_movies", "n_train", "n_test"}
+MACHINE_KEYS = {"platform", "python", "cpu_count", "cpu_model", "tensorflow", "keras"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, small_mirror) -> Path:
+    """A project folder after the download and preprocess stages, with tiny training params."""
+    root = tmp_path_factory.mktemp("bench-project")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["train"].update(TINY_TRAIN)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv(download.MIRROR_ENV, str(small_mirror))
+        download.main()
+        preprocess.main()
+    return root
+
+
+@pytest.fixture
+def in_project(project, monkeypatch) -> Path:
+    monkeypatch.chdir(project)
+    return project
+
+
+@pytest.mark.parametrize(
+    ("n_train", "validation_size", "fitted"),
+    [(1000, 0.05, 950), (1000, 0.0, 1000), (999, 0.1, 899)],  # round(99.9) = 100 held out
+)
+def test_fitted_ratings_leave_out_the_validation_part(n_train, validation_size, fitted):
+    p = {"validation_size": validation_size, "seed": 0}
+    assert bench_train.fitted_ratings(n_train, p) == fitted
+
+
+def test_result_row_arithmetic():
+    row = bench_train.result_row(
+        "m", np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 5.0]), 2.0, 4, 500, {}
+    )
+    assert row["rmse"] == pytest.approx(np.sqrt(5 / 3), abs=1e-6)  # errors 0, 1, 2
+    assert row["mae"] == pytest.approx(1.0)
+    assert row["ratings_per_second"] == 1000.0  # 500 ratings x 4 epochs / 2 s
+
+
+def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    bench_train.main(
+        ["--models", OURS, "BaselineOnly", "--out", str(out), "--seeds", "--no-train-stage"]
+    )
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["model"] for r in rows] == [OURS, "BaselineOnly"]
+    n_train = len(bench_train.load_split().train)
+    for row in rows:
+        assert set(row) >= ROW_KEYS
+        assert set(row["protocol"]) >= PROTOCOL_KEYS
+        assert set(row["machine"]) >= MACHINE_KEYS
+        assert row["protocol"]["n_train"] == n_train
+        assert row["ratings_per_second"] == pytest.approx(
+            row["ratings"] * row["epochs"] / row["fit_seconds"], rel=1e-3
+        )
+    ours = rows[0]
+    assert ours["ratings"] == n_train - round(n_train * 0.05)
+    assert 1 <= ours["epochs"] <= TINY_TRAIN["epochs"]
+    assert "train_stage_seconds" not in ours
+    printed = capsys.readouterr().out
+    assert "test RMSE" in printed and "BaselineOnly" in printed
+    assert not (tmp_path / "seeds.json").exists()
+
+
+def test_our_rmse_is_what_the_evaluate_stage_writes(in_project):
+    row = bench_train.bench_ours(bench_train.load_split(), load_params())
+    train.main()
+    evaluate.main()
+    written = json.loads(paths.SCORES.read_text(encoding="utf-8"))
+    assert (row["rmse"], row["mae"]) == (written["rmse"], written["mae"])
+
+
+def test_baseline_only_row_is_surprises_als_baseline(in_project):
+    split = bench_train.load_split()
+    row = bench_train.bench_peer("BaselineOnly", split, seed=0)
+    tr, te = split.train, split.test
+    ratings = tr["rating"].to_numpy(np.float64)
+    # Surprise's ALS updates the item biases first: fit_biases with the roles swapped does that.
+    mu, b_m, b_u = fit_biases(
+        tr["movie_index"].to_numpy(),
+        tr["user_index"].to_numpy(),
+        ratings,
+        split.n_movies,
+        split.n_users,
+        reg_users=10.0,
+        reg_movies=15.0,
+        iterations=10,
+    )
+    expected = predict_biases(
+        mu, b_u, b_m, te["user_index"].to_numpy(), te["movie_index"].to_numpy()
+    )
+    expected = np.clip(expected, ratings.min(), ratings.max())
+    assert row["rmse"] == pytest.approx(rmse(te["rating"].to_numpy(), expected), abs=1e-6)
+    assert (row["epochs"], row["ratings"]) == (10, len(tr))
+    assert row["ratings_per_second"] == pytest.approx(len(tr) * 10 / row["fit_seconds"], rel=1e-3)
+    assert row["impossible_pairs"] == 0  # a cold side just contributes no bias
+
+
+def test_resplit_with_the_pipeline_seed_is_data_processed(in_project):
+    params = load_params()
+    pipeline = bench_train.load_split()
+    assert bench_train.same_split(
+        bench_train.resplit(params, params["preprocess"]["seed"]), pipeline
+    )
+    assert not bench_train.same_split(bench_train.resplit(params, 1), pipeline)
+
+
+def test_seed_check_refuses_a_stale_split(in_project):
+    params = load_params()
+    params["preprocess"]["seed"] += 1
+    with pytest.raises(PipelineError, match="dvc repro preprocess"):
+        bench_train.check_seeds(params, [1], reference_rmse=0.9)
+
+
+def test_seed_check_writes_each_seed_beside_the_results(in_project, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    bench_train.main(["--models", "BaselineOnly", "--out", str(out), "--seeds", "1"])
+    check = json.loads((tmp_path / "seeds.json").read_text(encoding="utf-8"))
+    assert check["reference_seed"] == load_params()["preprocess"]["seed"]
+    [run] = check["runs"]
+    assert run["seed"] == 1
+    assert run["delta"] == pytest.approx(run["rmse"] - check["reference_rmse"], abs=1e-6)
+    assert run["within_tolerance"] == (abs(run["delta"]) <= bench_train.SEED_TOLERANCE)
+    assert "seed   1:" in capsys.readouterr().out
+
+
+def test_a_failing_train_stage_is_one_line(in_project, tmp_path, monkeypatch):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'error: boom' >&2\nexit 3\n", encoding="utf-8")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(PipelineError, match=r"failed \(3\): error: boom"):
+        bench_train.time_train_stage()
+
+
+@pytest.mark.slow
+def test_train_stage_is_timed_in_a_scratch_folder(in_project):
+    before = sorted(p for p in in_project.rglob("*") if "__pycache__" not in p.parts)
+    seconds = bench_train.time_train_stage()
+    assert seconds > 0
+    after = sorted(p for p in in_project.rglob("*") if "__pycache__" not in p.parts)
+    assert after == before  # the stage wrote its model elsewhere
+
+
+def pinned_grid(**values) -> list[str]:
+    """--grid items that pin every default key to one value, then set `values`."""
+    items = [f"{key}={options[0]}" for key, options in search.DEFAULT_GRID.items()]
+    return items + [f"train.{key}={value}" for key, value in values.items()]
+
+
+def test_search_never_reads_the_test_split(project, tmp_path, monkeypatch):
+    shutil.copy2(project / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(project / paths.PROCESSED_DIR, tmp_path / paths.PROCESSED_DIR)
+    (tmp_path / paths.TEST).unlink()
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "search.json"
+    search.main(["--grid", *pinned_grid(embedding_dim="2,4"), "--out", str(out)])
+    written = json.loads(out.read_text(encoding="utf-8"))
+    rows = written["results"]
+    assert sorted(r["params"]["train.embedding_dim"] for r in rows) == [2, 4]
+    assert [r["val_rmse"] for r in rows] == sorted(r["val_rmse"] for r in rows)
+    assert all(1 <= r["best_epoch"] <= r["epochs_run"] <= TINY_TRAIN["epochs"] for r in rows)
+    assert all(r["hit_epoch_cap"] == (r["best_epoch"] == TINY_TRAIN["epochs"]) for r in rows)
+    assert not os.path.exists(paths.TEST)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("train.l2=0.1", "unknown key 'train.l2'"),
+        ("preprocess.seed=1", "unknown key 'preprocess.seed'"),
+        ("train.epochs", "write train.KEY=VALUE"),
+        ("train.epochs=", "write train.KEY=VALUE"),
+        ("train.epochs=2,,3", "write train.KEY=VALUE"),
+    ],
+)
+def test_bad_grid_items_are_refused(item, message):
+    with pytest.raises(PipelineError, match=message):
+        search.parse_grid_item(item)
+
+
+def test_grid_values_parse_as_numbers():
+    assert search.parse_grid_item("train.embeddings_l2=1e-4,0.001") == (
+        "train.embeddings_l2",
+        [1e-4, 0.001],
+    )
+    assert search.parse_grid_item("train.epochs=2,3")[1] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"train.batch_size": [0]}, "train.batch_size=0 is invalid"),
+        ({"train.validation_size": [0.0]}, "validation part"),
+    ],
+)
+def test_combinations_are_checked_like_params_yaml(grid, message):
+    with pytest.raises(PipelineError, match=message):
+        search.combinations(grid, load_params(ROOT / "params.yaml"))

@@ -1,0 +1,120 @@
+"""Reproducibility on one machine: two `dvc repro --force` runs give byte-identical results."""
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
+STAGE_NAMES = ("download", "preprocess", "train", "evaluate")
+FAST_TRAIN = {"epochs": 3, "embedding_dim": 8}  # tiny and quick; determinism does not need quality
+# Keras writes the save time into model.keras (metadata.json "date_saved", the weights' zip
+# entry time) and Python object ids into it (config.json "shared_object_id") and into model.dot
+# (the node names model_to_dot takes from id(layer)): stages/train.py has to canonicalise them.
+MODEL_FILES = ("models/model.keras", "models/model.dot")
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Run:
+    """What one `dvc repro` left: the stages it ran, every metrics/ file, the outputs' hashes."""
+
+    ran: set[str]
+    metrics: dict[str, bytes]
+    out_hashes: dict[str, str]
+
+
+def run(repo: Path, *args: str, env: dict) -> str:
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{output}"
+    return output
+
+
+def snapshot(repo: Path, output: str) -> Run:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
+    return Run(
+        ran={name for name in STAGE_NAMES if f"Running stage '{name}'" in output},
+        metrics={
+            str(p.relative_to(repo)): p.read_bytes()
+            for p in sorted((repo / "metrics").rglob("*"))
+            if p.is_file()
+        },
+        out_hashes={
+            out["path"]: out["md5"]
+            for stage in lock["stages"].values()
+            for out in stage.get("outs", [])
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, small_mirror) -> list[Run]:
+    """A git + DVC copy of the project on small synthetic data: `dvc repro`, then twice
+    `dvc repro --force`."""
+    repo = tmp_path_factory.mktemp("determinism")
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    params["train"].update(FAST_TRAIN)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+        "MOVIELENS_MIRROR": str(small_mirror),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    run(repo, "git", "init", "-q", "-b", "main", env=env)
+    run(repo, "git", "add", "-A", env=env)
+    run(repo, "git", "commit", "-qm", "project", env=env)
+    commands = [("dvc", "repro"), ("dvc", "repro", "--force"), ("dvc", "repro", "--force")]
+    return [snapshot(repo, run(repo, *command, env=env)) for command in commands]
+
+
+def differing(first: dict, second: dict) -> list[str]:
+    return sorted(key for key in first.keys() | second.keys() if first.get(key) != second.get(key))
+
+
+def test_every_run_runs_every_stage(runs):
+    assert [run.ran for run in runs] == [set(STAGE_NAMES)] * 3
+
+
+def test_forced_runs_write_byte_identical_metrics(runs):
+    first, second = runs[1].metrics, runs[2].metrics
+    assert {"metrics/train.json", "metrics/scores.json"} <= first.keys()
+    assert {"metrics/plots/history.csv", "metrics/plots/predictions.csv"} <= first.keys()
+    assert differing(first, second) == []
+    assert differing(runs[0].metrics, first) == []  # the unforced first run agrees too
+
+
+def test_forced_runs_record_identical_output_hashes(runs):
+    first, second = runs[1].out_hashes, runs[2].out_hashes
+    assert len(first) >= 13  # raw folder, six processed files, model files, metrics and plots
+    assert [path for path in differing(first, second) if path not in MODEL_FILES] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="model.keras holds Keras' save time and object ids, model.dot holds object ids; "
+    "see MODEL_FILES",
+)
+def test_forced_runs_write_identical_model_files(runs):
+    assert [
+        path for path in MODEL_FILES if path in differing(runs[1].out_hashes, runs[2].out_hashes)
+    ] == []
