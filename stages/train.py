@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 import time
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -159,7 +162,7 @@ def plot_model(model: keras.Model, png: Path, dot: Path) -> None:
     """
     dot_source = keras.utils.model_to_dot(model, show_shapes=True, show_layer_names=True)
     with atomic_path(dot) as tmp:
-        tmp.write_text(dot_source.to_string(), encoding="utf-8")
+        tmp.write_text(stable_node_names(dot_source.to_string(), model), encoding="utf-8")
     with atomic_path(png) as tmp:
         if shutil.which("dot"):
             keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True, show_layer_names=True)
@@ -173,6 +176,47 @@ def plot_model(model: keras.Model, png: Path, dot: Path) -> None:
             )
 
 
+def stable_node_names(dot_source: str, model: keras.Model) -> str:
+    """Replace the Python object ids Keras uses as DOT node names by the layer names."""
+    names = {str(id(layer)): f'"{layer.name}"' for layer in model.layers}
+    return re.sub(r"\b\d{6,}\b", lambda m: names.get(m.group(0), m.group(0)), dot_source)
+
+
+def save_model(model: keras.Model, target: Path) -> None:
+    """`model.save`, atomically and byte-reproducibly: the same weights give the same file.
+
+    Keras stamps the save time into metadata.json and the zip entries, and numbers shared objects in
+    config.json by their Python id(); those are replaced by fixed values (ids renumbered in order of
+    appearance, which keeps the references between them).
+    """
+    with atomic_path(target) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp) as archive:
+            entries = [(info, archive.read(info)) for info in archive.infolist()]
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for info, data in entries:
+                fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+                fixed.compress_type = info.compress_type
+                archive.writestr(fixed, normalise_entry(info.filename, data))
+
+
+def normalise_entry(name: str, data: bytes) -> bytes:
+    """An entry of a .keras archive without the save date and with stable shared-object ids."""
+    if name == "metadata.json":
+        metadata = json.loads(data)
+        metadata.pop("date_saved", None)
+        return json.dumps(metadata).encode()
+    if name == "config.json":
+        numbers: dict[bytes, bytes] = {}
+
+        def renumber(match: re.Match) -> bytes:
+            number = numbers.setdefault(match.group(1), str(len(numbers) + 1).encode())
+            return b'"shared_object_id": ' + number
+
+        return re.sub(rb'"shared_object_id": (\d+)', renumber, data)
+    return data
+
+
 def main() -> None:
     p = load_params()["train"]
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
@@ -184,8 +228,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     fitted = (len(train) - round(len(train) * p["validation_size"])) * len(history)
     log.info("fit took %.1f s (%.0f ratings/s)", seconds, fitted / seconds)
-    with atomic_path(paths.MODEL) as tmp:
-        model.save(tmp)
+    save_model(model, paths.MODEL)
     plot_model(model, paths.MODEL_PLOT, paths.MODEL_DOT)
     write_csv(paths.HISTORY, history)
     write_json(paths.TRAIN_METRICS, summarize_history(history))
