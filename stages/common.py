@@ -275,6 +275,15 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
+def require(*files: Path) -> None:
+    """Raise PipelineError naming the first missing pipeline output."""
+    for path in files:
+        if not Path(path).is_file():
+            raise PipelineError(
+                f"{path} not found; run the pipeline first (dvc repro, or make repro)"
+            )
+
+
 def write_json(target: Path, data: Any) -> None:
     """Write `data` as indented JSON, keys in the order given (metrics: RMSE first), atomically."""
     with atomic_path(target) as tmp:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from stages import paths
-from stages.common import load_params, run_stage, write_csv, write_json
+from stages.common import load_params, require, run_stage, write_csv, write_json
 from stages.ranking import Factors, factors_from_model, ranking_metrics, sample_users
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,7 @@ def main() -> None:
     from stages.model import load_model, predict_ratings
 
     p = load_params()["evaluate"]
+    require(paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MODEL)
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
     test = pd.read_parquet(paths.TEST, columns=["user_index", "movie_index", "rating"])
     n_users = len(pd.read_parquet(paths.USER_IDS))

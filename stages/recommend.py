@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from stages import paths
-from stages.common import PipelineError, load_params, run_stage
+from stages.common import PipelineError, load_params, require, run_stage
 from stages.datasets import get_dataset
 from stages.ranking import Factors, factors_from_model, top_k
 
@@ -69,15 +69,6 @@ def recommend(
     logits = factors.logits(np.array([user_index]))[0]
     best = top_n(logits, seen_movie_indices, n)
     return best, factors.ratings(logits[best].astype(np.float64))
-
-
-def require(*files: Path) -> None:
-    """Raises PipelineError naming the first missing pipeline output."""
-    for path in files:
-        if not Path(path).is_file():
-            raise PipelineError(
-                f"{path} not found; run the pipeline first (dvc repro, or make repro)"
-            )
 
 
 def explain_unknown_user(user_id: int) -> str:

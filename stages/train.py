@@ -17,7 +17,15 @@ import pandas as pd
 import tensorflow as tf
 
 from stages import paths
-from stages.common import PipelineError, atomic_path, load_params, run_stage, write_csv, write_json
+from stages.common import (
+    PipelineError,
+    atomic_path,
+    load_params,
+    require,
+    run_stage,
+    write_csv,
+    write_json,
+)
 from stages.fit import AdamTrainer
 from stages.model import build_model
 
@@ -219,6 +227,7 @@ def normalise_entry(name: str, data: bytes) -> bytes:
 
 def main() -> None:
     p = load_params()["train"]
+    require(paths.TRAIN, paths.USER_IDS, paths.MOVIE_IDS)
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
     n_users = len(pd.read_parquet(paths.USER_IDS))
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
