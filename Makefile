@@ -46,3 +46,7 @@ bench: deps  ## training benchmark (issue #3): our model vs Surprise on the pipe
 search: deps  ## grid search over train params, scored on the validation part only
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m benchmarks.search
+
+.PHONY: bench-scale
+bench-scale: deps  ## whole pipeline on 25M generated ml-25m-layout ratings: time, memory per stage
+	$(BIN)/python -m benchmarks.bench_scale

@@ -96,7 +96,8 @@ class AdamTrainer:
         self._embeddings_l2 = [_columns(o.embeddings_l2[k : k + 2], dim) for k in (0, 2)]
         self._activity_l2 = [_columns(o.activity_l2[k : k + 2], dim) for k in (0, 2)]
         self._epoch = tf.function(self._run_epoch, jit_compile=True, reduce_retracing=True)
-        self._sse = tf.function(self._squared_errors, jit_compile=True, reduce_retracing=True)
+        # Plain graph mode: called once per epoch, not worth an XLA compile.
+        self._sse = tf.function(self._squared_errors, reduce_retracing=True)
 
     def run_epoch(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> dict:
         """One pass over the rows in the order given (shuffle them first).

@@ -1,0 +1,174 @@
+"""The scale work of issue #6: fast paths that must equal the plain ones, and the scale benchmark
+itself run end to end at 200k ratings (the same code as `make bench-scale` at 25M)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import bench_scale
+from stages.preprocess import drop_duplicates, index_in, sorted_unique
+from stages.ranking import Factors, ranking_metrics, sample_users
+
+
+def drop_duplicates_reference(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The plain pandas version: sort by (timestamp, position), keep each pair's last row."""
+    order = np.lexsort((np.arange(len(ratings)), ratings["timestamp"].to_numpy()))
+    latest = ratings.iloc[order].drop_duplicates(["userId", "movieId"], keep="last")
+    kept = ratings.loc[np.sort(latest.index.to_numpy())].reset_index(drop=True)
+    return kept, len(ratings) - len(kept)
+
+
+def random_ratings(n: int, n_ids: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "userId": rng.integers(0, n_ids, n).astype(np.int32),
+            "movieId": rng.integers(0, n_ids, n).astype(np.int32),
+            "rating": rng.integers(1, 11, n).astype(np.float32) / 2,
+            "timestamp": rng.integers(0, 4, n),  # few values: many ties in time
+        }
+    )
+
+
+@pytest.mark.parametrize(("n", "n_ids", "seed"), [(0, 3, 0), (1, 3, 0), (50, 4, 1), (2000, 30, 2)])
+def test_drop_duplicates_matches_the_plain_version(n, n_ids, seed):
+    ratings = random_ratings(n, n_ids, seed)
+    kept, dropped = drop_duplicates(ratings)
+    expected, expected_dropped = drop_duplicates_reference(ratings)
+    assert dropped == expected_dropped
+    pd.testing.assert_frame_equal(kept, expected)
+
+
+def test_drop_duplicates_returns_sorted_unique_ratings_without_a_copy():
+    ratings = random_ratings(500, 1000, 3).drop_duplicates(["userId", "movieId"])
+    ratings = ratings.sort_values(["userId", "movieId"], ignore_index=True)
+    kept, dropped = drop_duplicates(ratings)
+    assert kept is ratings and dropped == 0
+    shuffled = ratings.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    kept, dropped = drop_duplicates(shuffled)  # unsorted but unique: the sort path finds none
+    assert kept is shuffled and dropped == 0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([30, 10, 30, 20], np.int32),
+        np.array([], np.int32),
+        np.array([2_000_000_000, 5, 5], np.int32),  # too sparse for a table: sorted instead
+        np.array([-3, 7, -3, 0], np.int64),
+    ],
+)
+def test_sorted_unique_and_index_in_match_numpy(values):
+    vocabulary = sorted_unique(values)
+    np.testing.assert_array_equal(vocabulary, np.unique(values))
+    assert vocabulary.dtype == values.dtype
+    others = np.array([-5, -1, 0, 5, 7, 10, 20, 31, 2_000_000_000, 2_100_000_000], np.int64)
+    for probe in (values, others.astype(values.dtype) if len(values) else others):
+        expected = [
+            int(np.flatnonzero(vocabulary == v)[0]) if v in vocabulary else -1 for v in probe
+        ]
+        got = index_in(vocabulary, probe)
+        assert got.dtype == np.int32
+        assert got.tolist() == expected
+
+
+def test_sample_users_is_seeded_sorted_and_only_when_smaller():
+    first = sample_users(1000, 50, seed=4)
+    assert first.tolist() == sorted(set(first.tolist())) and len(first) == 50
+    np.testing.assert_array_equal(first, sample_users(1000, 50, seed=4))
+    assert not np.array_equal(first, sample_users(1000, 50, seed=5))
+    assert sample_users(1000, None, seed=4) is None
+    assert sample_users(1000, 1000, seed=4) is None
+
+
+@pytest.fixture(scope="module")
+def case():
+    rng = np.random.default_rng(11)
+    n_users, n_movies, dim = 60, 80, 5
+    factors = Factors(
+        *(rng.normal(size=shape).astype(np.float32) for shape in ((n_users, dim), (n_movies, dim))),
+        rng.normal(size=n_users).astype(np.float32),
+        rng.normal(size=n_movies).astype(np.float32),
+        (0.5, 5.0),
+    )
+    pairs = rng.permutation(n_users * n_movies)[:2400]
+    users, movies = pairs // n_movies, pairs % n_movies
+    ratings = rng.choice([1.0, 3.0, 4.0, 5.0], size=len(pairs))
+    return factors, (users[:2000], movies[:2000]), (users[2000:], movies[2000:], ratings[2000:])
+
+
+def test_logits_carry_the_biases_in_the_product(case):
+    factors = case[0]
+    users = np.array([3, 0, 59])
+    expected = (
+        factors.user_vectors[users].astype(np.float64) @ factors.movie_vectors.T.astype(np.float64)
+        + factors.user_bias[users, None]
+        + factors.movie_bias[None, :]
+    )
+    got = factors.logits(users)
+    assert got.dtype == np.float32 and got.shape == (3, factors.n_movies)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_sample_of_users_scores_exactly_those_users(case):
+    factors, train, test = case
+    everyone = ranking_metrics(factors, *train, *test, k=5, relevance_threshold=4.0, block_size=7)
+    users = sample_users(factors.n_users, 25, seed=1)
+    sampled = ranking_metrics(
+        factors, *train, *test, k=5, relevance_threshold=4.0, block_size=4, users=users
+    )
+    assert set(sampled.user_index) <= set(users)
+    rows = np.searchsorted(everyone.user_index, sampled.user_index)
+    np.testing.assert_array_equal(everyone.user_index[rows], sampled.user_index)
+    for name in ("precision", "recall", "ndcg"):
+        np.testing.assert_allclose(getattr(sampled, name), getattr(everyone, name)[rows])
+    summary = sampled.summary()
+    assert summary["users_ranked"] == 25
+    assert summary["users_evaluated"] + summary["users_without_relevant"] == 25
+    assert summary["relevant_cold_pairs"] == everyone.summary()["relevant_cold_pairs"]
+    assert 0 < sampled.coverage <= everyone.coverage
+
+
+# ---------------------------------------------------------------------------- the benchmark
+
+
+@pytest.mark.slow
+def test_bench_scale_runs_the_whole_pipeline_at_200k(tmp_path):
+    runs = bench_scale.run_benchmark(200_000, tmp_path / "cache", tmp_path / "work")
+
+    assert [run.stage for run in runs] == [*bench_scale.STAGES, "total"]
+    for run in runs:
+        assert run.wall_seconds > 0 and run.peak_rss_mb > 50
+    rates = {run.stage: run.ratings_per_second for run in runs}
+    assert rates.pop("train") > 0
+    assert set(rates.values()) == {None}
+    total = runs[-1]
+    assert total.wall_seconds == pytest.approx(sum(run.wall_seconds for run in runs[:-1]), abs=0.2)
+    assert total.peak_rss_mb == max(run.peak_rss_mb for run in runs[:-1])
+
+    out = tmp_path / "scale.json"
+    bench_scale.write_results(runs, out)
+    rows = json.loads(out.read_text())
+    assert rows[2] == {
+        "stage": "train",
+        "wall_seconds": runs[2].wall_seconds,
+        "peak_rss_mb": runs[2].peak_rss_mb,
+        "ratings_per_second": runs[2].ratings_per_second,
+    }
+    assert set(rows[0]) == {"stage", "wall_seconds", "peak_rss_mb"}
+    table = bench_scale.format_table(runs, 200_000)
+    assert all(f"| {stage} |" in table for stage in [*bench_scale.STAGES, "total"])
+
+    project = tmp_path / "work" / "project"
+    scores = json.loads((project / "metrics" / "scores.json").read_text())
+    assert scores["ranking_users"]["ranked"] == scores["ranking_users"]["of"]  # 1300 users < 10000
+    summary = json.loads((project / "data" / "processed" / "summary.json").read_text())
+    assert summary["dataset"] == "ml-25m" and summary["ratings_read"] == 200_000
+    log = (tmp_path / "work" / "logs" / "download.log").read_text()
+    assert "NOT the official ml-25m data" in log  # the checksum opt-in is never silent
+    cached = bench_scale.mirror_dir(tmp_path / "cache", 200_000, bench_scale.DEFAULT_SEED)
+    assert bench_scale.ensure_mirror(tmp_path / "cache", 200_000) == cached  # reused, not remade
