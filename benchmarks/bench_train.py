@@ -302,23 +302,30 @@ def check_seeds(params: dict, seeds: list[int], reference_rmse: float | None) ->
         )
     if reference_rmse is None:
         reference_rmse = bench_ours(load_split(), params)["rmse"]
+    # How hard each split is, independently of our model: Surprise's BaselineOnly on it.
+    reference_baseline = bench_peer("BaselineOnly", load_split(), seed)["rmse"]
     runs = []
     for other in seeds:
         log.info("seed check: preprocess.seed=%d", other)
-        row = bench_ours(resplit(params, other), params)
+        split = resplit(params, other)
+        row = bench_ours(split, params)
         delta = row["rmse"] - reference_rmse
+        baseline = bench_peer("BaselineOnly", split, other)["rmse"]
         runs.append(
             {
                 "seed": other,
                 **{k: row[k] for k in ("rmse", "mae", "fit_seconds", "epochs")},
                 "delta": round(delta, 6),
                 "within_tolerance": bool(abs(delta) <= SEED_TOLERANCE),
+                "baseline_only_rmse": baseline,
+                "baseline_only_delta": round(baseline - reference_baseline, 6),
             }
         )
     return {
         "model": OURS,
         "reference_seed": seed,
         "reference_rmse": reference_rmse,
+        "reference_baseline_only_rmse": reference_baseline,
         "tolerance": SEED_TOLERANCE,
         "runs": runs,
     }
@@ -405,7 +412,11 @@ def seed_lines(check: dict) -> list[str]:
     ]
     for run in check["runs"]:
         verdict = "ok" if run["within_tolerance"] else "OUTSIDE tolerance"
-        lines.append(f"  seed {run['seed']:>3}: {run['rmse']:.4f} ({run['delta']:+.4f}) {verdict}")
+        lines.append(
+            f"  seed {run['seed']:>3}: {run['rmse']:.4f} ({run['delta']:+.4f}) {verdict}; "
+            f"BaselineOnly on the same split {run['baseline_only_rmse']:.4f} "
+            f"({run['baseline_only_delta']:+.4f})"
+        )
     return lines
 
 
