@@ -34,21 +34,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from benchmarks import synth
-from stages.download import MIRROR_ENV, TRUST_MD5_ENV
+from benchmarks.project_copy import ROOT, make_project, project_env
+from stages.download import TRUST_MD5_ENV
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
 DATASET = "ml-25m"
 DEFAULT_RATINGS = 25_000_000
 DEFAULT_SEED = 0
 CACHE = ROOT / ".cache" / "bench-scale"
 RESULTS = ROOT / "benchmarks" / "scale.json"
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore")
-OPTIONAL_FILES = (".dvc/plots",)  # custom plot templates, where the project has them
 STAGES = ("download", "preprocess", "train", "evaluate")
 
 # What the benchmark changes in the copy's params.yaml, and why; every other value is the
@@ -113,49 +109,9 @@ def ensure_mirror(cache: Path, n_ratings: int, seed: int = DEFAULT_SEED) -> Path
     return mirror
 
 
-def set_params(params_path: Path, overrides: dict) -> None:
-    """Set dotted keys (`train.epochs`) in a params.yaml, keeping the others."""
-    params = yaml.safe_load(params_path.read_text(encoding="utf-8"))
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".")
-        params[section][key] = value
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-
-
-def make_project(dest: Path, overrides: dict, env: dict) -> Path:
-    """Copy the project into `dest` as a fresh git repository with `overrides` in params.yaml."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES + OPTIONAL_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-        elif name in PROJECT_FILES:
-            raise FileNotFoundError(f"{source} is missing; run from a complete checkout")
-    set_params(dest / "params.yaml", overrides)
-    for command in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"]):
-        subprocess.run(command, cwd=dest, env=env, check=True, capture_output=True)
-    subprocess.run(
-        ["git", "commit", "-qm", "bench-scale"], cwd=dest, env=env, check=True, capture_output=True
-    )
-    return dest
-
-
 def bench_env(mirror: Path) -> dict:
-    """The environment the stages run in: this interpreter's bin first, the mirror, offline DVC."""
-    return {
-        **os.environ,
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        MIRROR_ENV: str(Path(mirror).resolve()),
-        TRUST_MD5_ENV: "1",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "bench-scale",
-        "GIT_AUTHOR_EMAIL": "bench-scale@example.invalid",
-        "GIT_COMMITTER_NAME": "bench-scale",
-        "GIT_COMMITTER_EMAIL": "bench-scale@example.invalid",
-    }
+    """The environment the stages run in: the copy's, with the generated mirror trusted."""
+    return project_env(mirror, **{TRUST_MD5_ENV: "1"})
 
 
 def measure(command: list[str], cwd: Path, env: dict, log_path: Path) -> tuple[float, float]:

@@ -1,17 +1,15 @@
 """Reproducibility on one machine: two `dvc repro --force` runs give byte-identical results."""
 
-import os
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from benchmarks.project_copy import make_project, project_env
+
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
 STAGE_NAMES = ("download", "preprocess", "train", "evaluate")
 FAST_TRAIN = {"epochs": 3, "embedding_dim": 8}  # tiny and quick; determinism does not need quality
 # Keras writes the save time into model.keras (metadata.json "date_saved", the weights' zip
@@ -59,30 +57,9 @@ def snapshot(repo: Path, output: str) -> Run:
 def runs(tmp_path_factory, small_mirror) -> list[Run]:
     """A git + DVC copy of the project on small synthetic data: `dvc repro`, then twice
     `dvc repro --force`."""
-    repo = tmp_path_factory.mktemp("determinism")
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
-    params["train"].update(FAST_TRAIN)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    env = {
-        **os.environ,
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
-        "MOVIELENS_MIRROR": str(small_mirror),
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.invalid",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    run(repo, "git", "init", "-q", "-b", "main", env=env)
-    run(repo, "git", "add", "-A", env=env)
-    run(repo, "git", "commit", "-qm", "project", env=env)
+    env = project_env(small_mirror)
+    overrides = {f"train.{key}": value for key, value in FAST_TRAIN.items()}
+    repo = make_project(tmp_path_factory.mktemp("determinism"), overrides, env)
     commands = [("dvc", "repro"), ("dvc", "repro", "--force"), ("dvc", "repro", "--force")]
     return [snapshot(repo, run(repo, *command, env=env)) for command in commands]
 
