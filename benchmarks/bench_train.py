@@ -30,10 +30,9 @@ from surprise.prediction_algorithms.algo_base import AlgoBase
 from stages import paths
 from stages.common import PipelineError, load_params, run_stage, write_json
 from stages.datasets import get_dataset
-from stages.evaluate import fit_biases, predict_biases, predict_with_fallback, scores
-from stages.model import predict_ratings
-from stages.preprocess import drop_duplicates, preprocess, read_raw, validate_ratings
-from stages.train import carve_validation, fit_model, rating_scale_of
+from stages.evaluate import predict_test, scores
+from stages.preprocess import load_release, preprocess
+from stages.train import fit_model, fitted_ratings, rating_scale_of
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +120,15 @@ def load_split() -> Split:
         ) from None
 
 
-def resplit(params: dict, seed: int) -> Split:
-    """Split the raw ratings again as the preprocess stage's main() chains it (movies aside), with `seed`."""
-    prep = params["preprocess"]
+def release_ratings(params: dict) -> pd.DataFrame:
+    """The validated, deduplicated ratings the preprocess stage splits (its load_release)."""
     dataset = get_dataset(params["data"]["dataset"])
-    raw_ratings, _ = read_raw(paths.raw_dir(dataset.name), dataset)
-    ratings = validate_ratings(raw_ratings, dataset.rating_step, source=dataset.ratings)
-    ratings, _ = drop_duplicates(ratings)
+    ratings, _, _ = load_release(paths.raw_dir(dataset.name), dataset)
+    return ratings
+
+
+def resplit(ratings: pd.DataFrame, prep: dict, seed: int) -> Split:
+    """Split `ratings` as the preprocess stage does with the `preprocess` params, but with `seed`."""
     train, test, user_ids, movie_ids = preprocess(
         ratings, prep["top_users"], prep["top_movies"], prep["test_size"], seed
     )
@@ -141,38 +142,6 @@ def same_split(a: Split, b: Split) -> bool:
         x[columns].reset_index(drop=True).equals(y[columns].reset_index(drop=True))
         for x, y in ((a.train, b.train), (a.test, b.test))
     )
-
-
-def predict_test(model, split: Split, p_eval: dict) -> np.ndarray:
-    """The evaluate stage's test predictions: the model for warm pairs, the bias baseline for cold.
-
-    Returns:
-        float64 (n_test,), what stages.evaluate scores as `model` in metrics/scores.json.
-    """
-    train, test = split.train, split.test
-    users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
-    mu, b_u, b_m = fit_biases(
-        train["user_index"].to_numpy(),
-        train["movie_index"].to_numpy(),
-        train["rating"].to_numpy(),
-        split.n_users,
-        split.n_movies,
-        p_eval["baseline_reg_users"],
-        p_eval["baseline_reg_movies"],
-        p_eval["baseline_iterations"],
-    )
-    return predict_with_fallback(
-        lambda u, m: predict_ratings(model, u, m, p_eval["batch_size"]),
-        predict_biases(mu, b_u, b_m, users, movies),
-        users,
-        movies,
-    )
-
-
-def fitted_ratings(n_train: int, p_train: dict) -> int:
-    """Training rows the model fits on: all but the validation part train.validation_size carves."""
-    fit_rows, _ = carve_validation(n_train, p_train["validation_size"], p_train["seed"])
-    return len(fit_rows)
 
 
 def result_row(
@@ -204,14 +173,16 @@ def bench_ours(split: Split, params: dict) -> dict:
     start = time.perf_counter()
     model, history = fit_model(split.train, split.n_users, split.n_movies, params["train"])
     seconds = time.perf_counter() - start
-    predicted = predict_test(model, split, params["evaluate"])
+    predicted, _, _ = predict_test(
+        model, split.train, split.test, split.n_users, split.n_movies, params["evaluate"]
+    )
     row = result_row(
         OURS,
         split.test["rating"].to_numpy(),
         predicted,
         seconds,
         len(history),
-        fitted_ratings(len(split.train), params["train"]),
+        fitted_ratings(len(split.train), params["train"]["validation_size"]),
         params["train"],
     )
     log.info("%s: %.1f s, %d epochs, test RMSE %.4f", OURS, seconds, row["epochs"], row["rmse"])
@@ -294,20 +265,21 @@ def check_seeds(params: dict, seeds: list[int], reference_rmse: float | None) ->
     Raises:
         PipelineError: when data/processed does not match the raw data and params.
     """
-    seed = params["preprocess"]["seed"]
-    if not same_split(resplit(params, seed), load_split()):
+    seed, prep = params["preprocess"]["seed"], params["preprocess"]
+    ratings, pipeline = release_ratings(params), load_split()
+    if not same_split(resplit(ratings, prep, seed), pipeline):
         raise PipelineError(
             f"data/processed does not match preprocess.seed={seed} and data/raw; "
             "run `dvc repro preprocess` first"
         )
     if reference_rmse is None:
-        reference_rmse = bench_ours(load_split(), params)["rmse"]
+        reference_rmse = bench_ours(pipeline, params)["rmse"]
     # How hard each split is, independently of our model: Surprise's BaselineOnly on it.
-    reference_baseline = bench_peer("BaselineOnly", load_split(), seed)["rmse"]
+    reference_baseline = bench_peer("BaselineOnly", pipeline, seed)["rmse"]
     runs = []
     for other in seeds:
         log.info("seed check: preprocess.seed=%d", other)
-        split = resplit(params, other)
+        split = resplit(ratings, prep, other)
         row = bench_ours(split, params)
         delta = row["rmse"] - reference_rmse
         baseline = bench_peer("BaselineOnly", split, other)["rmse"]

@@ -302,12 +302,6 @@ def write_csv(target: Path, frame) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def remove_stale(*targets: Path) -> None:
-    """Delete earlier outputs so that a failed run cannot leave an old file beside new ones."""
-    for target in targets:
-        Path(target).unlink(missing_ok=True)
-
-
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(): a PipelineError becomes one line on stderr and exit status 1."""
     logging.basicConfig(

@@ -181,19 +181,24 @@ def ranking_table(
     return out
 
 
-def main() -> None:
-    from stages.model import load_model, predict_ratings
+def predict_test(
+    model, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_movies: int, p: dict
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The test predictions: the model for warm pairs, the user+movie bias baseline for cold ones.
 
-    p = load_params()["evaluate"]
-    require(paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MODEL)
-    train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
-    test = pd.read_parquet(paths.TEST, columns=["user_index", "movie_index", "rating"])
-    n_users = len(pd.read_parquet(paths.USER_IDS))
-    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
-    model = load_model(paths.MODEL)
+    Args:
+        model: the trained Keras model.
+        train, test: user_index, movie_index (-1: unseen in training) and rating of each split.
+        n_users, n_movies: sizes of the encoded id spaces.
+        p: the `evaluate` params section (baseline regularisation and iterations, batch_size).
+
+    Returns:
+        float64 (n_test,) predictions of the model with the fallback, the same of the bias
+        baseline alone, and the training ratings' global mean.
+    """
+    from stages.model import predict_ratings
 
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
-    actual = test["rating"].to_numpy(np.float64)
     mu, b_u, b_m = fit_biases(
         train["user_index"].to_numpy(),
         train["movie_index"].to_numpy(),
@@ -208,6 +213,23 @@ def main() -> None:
     predicted = predict_with_fallback(
         lambda u, m: predict_ratings(model, u, m, p["batch_size"]), biases, users, movies
     )
+    return predicted, biases, mu
+
+
+def main() -> None:
+    from stages.model import load_model
+
+    p = load_params()["evaluate"]
+    require(paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MODEL)
+    train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
+    test = pd.read_parquet(paths.TEST, columns=["user_index", "movie_index", "rating"])
+    n_users = len(pd.read_parquet(paths.USER_IDS))
+    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
+    model = load_model(paths.MODEL)
+
+    users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
+    actual = test["rating"].to_numpy(np.float64)
+    predicted, biases, mu = predict_test(model, train, test, n_users, n_movies, p)
     warm = (users >= 0) & (movies >= 0)
     table = scores(
         actual,

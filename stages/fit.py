@@ -22,9 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-USER_TABLES = ("user_embedding", "user_bias")
-MOVIE_TABLES = ("movie_embedding", "movie_bias")
-TABLES = USER_TABLES + MOVIE_TABLES
+from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING, rating_scale
+
+TABLES = (USER_EMBEDDING, USER_BIAS, MOVIE_EMBEDDING, MOVIE_BIAS)
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,11 @@ def _l2_of(regularizer) -> float:
 
 def objective_of(model: keras.Model) -> Objective:
     """Read the rating range and the L2 weights from the model's layers (one source of truth)."""
-    rescale = model.get_layer("rating")
-    lo, scale = float(rescale.offset), float(rescale.scale)
+    lo, hi = rating_scale(model)
     layers = [model.get_layer(name) for name in TABLES]
     return Objective(
         lo=lo,
-        hi=lo + scale,
+        hi=hi,
         embeddings_l2=tuple(_l2_of(layer.embeddings_regularizer) for layer in layers),
         activity_l2=tuple(_l2_of(layer.activity_regularizer) for layer in layers),
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, RATING, USER_BIAS, USER_EMBEDDING
+
 USER_INPUT = "user_index"
 MOVIE_INPUT = "movie_index"
 
@@ -59,14 +61,14 @@ def build_model(
     def bias(n: int, name: str) -> keras.layers.Embedding:
         return keras.layers.Embedding(n, 1, embeddings_initializer="zeros", name=name)
 
-    u = embedding(n_users, "user_embedding")(user)
-    m = embedding(n_movies, "movie_embedding")(movie)
-    b_u = bias(n_users, "user_bias")(user)
-    b_m = bias(n_movies, "movie_bias")(movie)
+    u = embedding(n_users, USER_EMBEDDING)(user)
+    m = embedding(n_movies, MOVIE_EMBEDDING)(movie)
+    b_u = bias(n_users, USER_BIAS)(user)
+    b_m = bias(n_movies, MOVIE_BIAS)(movie)
     dot = keras.layers.Dot(axes=1, name="dot")([u, m])
     logit = keras.layers.Add(name="logit")([dot, b_u, b_m])
     unit = keras.layers.Activation("sigmoid", name="sigmoid")(logit)
-    rating = keras.layers.Rescaling(scale=hi - lo, offset=lo, name="rating")(unit)
+    rating = keras.layers.Rescaling(scale=hi - lo, offset=lo, name=RATING)(unit)
     return keras.Model({USER_INPUT: user, MOVIE_INPUT: movie}, rating, name="movielens_mf")
 
 

@@ -9,10 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.common import PipelineError
-
-# The layer names stages.model.build_model gives the tables and the output rescaling.
-USER_EMBEDDING, MOVIE_EMBEDDING = "user_embedding", "movie_embedding"
-USER_BIAS, MOVIE_BIAS, RATING = "user_bias", "movie_bias", "rating"
+from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING, rating_scale
 
 
 @dataclass(frozen=True)
@@ -80,15 +77,12 @@ def factors_from_model(model) -> Factors:
     def table(name: str) -> np.ndarray:
         return np.asarray(model.get_layer(name).get_weights()[0], dtype=np.float32)
 
-    rescale = model.get_layer(RATING)
-    lo = float(np.asarray(rescale.offset))
-    hi = lo + float(np.asarray(rescale.scale))
     factors = Factors(
         table(USER_EMBEDDING),
         table(MOVIE_EMBEDDING),
         table(USER_BIAS)[:, 0],
         table(MOVIE_BIAS)[:, 0],
-        (lo, hi),
+        rating_scale(model),
     )
     arrays = (factors.user_vectors, factors.movie_vectors, factors.user_bias, factors.movie_bias)
     if not all(np.isfinite(a).all() for a in arrays):

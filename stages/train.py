@@ -32,12 +32,17 @@ from stages.model import build_model
 log = logging.getLogger(__name__)
 
 
+def fitted_ratings(n: int, validation_size: float) -> int:
+    """How many of n training rows the model fits on: all but the validation part."""
+    return n - round(n * validation_size)
+
+
 def carve_validation(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split row positions 0..n-1 at random into fitting and validation positions (both sorted).
 
     validation_size=0 gives no validation rows.
     """
-    n_val = round(n * validation_size)
+    n_val = n - fitted_ratings(n, validation_size)
     if n_val >= n:
         raise PipelineError(f"train.validation_size={validation_size} leaves no ratings to fit on")
     order = np.random.default_rng(seed).permutation(n)
@@ -90,13 +95,14 @@ def fit_model(
     )
     trainer = AdamTrainer(model, p["learning_rate"], p["batch_size"])
     stopper = EarlyStopping(p["patience"]) if len(val_rows) else None
+    validation = users[val_rows], movies[val_rows], ratings[val_rows]
     shuffle = np.random.default_rng(p["seed"])
     history = []
     for epoch in range(1, p["epochs"] + 1):
         order = shuffle.permutation(fit_rows)
         row = {"epoch": epoch, **trainer.run_epoch(users[order], movies[order], ratings[order])}
         if stopper is not None:
-            row["val_rmse"] = trainer.rmse(users[val_rows], movies[val_rows], ratings[val_rows])
+            row["val_rmse"] = trainer.rmse(*validation)
         history.append(row)
         log.info("epoch %d/%d: %s", epoch, p["epochs"], format_row(row))
         if not np.isfinite(row["loss"]):
@@ -235,7 +241,7 @@ def main() -> None:
     start = time.perf_counter()
     model, history = fit_model(train, n_users, n_movies, p)
     seconds = time.perf_counter() - start
-    fitted = (len(train) - round(len(train) * p["validation_size"])) * len(history)
+    fitted = fitted_ratings(len(train), p["validation_size"]) * len(history)
     log.info("fit took %.1f s (%.0f ratings/s)", seconds, fitted / seconds)
     save_model(model, paths.MODEL)
     plot_model(model, paths.MODEL_PLOT, paths.MODEL_DOT)

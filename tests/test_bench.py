@@ -44,15 +44,6 @@ def in_project(project, monkeypatch) -> Path:
     return project
 
 
-@pytest.mark.parametrize(
-    ("n_train", "validation_size", "fitted"),
-    [(1000, 0.05, 950), (1000, 0.0, 1000), (999, 0.1, 899)],  # round(99.9) = 100 held out
-)
-def test_fitted_ratings_leave_out_the_validation_part(n_train, validation_size, fitted):
-    p = {"validation_size": validation_size, "seed": 0}
-    assert bench_train.fitted_ratings(n_train, p) == fitted
-
-
 def test_result_row_arithmetic():
     row = bench_train.result_row(
         "m", np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 5.0]), 2.0, 4, 500, {}
@@ -124,10 +115,9 @@ def test_baseline_only_row_is_surprises_als_baseline(in_project):
 def test_resplit_with_the_pipeline_seed_is_data_processed(in_project):
     params = load_params()
     pipeline = bench_train.load_split()
-    assert bench_train.same_split(
-        bench_train.resplit(params, params["preprocess"]["seed"]), pipeline
-    )
-    assert not bench_train.same_split(bench_train.resplit(params, 1), pipeline)
+    ratings, prep = bench_train.release_ratings(params), params["preprocess"]
+    assert bench_train.same_split(bench_train.resplit(ratings, prep, prep["seed"]), pipeline)
+    assert not bench_train.same_split(bench_train.resplit(ratings, prep, 1), pipeline)
 
 
 def test_seed_check_refuses_a_stale_split(in_project):

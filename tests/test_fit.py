@@ -9,7 +9,7 @@ import tensorflow as tf
 from stages.common import PipelineError
 from stages.fit import AdamTrainer, objective_of, pad_to_batches
 from stages.model import build_model, model_inputs
-from stages.train import fit_model
+from stages.train import carve_validation, fit_model, fitted_ratings
 
 N_USERS, N_MOVIES, DIM = 6, 9, 4
 SCALE = (0.5, 5.0)
@@ -149,8 +149,6 @@ def test_fit_learns_and_keeps_the_best_validation_epoch():
     best = history["val_rmse"].min()
     frame = training_frame()
     # Rebuild the validation part the way fit_model carves it and score the returned weights.
-    from stages.train import carve_validation
-
     _, val = carve_validation(len(frame), PARAMS["validation_size"], PARAMS["seed"])
     v = frame.iloc[val]
     trainer = AdamTrainer(model, 0.01, 8)
@@ -177,3 +175,13 @@ def test_divergence_is_a_clear_error():
     params = {**PARAMS, "learning_rate": 0.9, "embeddings_l2": 1e30}
     with pytest.raises(PipelineError, match=r"diverged.*learning_rate"):
         fit_model(training_frame(), 20, 30, params)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "validation_size", "fitted"),
+    [(1000, 0.05, 950), (1000, 0.0, 1000), (999, 0.1, 899)],  # round(99.9) = 100 held out
+)
+def test_fitted_ratings_leave_out_the_validation_part(n_train, validation_size, fitted):
+    assert fitted_ratings(n_train, validation_size) == fitted
+    fit_rows, _ = carve_validation(n_train, validation_size, seed=0)
+    assert len(fit_rows) == fitted
