@@ -50,7 +50,10 @@ def make_project(dest: Path, overrides: dict, env: dict) -> Path:
     for name in PROJECT_FILES + OPTIONAL_FILES:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            # __pycache__ comes along with its times kept: Numba's compiled training kernels stay
+            # valid there (they are keyed by the source file's time and size), so no copy
+            # compiles them again.
+            shutil.copytree(source, dest / name)
         elif source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)

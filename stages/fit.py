@@ -1,16 +1,16 @@
-"""Fast training of the rating model: each epoch is one XLA program running every Adam step.
+"""Fast training of the rating model: mini-batch Adam in compiled loops (stages.kernels).
 
 Keras `fit` pays a dispatch per step and updates both tables through generic kernels. This module
 minimises exactly the objective the Keras model declares (its MSE plus its L2 terms, read from the
-model's layers) with exactly Keras' Adam update, but compiles a whole epoch, all of its mini-batch
-steps, into one XLA program that works on the embedding tables in place. The result is an ordinary
-Keras model: saved, loaded and plotted as before.
+model's layers) with exactly Keras' Adam update, in Numba-compiled loops over NumPy copies of the
+model's tables that use both cores. The result is an ordinary Keras model: its tables are written
+back after every epoch, then saved, loaded and plotted as before.
 
-Per step, for the batch's rows u = U[users], m = M[movies], b_u, b_m and weights w (0 for padding):
+Per step, for the batch's rows u = U[users], m = M[movies], biases b_u, b_m, over `count` ratings:
 
     pred = lo + (hi - lo) * sigmoid(sum(u * m, axis=1) + b_u + b_m)
-    loss = sum(w * (pred - r)^2) / sum(w)                            # Keras' MSE over the batch
-         + activity_l2 * sum(w * (|u|^2 + |m|^2)) / sum(w)           # activity_regularizer
+    loss = sum((pred - r)^2) / count                                 # Keras' MSE over the batch
+         + activity_l2 * sum(|u|^2 + |m|^2) / count                  # activity_regularizer
          + embeddings_l2 * (|U|^2 + |M|^2)                           # embeddings_regularizer
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from stages import kernels
 from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING, rating_scale
 
 TABLES = (USER_EMBEDDING, USER_BIAS, MOVIE_EMBEDDING, MOVIE_BIAS)
@@ -57,18 +57,14 @@ def objective_of(model: keras.Model) -> Objective:
     )
 
 
-def pad_to_batches(n: int, batch_size: int) -> int:
-    """The length of n rows padded up to whole batches."""
-    return -(-n // batch_size) * batch_size
-
-
 class AdamTrainer:
-    """Trains the model's four tables with Adam, one compiled XLA program per epoch.
+    """Trains the model's four tables with Keras' Adam, one compiled loop per epoch.
 
-    The update is Keras' Adam (`keras.optimizers.Adam` with the same beta_1, beta_2, epsilon):
-    every row of every table gets its moment and weight update at every step, as in `model.fit`.
-    Inside the program each side's embedding and bias tables travel as one (rows, dim + 1) table,
-    so a step does one gather and one scatter per side; the gradient is written out by hand.
+    The update is Keras' Adam (`keras.optimizers.Adam` with the same beta_1, beta_2, epsilon) on the
+    dense gradient: every row of every table gets its moment and weight update at every step, as in
+    `model.fit`. Each side's embedding and bias tables are held as one (rows, dim + 1) float32
+    array, so a rating reads one row per side. The Keras model's variables are read once, at
+    the start, and written by `to_model`.
     """
 
     def __init__(
@@ -80,142 +76,85 @@ class AdamTrainer:
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
     ):
-        self.objective = objective_of(model)
-        self.tables = [model.get_layer(name).embeddings for name in TABLES]
-        self.momentums = [tf.Variable(tf.zeros(t.shape, t.dtype)) for t in self.tables]
-        self.velocities = [tf.Variable(tf.zeros(t.shape, t.dtype)) for t in self.tables]
-        self.iterations = tf.Variable(0, dtype=tf.int64)
-        self.learning_rate = float(learning_rate)
+        o = self.objective = objective_of(model)
+        self.variables = [model.get_layer(name).embeddings for name in TABLES]
+        self.sides = self._join([v.numpy() for v in self.variables])
+        self.momentums = tuple(np.zeros_like(side) for side in self.sides)
+        self.velocities = tuple(np.zeros_like(side) for side in self.sides)
+        self.gradients = tuple(np.zeros((kernels.CHUNKS, *s.shape), np.float32) for s in self.sides)
+        self.iterations = 0
         self.batch_size = int(batch_size)
-        self.betas = (float(beta_1), float(beta_2))
-        self.epsilon = float(epsilon)
-        dim = self.tables[0].shape[1]
-        o = self.objective
-        # Per-column L2 weights of the joined (embedding | bias) tables of each side.
-        self._embeddings_l2 = [_columns(o.embeddings_l2[k : k + 2], dim) for k in (0, 2)]
-        self._activity_l2 = [_columns(o.activity_l2[k : k + 2], dim) for k in (0, 2)]
-        self._epoch = tf.function(self._run_epoch, jit_compile=True, reduce_retracing=True)
-        # Plain graph mode: called once per epoch, not worth an XLA compile.
-        self._sse = tf.function(self._squared_errors, reduce_retracing=True)
+        dim = self.sides[0].shape[1] - 1
+        f32 = np.float32
+        self.hyper = (
+            f32(o.lo),
+            f32(o.hi - o.lo),
+            _columns(o.activity_l2[0:2], dim),
+            _columns(o.activity_l2[2:4], dim),
+            _columns(o.embeddings_l2[0:2], dim),
+            _columns(o.embeddings_l2[2:4], dim),
+            f32(learning_rate),
+            f32(beta_1),
+            f32(beta_2),
+            f32(epsilon),
+        )
 
     def run_epoch(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> dict:
-        """One pass over the rows in the order given (shuffle them first).
+        """One pass over the rows in the order given (shuffle them first); `to_model` publishes it.
 
         Returns the epoch's mean training objective (`loss`) and training RMSE (`rmse`).
         """
-        n = len(ratings)
-        padded = pad_to_batches(n, self.batch_size)
-        weights = np.zeros(padded, np.float32)
-        weights[:n] = 1.0
-
-        def pad(values: np.ndarray, dtype) -> tf.Tensor:
-            out = np.zeros(padded, dtype)
-            out[:n] = values
-            return tf.constant(out)
-
-        loss, sse = self._epoch(
-            pad(users, np.int32), pad(movies, np.int32), pad(ratings, np.float32), weights
+        loss, sse, self.iterations = kernels.adam_epoch(
+            np.ascontiguousarray(users, np.int32),
+            np.ascontiguousarray(movies, np.int32),
+            np.ascontiguousarray(ratings, np.float32),
+            self.batch_size,
+            self.sides,
+            self.momentums,
+            self.velocities,
+            self.gradients,
+            self.hyper,
+            self.iterations,
         )
-        return {"loss": float(loss), "rmse": float(np.sqrt(float(sse) / n))}
+        return {"loss": float(loss), "rmse": float(np.sqrt(sse / len(ratings)))}
 
     def rmse(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> float:
         """RMSE of the current weights on the given (warm) pairs."""
-        sse = self._sse(
-            tf.constant(users, tf.int32), tf.constant(movies, tf.int32), tf.constant(ratings)
+        lo, span = self.hyper[:2]
+        sse = kernels.squared_error(
+            np.ascontiguousarray(users, np.int32),
+            np.ascontiguousarray(movies, np.int32),
+            np.ascontiguousarray(ratings, np.float32),
+            *self.sides,
+            lo,
+            span,
         )
-        return float(np.sqrt(float(sse) / len(ratings)))
+        return float(np.sqrt(sse / len(ratings)))
 
-    def _scale(self, logit):
-        o = self.objective
-        return o.lo + (o.hi - o.lo) * tf.sigmoid(logit)
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """A copy of the current weights, for `restore`."""
+        return tuple(side.copy() for side in self.sides)
 
-    def _squared_errors(self, users, movies, ratings):
-        u_emb, u_bias, m_emb, m_bias = (t.value for t in self.tables)
-        logit = (
-            tf.reduce_sum(tf.gather(u_emb, users) * tf.gather(m_emb, movies), axis=1)
-            + tf.gather(u_bias, users)[:, 0]
-            + tf.gather(m_bias, movies)[:, 0]
+    def restore(self, snapshot: tuple[np.ndarray, np.ndarray]) -> None:
+        """Put back the weights of a `snapshot` (the Adam state stays as it is)."""
+        for side, saved in zip(self.sides, snapshot, strict=True):
+            side[...] = saved
+
+    @staticmethod
+    def _join(tables: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding | bias) of each side as one C-contiguous float32 array."""
+        return tuple(
+            np.ascontiguousarray(np.concatenate(tables[k : k + 2], axis=1), np.float32)
+            for k in (0, 2)
         )
-        return tf.reduce_sum(tf.square(self._scale(logit) - ratings))
 
-    def _gradients(self, u, m, ratings, weights):
-        """Loss terms and gradients with respect to the looked-up rows u, m (batch, dim + 1)."""
-        o = self.objective
-        logit = tf.reduce_sum(u[:, :-1] * m[:, :-1], axis=1) + u[:, -1] + m[:, -1]
-        unit = tf.sigmoid(logit)
-        error = o.lo + (o.hi - o.lo) * unit - ratings
-        count = tf.reduce_sum(weights)
-        squared = tf.reduce_sum(weights * tf.square(error))
-        act_u, act_m = self._activity_l2
-        w = weights[:, None] / count
-        penalty = tf.reduce_sum(w * (act_u * tf.square(u) + act_m * tf.square(m)))
-        d_logit = (2 * (o.hi - o.lo)) * error * unit * (1 - unit) * weights / count
-        ones = tf.ones_like(d_logit)[:, None]
-        grad_u = d_logit[:, None] * tf.concat([m[:, :-1], ones], 1) + 2 * act_u * w * u
-        grad_m = d_logit[:, None] * tf.concat([u[:, :-1], ones], 1) + 2 * act_m * w * m
-        return squared / count + penalty, squared, grad_u, grad_m
-
-    def _adam(self, weight, m, v, gradient, alpha):
-        beta_1, beta_2 = self.betas
-        m = m + (gradient - m) * (1 - beta_1)
-        v = v + (tf.square(gradient) - v) * (1 - beta_2)
-        return weight - m * alpha / (tf.sqrt(v) + self.epsilon), m, v
-
-    def _run_epoch(self, users, movies, ratings, weights):
-        batch = self.batch_size
-        steps = tf.shape(ratings)[0] // batch
-        beta_1, beta_2 = self.betas
-
-        def step(i, t, sides, ms, vs, loss_sum, sse):
-            window = lambda a: tf.slice(a, [i * batch], [batch])  # noqa: E731
-            index = (window(users), window(movies))
-            u, m = (tf.gather(side, idx) for side, idx in zip(sides, index, strict=True))
-            loss, squared, grad_u, grad_m = self._gradients(u, m, window(ratings), window(weights))
-            t = t + 1
-            step_f = tf.cast(t, tf.float32)
-            alpha = self.learning_rate * tf.sqrt(1 - beta_2**step_f) / (1 - beta_1**step_f)
-            new = [], [], []
-            for k, row_grad in enumerate((grad_u, grad_m)):
-                table, l2 = sides[k], self._embeddings_l2[k]
-                gradient = tf.math.unsorted_segment_sum(row_grad, index[k], table.shape[0])
-                gradient += 2 * l2 * table
-                loss += tf.reduce_sum(l2 * tf.square(table))
-                for out, value in zip(
-                    new, self._adam(table, ms[k], vs[k], gradient, alpha), strict=True
-                ):
-                    out.append(value)
-            return i + 1, t, *new, loss_sum + loss, sse + squared
-
-        join = lambda v: [tf.concat([v[k].read_value(), v[k + 1].read_value()], 1) for k in (0, 2)]  # noqa: E731
-        state = (
-            tf.constant(0),
-            self.iterations.read_value(),
-            join([t.value for t in self.tables]),
-            join(self.momentums),
-            join(self.velocities),
-            tf.constant(0.0),
-            tf.constant(0.0),
-        )
-        _, t, sides, ms, vs, loss_sum, sse = tf.while_loop(lambda i, *_: i < steps, step, state)
-        self.iterations.assign(t)
-        for variables, joined in (
-            ([t.value for t in self.tables], sides),
-            (self.momentums, ms),
-            (self.velocities, vs),
-        ):
-            for k, side in enumerate(joined):
-                variables[2 * k].assign(side[:, :-1])
-                variables[2 * k + 1].assign(side[:, -1:])
-        return loss_sum / tf.cast(steps, tf.float32), sse
-
-    def get_weights(self) -> list[np.ndarray]:
-        return [t.numpy().copy() for t in self.tables]
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        for table, value in zip(self.tables, weights, strict=True):
-            table.assign(value)
+    def to_model(self) -> None:
+        """Copy the current weights into the Keras model's variables."""
+        for k, side in enumerate(self.sides):
+            self.variables[2 * k].assign(side[:, :-1])
+            self.variables[2 * k + 1].assign(side[:, -1:])
 
 
-def _columns(l2: tuple[float, float], dim: int) -> tf.Tensor:
+def _columns(l2: tuple[float, float], dim: int) -> np.ndarray:
     """Per-column weights of a joined (embedding | bias) table: l2[0] for dim columns, then l2[1]."""
-    return tf.constant([l2[0]] * dim + [l2[1]], tf.float32)
+    return np.array([l2[0]] * dim + [l2[1]], np.float32)

@@ -1,13 +1,15 @@
 """The compiled Adam trainer against Keras' own training step, and the train stage's fit loop."""
 
 import keras
+import numba
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
+from stages import kernels
 from stages.common import PipelineError
-from stages.fit import AdamTrainer, objective_of, pad_to_batches
+from stages.fit import AdamTrainer, objective_of
 from stages.model import build_model, model_inputs
 from stages.train import carve_validation, fit_model, fitted_ratings
 
@@ -62,20 +64,22 @@ def keras_adam_steps(model, users, movies, ratings, batch_size, learning_rate):
         optimizer.apply(grads, variables)
 
 
-@pytest.mark.parametrize("rows, batch_size", [(8, 8), (5, 8), (16, 8)])
+@pytest.mark.parametrize("rows, batch_size", [(8, 8), (5, 8), (16, 8), (13, 8)])
 @pytest.mark.parametrize("embeddings_l2, activity_l2", [(0.0, 0.0), (0.01, 0.05)])
 def test_steps_match_keras_adam_on_the_models_own_loss(
     rows, batch_size, embeddings_l2, activity_l2
 ):
     """Same start, same batches: the compiled epoch and Keras reach the same weights.
 
-    (5, 8) checks that padding a short batch changes nothing; (16, 8) runs two steps. The batches
+    (5, 8) is one short batch; (16, 8) runs two steps; (13, 8) ends on a short batch. The batches
     repeat users and movies, so summed row gradients are exercised.
     """
     users, movies, ratings = batch(rows)
     ours = random_model(embeddings_l2, activity_l2)
     reference = random_model(embeddings_l2, activity_l2)
-    AdamTrainer(ours, learning_rate=0.05, batch_size=batch_size).run_epoch(users, movies, ratings)
+    trainer = AdamTrainer(ours, learning_rate=0.05, batch_size=batch_size)
+    trainer.run_epoch(users, movies, ratings)
+    trainer.to_model()
     keras_adam_steps(reference, users, movies, ratings, batch_size, learning_rate=0.05)
     for got, want in zip(weights(ours), weights(reference), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -99,11 +103,6 @@ def test_rmse_of_the_current_weights_matches_numpy():
     assert trainer.rmse(users, movies, ratings) == pytest.approx(
         np.sqrt(np.mean((predicted - ratings) ** 2)), rel=1e-5
     )
-
-
-@pytest.mark.parametrize("n, size, padded", [(1, 4, 4), (4, 4, 4), (5, 4, 8), (9, 8, 16)])
-def test_pad_to_batches(n, size, padded):
-    assert pad_to_batches(n, size) == padded
 
 
 def training_frame(n=600, seed=3):
@@ -140,6 +139,51 @@ def test_fit_is_bit_for_bit_repeatable():
     for a, b in zip(weights(first), weights(second), strict=True):
         np.testing.assert_array_equal(a, b)
     pd.testing.assert_frame_equal(h1, h2)
+
+
+def test_weights_do_not_depend_on_the_number_of_threads():
+    """Each batch is cut into fixed chunks and Adam into fixed blocks, whatever the thread count."""
+    users, movies, ratings = batch(200, seed=4)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        model = random_model()
+        try:
+            trainer = AdamTrainer(model, 0.05, 64)
+            stats = trainer.run_epoch(users, movies, ratings)
+            trainer.to_model()
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        results.append((stats, weights(model)))
+    (stats_a, weights_a), (stats_b, weights_b) = results
+    assert stats_a == stats_b
+    for a, b in zip(weights_a, weights_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_warm_up_compiles_exactly_what_the_trainer_calls():
+    """After kernels.warm_up a real epoch needs no new compilation (no second signature)."""
+    kernels.warm_up()
+    before = {k: len(k.signatures) for k in (kernels.adam_epoch, kernels.squared_error)}
+    users, movies, ratings = batch(16)
+    trainer = AdamTrainer(random_model(), 0.05, 8)
+    trainer.run_epoch(users, movies, ratings)
+    trainer.rmse(users, movies, ratings)
+    assert {k: len(k.signatures) for k in before} == before
+
+
+def test_restore_puts_back_a_snapshot():
+    users, movies, ratings = batch(16)
+    model = random_model()
+    trainer = AdamTrainer(model, 0.05, 8)
+    saved, before = trainer.snapshot(), weights(model)
+    trainer.run_epoch(users, movies, ratings)
+    trainer.to_model()
+    assert not np.array_equal(weights(model)[0], before[0])
+    trainer.restore(saved)
+    trainer.to_model()
+    for got, want in zip(weights(model), before, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_fit_learns_and_keeps_the_best_validation_epoch():
@@ -185,3 +229,12 @@ def test_fitted_ratings_leave_out_the_validation_part(n_train, validation_size, 
     assert fitted_ratings(n_train, validation_size) == fitted
     fit_rows, _ = carve_validation(n_train, validation_size, seed=0)
     assert len(fit_rows) == fitted
+
+
+def test_gather_is_numpy_fancy_indexing():
+    users, movies, ratings = batch(50, seed=5)
+    order = np.random.default_rng(0).permutation(50)
+    out = [np.empty_like(a) for a in (users, movies, ratings)]
+    kernels.gather(order, users, movies, ratings, *out)
+    for got, source in zip(out, (users, movies, ratings), strict=True):
+        np.testing.assert_array_equal(got, source[order])
