@@ -39,10 +39,26 @@ def _sigmoid(x):
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _accumulate(
-    users, movies, ratings, start, end, inv_count, U, M, GU, GM, lo, span, act_u, act_m
+    users,
+    movies,
+    ratings,
+    start,
+    end,
+    inv_count,
+    U,
+    M,
+    GU,
+    GM,
+    hit_u,
+    hit_m,
+    lo,
+    span,
+    act_u,
+    act_m,
 ):
     """Add the rows' loss gradients of ratings start..end-1 into GU, GM (one chunk, in order).
 
+    hit_u, hit_m flag the rows that got a gradient (chunks may flag a row at once: both write 1).
     Returns the chunk's sum of squared errors and its activity penalty (already / count).
     """
     dim = U.shape[1] - 1
@@ -52,6 +68,8 @@ def _accumulate(
     for j in range(start, end):
         u, m = U[users[j]], M[movies[j]]
         gu, gm = GU[users[j]], GM[movies[j]]
+        hit_u[users[j]] = 1
+        hit_m[movies[j]] = 1
         dot = np.float32(0.0)
         for k in range(dim):
             dot += u[k] * m[k]
@@ -72,7 +90,9 @@ def _accumulate(
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
-def _batch_gradients(users, movies, ratings, start, end, U, M, GU, GM, lo, span, act_u, act_m):
+def _batch_gradients(
+    users, movies, ratings, start, end, U, M, GU, GM, hit_u, hit_m, lo, span, act_u, act_m
+):
     """Row gradients of one batch into GU[c], GM[c] for each chunk c; returns (sse, penalty)."""
     count = end - start
     inv_count = np.float32(1.0) / np.float32(count)
@@ -92,6 +112,8 @@ def _batch_gradients(users, movies, ratings, start, end, U, M, GU, GM, lo, span,
             M,
             GU[c],
             GM[c],
+            hit_u,
+            hit_m,
             lo,
             span,
             act_u,
@@ -106,8 +128,11 @@ def _batch_gradients(users, movies, ratings, start, end, U, M, GU, GM, lo, span,
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
-def _adam(W, m, v, G, l2, alpha, beta_1, beta_2, epsilon):
-    """Keras' Adam on every row of W with gradient sum(G) + 2 * l2 * W; zeroes G.
+def _adam(W, m, v, G, hit, l2, alpha, beta_1, beta_2, epsilon):
+    """Keras' Adam on every row of W with gradient sum(G) + 2 * l2 * W; zeroes G and hit.
+
+    Rows whose `hit` flag is 0 have no gradient in G, which is then not read: a small batch
+    touches few rows, and reading G is a large share of the memory traffic.
 
     Returns the whole-table penalty sum(l2 * W^2) of the weights before the update.
     """
@@ -121,11 +146,14 @@ def _adam(W, m, v, G, l2, alpha, beta_1, beta_2, epsilon):
         total = np.float32(0.0)
         for i in range(block * per_block, min(rows, (block + 1) * per_block)):
             w, m_i, v_i = W[i], m[i], v[i]
+            got_gradient = hit[i] != 0
+            hit[i] = 0
             for k in range(columns):
                 g = two * l2[k] * w[k]
-                for c in range(CHUNKS):
-                    g += G[c, i, k]
-                    G[c, i, k] = 0.0
+                if got_gradient:
+                    for c in range(CHUNKS):
+                        g += G[c, i, k]
+                        G[c, i, k] = 0.0
                 total += l2[k] * w[k] * w[k]
                 m_i[k] += (g - m_i[k]) * keep_1
                 v_i[k] += (g * g - v_i[k]) * keep_2
@@ -159,6 +187,7 @@ def adam_epoch(
     """
     lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon = hyper
     U, M = sides
+    hits = (np.zeros(U.shape[0], np.uint8), np.zeros(M.shape[0], np.uint8))  # rows with a gradient
     n = ratings.shape[0]
     loss = 0.0
     sse = 0.0
@@ -175,6 +204,8 @@ def adam_epoch(
             M,
             gradients[0],
             gradients[1],
+            hits[0],
+            hits[1],
             lo,
             span,
             act_u,
@@ -185,8 +216,8 @@ def adam_epoch(
         alpha = learning_rate * np.sqrt(np.float32(1.0) - beta_2**t) / (np.float32(1.0) - beta_1**t)
         for side, l2 in ((0, l2_u), (1, l2_m)):
             penalty += _adam(
-                sides[side], momentums[side], velocities[side], gradients[side], l2, alpha,
-                beta_1, beta_2, epsilon,
+                sides[side], momentums[side], velocities[side], gradients[side], hits[side], l2,
+                alpha, beta_1, beta_2, epsilon,
             )  # fmt: skip
         loss += squared / (end - start) + penalty
         sse += squared
