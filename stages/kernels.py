@@ -15,9 +15,13 @@ updates every row of both tables (the whole-table term reaches every row), exact
 `Adam` does with dense gradients.
 
 Results do not depend on the number of threads: a batch is cut into CHUNKS fixed parts, each
-summing into its own buffer, and Adam's rows are cut into BLOCKS fixed blocks whose partial sums
-are added in order. Numba caches the compiled code beside this file (`__pycache__`), so only the
-first run after a change compiles (a second or two).
+summing into its own buffers, and Adam's rows are cut into BLOCKS fixed blocks whose partial sums
+are added in order. Nor do they depend on how the code was built: the code compiled in a process
+and the same code loaded from the cache compute the same bits. That is not a given with
+fast-math: an earlier version of these loops differed in the last bits between the two, so
+tests/test_fit.py checks it.
+Numba caches the compiled code beside this file (`__pycache__`), so only the first run after a
+change compiles (about 5 s here).
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# Fast-math flags that let LLVM vectorise the row loops (reassociating the dot product) but keep
-# NaN and infinity meaningful, so a diverging run is still seen as one.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 CHUNKS = 2  # parts of a batch whose row gradients are summed apart, in parallel
 BLOCKS = 64  # blocks of table rows that Adam updates in parallel
+# Fast-math flags that let LLVM vectorise the row loops (reassociating the dot product) but keep
+# NaN and infinity meaningful, so that a diverging run is still seen as one.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -38,134 +42,133 @@ def _sigmoid(x):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _accumulate(
-    users,
-    movies,
-    ratings,
-    start,
-    end,
-    inv_count,
-    U,
-    M,
-    GU,
-    GM,
-    hit_u,
-    hit_m,
-    lo,
-    span,
-    act_u,
-    act_m,
-):
-    """Add the rows' loss gradients of ratings start..end-1 into GU, GM (one chunk, in order).
+def _dot(a, b, n):
+    """sum(a[:n] * b[:n])."""
+    total = np.float32(0.0)
+    for k in range(n):
+        total += a[k] * b[k]
+    return total
 
-    hit_u, hit_m flag the rows that got a gradient (chunks may flag a row at once: both write 1).
-    Returns the chunk's sum of squared errors and its activity penalty (already / count).
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _accumulate(ratings, rows, start, end, inv_count, sides, gradients, counts, lo, span, act):
+    """Add the loss gradients of ratings start..end-1 to one chunk's buffers, in order.
+
+    rows: the (users, movies) index arrays; gradients and counts: this chunk's (rows, dim + 1)
+    gradient and (rows,) rating-count buffers of each side. Returns the sum of squared errors.
     """
+    (users, movies), (U, M), (GU, GM), (count_u, count_m), (act_u, act_m) = (
+        rows, sides, gradients, counts, act
+    )  # fmt: skip
     dim = U.shape[1] - 1
     two = np.float32(2.0)
+    reg_u = two * inv_count * act_u  # d(activity penalty)/d(row) = reg * row
+    reg_m = two * inv_count * act_m
     squared = 0.0
-    penalty = 0.0
     for j in range(start, end):
-        u, m = U[users[j]], M[movies[j]]
-        gu, gm = GU[users[j]], GM[movies[j]]
-        hit_u[users[j]] = 1
-        hit_m[movies[j]] = 1
-        dot = np.float32(0.0)
-        for k in range(dim):
-            dot += u[k] * m[k]
-        norm = np.float32(0.0)
-        for k in range(dim + 1):
-            norm += act_u[k] * u[k] * u[k] + act_m[k] * m[k] * m[k]
-        unit = _sigmoid(dot + u[dim] + m[dim])
+        user, movie = users[j], movies[j]
+        u, m, gu, gm = U[user], M[movie], GU[user], GM[movie]
+        count_u[user] += 1
+        count_m[movie] += 1
+        unit = _sigmoid(_dot(u, m, dim) + u[dim] + m[dim])
         error = lo + span * unit - ratings[j]
         squared += error * error
-        penalty += norm
         d_logit = two * span * error * unit * (np.float32(1.0) - unit) * inv_count
         for k in range(dim):
-            gu[k] += d_logit * m[k] + two * inv_count * act_u[k] * u[k]
-            gm[k] += d_logit * u[k] + two * inv_count * act_m[k] * m[k]
-        gu[dim] += d_logit + two * inv_count * act_u[dim] * u[dim]
-        gm[dim] += d_logit + two * inv_count * act_m[dim] * m[dim]
-    return squared, penalty * inv_count
+            gu[k] += d_logit * m[k] + reg_u[k] * u[k]
+        for k in range(dim):
+            gm[k] += d_logit * u[k] + reg_m[k] * m[k]
+        gu[dim] += d_logit + reg_u[dim] * u[dim]
+        gm[dim] += d_logit + reg_m[dim] * m[dim]
+    return squared
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
-def _batch_gradients(
-    users, movies, ratings, start, end, U, M, GU, GM, hit_u, hit_m, lo, span, act_u, act_m
-):
-    """Row gradients of one batch into GU[c], GM[c] for each chunk c; returns (sse, penalty)."""
+def _batch_gradients(ratings, rows, start, end, sides, gradients, counts, lo, span, act):
+    """Row gradients and rating counts of one batch, chunk c into gradients[s][c], counts[s][c].
+
+    Returns the batch's sum of squared errors.
+    """
     count = end - start
     inv_count = np.float32(1.0) / np.float32(count)
     part = (count + CHUNKS - 1) // CHUNKS
-    sums = np.zeros((CHUNKS, 2))
+    squared = np.zeros(CHUNKS)
     for c in prange(CHUNKS):
-        lo_row = min(end, start + c * part)
-        hi_row = min(end, lo_row + part)
-        sums[c, 0], sums[c, 1] = _accumulate(
-            users,
-            movies,
-            ratings,
-            lo_row,
-            hi_row,
-            inv_count,
-            U,
-            M,
-            GU[c],
-            GM[c],
-            hit_u,
-            hit_m,
-            lo,
-            span,
-            act_u,
-            act_m,
-        )
-    squared = 0.0
-    penalty = 0.0
+        first = min(end, start + c * part)
+        chunk_gradients = (gradients[0][c], gradients[1][c])
+        chunk_counts = (counts[0][c], counts[1][c])
+        squared[c] = _accumulate(
+            ratings, rows, first, min(end, first + part), inv_count, sides, chunk_gradients,
+            chunk_counts, lo, span, act,
+        )  # fmt: skip
+    total = 0.0
     for c in range(CHUNKS):
-        squared += sums[c, 0]
-        penalty += sums[c, 1]
-    return squared, penalty
+        total += squared[c]
+    return total
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+def _adam_update(weight, m, v, k, g, alpha, keep_1, keep_2, epsilon):
+    """Keras' Adam for one weight with gradient g: updates m[k], v[k]; returns the new weight."""
+    m_k = m[k] + (g - m[k]) * keep_1
+    v_k = v[k] + (g * g - v[k]) * keep_2
+    m[k] = m_k
+    v[k] = v_k
+    return weight - m_k * alpha / (np.sqrt(v_k) + epsilon)
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
-def _adam(W, m, v, G, hit, l2, alpha, beta_1, beta_2, epsilon):
-    """Keras' Adam on every row of W with gradient sum(G) + 2 * l2 * W; zeroes G and hit.
+def _adam(W, m, v, G, counts, l2, act, alpha, beta_1, beta_2, epsilon):
+    """Keras' Adam on every row of W with gradient sum(G) + 2 * l2 * W; zeroes G and counts.
 
-    Rows whose `hit` flag is 0 have no gradient in G, which is then not read: a small batch
-    touches few rows, and reading G is a large share of the memory traffic.
+    A row whose counts are 0 has no gradient in G, which is then not read: a small batch touches
+    few rows, and reading G is a large share of the memory traffic.
 
-    Returns the whole-table penalty sum(l2 * W^2) of the weights before the update.
+    Returns, for the weights before the update, the whole-table penalty sum(l2 * W^2) and the
+    activity sum over the batch's ratings, sum(counts * act * W^2) (not yet divided by count).
     """
     rows, columns = W.shape
     per_block = (rows + BLOCKS - 1) // BLOCKS
     keep_1 = np.float32(1.0) - beta_1
     keep_2 = np.float32(1.0) - beta_2
     two = np.float32(2.0)
-    partial = np.zeros(BLOCKS)
+    partial = np.zeros((BLOCKS, 2))
     for block in prange(BLOCKS):
-        total = np.float32(0.0)
+        table = np.float32(0.0)
+        activity = np.float32(0.0)
         for i in range(block * per_block, min(rows, (block + 1) * per_block)):
             w, m_i, v_i = W[i], m[i], v[i]
-            got_gradient = hit[i] != 0
-            hit[i] = 0
-            for k in range(columns):
-                g = two * l2[k] * w[k]
-                if got_gradient:
+            looked_up = 0
+            for c in range(CHUNKS):
+                looked_up += counts[c, i]
+                counts[c, i] = 0
+            if looked_up:
+                g_i = G[:, i]
+                for k in range(columns):
+                    x = w[k]
+                    table += l2[k] * x * x
+                    activity += looked_up * act[k] * x * x
+                    g = two * l2[k] * x
                     for c in range(CHUNKS):
-                        g += G[c, i, k]
-                        G[c, i, k] = 0.0
-                total += l2[k] * w[k] * w[k]
-                m_i[k] += (g - m_i[k]) * keep_1
-                v_i[k] += (g * g - v_i[k]) * keep_2
-                w[k] -= m_i[k] * alpha / (np.sqrt(v_i[k]) + epsilon)
-        partial[block] = total
+                        g += g_i[c, k]
+                        g_i[c, k] = 0.0
+                    w[k] = _adam_update(x, m_i, v_i, k, g, alpha, keep_1, keep_2, epsilon)
+            else:
+                for k in range(columns):
+                    x = w[k]
+                    table += l2[k] * x * x
+                    w[k] = _adam_update(x, m_i, v_i, k, two * l2[k] * x, alpha, keep_1, keep_2, epsilon)  # fmt: skip
+        partial[block, 0] = table
+        partial[block, 1] = activity
     penalty = 0.0
+    activity_sum = 0.0
     for block in range(BLOCKS):
-        penalty += partial[block]
-    return penalty
+        penalty += partial[block, 0]
+        activity_sum += partial[block, 1]
+    return penalty, activity_sum
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, nogil=True)
 def adam_epoch(
     users, movies, ratings, batch_size, sides, momentums, velocities, gradients, hyper, iterations
 ):
@@ -186,40 +189,30 @@ def adam_epoch(
         (mean objective over the steps, sum of squared errors, step count after the epoch).
     """
     lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon = hyper
-    U, M = sides
-    hits = (np.zeros(U.shape[0], np.uint8), np.zeros(M.shape[0], np.uint8))  # rows with a gradient
+    rows = (users, movies)
+    counts = (
+        np.zeros((CHUNKS, sides[0].shape[0]), np.int32),
+        np.zeros((CHUNKS, sides[1].shape[0]), np.int32),
+    )  # ratings per row and chunk in the current batch
     n = ratings.shape[0]
     loss = 0.0
     sse = 0.0
     steps = 0
     for start in range(0, n, batch_size):
         end = min(n, start + batch_size)
-        squared, penalty = _batch_gradients(
-            users,
-            movies,
-            ratings,
-            start,
-            end,
-            U,
-            M,
-            gradients[0],
-            gradients[1],
-            hits[0],
-            hits[1],
-            lo,
-            span,
-            act_u,
-            act_m,
+        squared = _batch_gradients(
+            ratings, rows, start, end, sides, gradients, counts, lo, span, (act_u, act_m)
         )
         iterations += 1
         t = np.float32(iterations)
         alpha = learning_rate * np.sqrt(np.float32(1.0) - beta_2**t) / (np.float32(1.0) - beta_1**t)
-        for side, l2 in ((0, l2_u), (1, l2_m)):
-            penalty += _adam(
-                sides[side], momentums[side], velocities[side], gradients[side], hits[side], l2,
-                alpha, beta_1, beta_2, epsilon,
+        loss += squared / (end - start)
+        for side, l2, act in ((0, l2_u, act_u), (1, l2_m, act_m)):
+            table, activity = _adam(
+                sides[side], momentums[side], velocities[side], gradients[side], counts[side], l2,
+                act, alpha, beta_1, beta_2, epsilon,
             )  # fmt: skip
-        loss += squared / (end - start) + penalty
+            loss += table + activity / (end - start)
         sse += squared
         steps += 1
     return loss / max(steps, 1), sse, iterations
@@ -232,10 +225,7 @@ def squared_error(users, movies, ratings, U, M, lo, span):
     total = 0.0
     for j in range(ratings.shape[0]):
         u, m = U[users[j]], M[movies[j]]
-        dot = np.float32(0.0)
-        for k in range(dim):
-            dot += u[k] * m[k]
-        error = lo + span * _sigmoid(dot + u[dim] + m[dim]) - ratings[j]
+        error = lo + span * _sigmoid(_dot(u, m, dim) + u[dim] + m[dim]) - ratings[j]
         total += error * error
     return total
 
