@@ -3,8 +3,8 @@
 Keras `fit` pays a dispatch per step and updates both tables through generic kernels. This module
 minimises exactly the objective the Keras model declares (its MSE plus its L2 terms, read from the
 model's layers) with exactly Keras' Adam update, in Numba-compiled loops over NumPy copies of the
-model's tables that use both cores. The result is an ordinary Keras model: its tables are written
-back after every epoch, then saved, loaded and plotted as before.
+model's tables that use both cores. The result is an ordinary Keras model: the trained tables are
+written back into it (`AdamTrainer.to_model`), then saved, loaded and plotted as before.
 
 Per step, for the batch's rows u = U[users], m = M[movies], biases b_u, b_m, over `count` ratings:
 
@@ -79,24 +79,21 @@ class AdamTrainer:
         o = self.objective = objective_of(model)
         self.variables = [model.get_layer(name).embeddings for name in TABLES]
         self.sides = self._join([v.numpy() for v in self.variables])
-        self.momentums = tuple(np.zeros_like(side) for side in self.sides)
-        self.velocities = tuple(np.zeros_like(side) for side in self.sides)
-        self.gradients = tuple(np.zeros((kernels.CHUNKS, *s.shape), np.float32) for s in self.sides)
+        self.momentums, self.velocities, self.gradients = kernels.adam_state(self.sides)
         self.iterations = 0
         self.batch_size = int(batch_size)
         dim = self.sides[0].shape[1] - 1
-        f32 = np.float32
-        self.hyper = (
-            f32(o.lo),
-            f32(o.hi - o.lo),
+        self.hyper = kernels.hyperparameters(
+            o.lo,
+            o.hi - o.lo,
             _columns(o.activity_l2[0:2], dim),
             _columns(o.activity_l2[2:4], dim),
             _columns(o.embeddings_l2[0:2], dim),
             _columns(o.embeddings_l2[2:4], dim),
-            f32(learning_rate),
-            f32(beta_1),
-            f32(beta_2),
-            f32(epsilon),
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
         )
 
     def run_epoch(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> dict:
@@ -105,9 +102,7 @@ class AdamTrainer:
         Returns the epoch's mean training objective (`loss`) and training RMSE (`rmse`).
         """
         loss, sse, self.iterations = kernels.adam_epoch(
-            np.ascontiguousarray(users, np.int32),
-            np.ascontiguousarray(movies, np.int32),
-            np.ascontiguousarray(ratings, np.float32),
+            *_kernel_input(users, movies, ratings),
             self.batch_size,
             self.sides,
             self.momentums,
@@ -121,14 +116,7 @@ class AdamTrainer:
     def rmse(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> float:
         """RMSE of the current weights on the given (warm) pairs."""
         lo, span = self.hyper[:2]
-        sse = kernels.squared_error(
-            np.ascontiguousarray(users, np.int32),
-            np.ascontiguousarray(movies, np.int32),
-            np.ascontiguousarray(ratings, np.float32),
-            *self.sides,
-            lo,
-            span,
-        )
+        sse = kernels.squared_error(*_kernel_input(users, movies, ratings), *self.sides, lo, span)
         return float(np.sqrt(sse / len(ratings)))
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +141,15 @@ class AdamTrainer:
         for k, side in enumerate(self.sides):
             self.variables[2 * k].assign(side[:, :-1])
             self.variables[2 * k + 1].assign(side[:, -1:])
+
+
+def _kernel_input(users, movies, ratings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The index and rating columns as the C-contiguous int32, int32, float32 the kernels take."""
+    return (
+        np.ascontiguousarray(users, np.int32),
+        np.ascontiguousarray(movies, np.int32),
+        np.ascontiguousarray(ratings, np.float32),
+    )
 
 
 def _columns(l2: tuple[float, float], dim: int) -> np.ndarray:

@@ -168,6 +168,25 @@ def _adam(W, m, v, G, counts, l2, act, alpha, beta_1, beta_2, epsilon):
     return penalty, activity_sum
 
 
+def adam_state(sides):
+    """Zero Adam moments and gradient buffers for two (rows, dim + 1) tables, as adam_epoch takes.
+
+    Returns (momentums, velocities, gradients): two float32 arrays each, the gradients with a
+    leading CHUNKS axis.
+    """
+    momentums = tuple(np.zeros_like(side) for side in sides)
+    velocities = tuple(np.zeros_like(side) for side in sides)
+    gradients = tuple(np.zeros((CHUNKS, *side.shape), np.float32) for side in sides)
+    return momentums, velocities, gradients
+
+
+def hyperparameters(lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon):
+    """adam_epoch's `hyper` tuple, with the dtypes its compiled code is specialised for."""
+    f32 = np.float32
+    columns = (np.asarray(w, f32) for w in (act_u, act_m, l2_u, l2_m))
+    return (f32(lo), f32(span), *columns, *map(f32, (learning_rate, beta_1, beta_2, epsilon)))
+
+
 @njit(cache=True, nogil=True)
 def adam_epoch(
     users, movies, ratings, batch_size, sides, momentums, velocities, gradients, hyper, iterations
@@ -180,7 +199,8 @@ def adam_epoch(
         batch_size: ratings per step; the last step takes what is left.
         sides: the two float32 tables (rows, dim + 1), updated in place; momentums and velocities
             alike; gradients: two float32 (CHUNKS, rows, dim + 1) buffers, zero on entry and exit.
-        hyper: (lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon):
+        hyper: (lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon), as
+            `hyperparameters` makes it:
             float32 scalars, and for act_* and l2_* float32 (dim + 1,) per-column L2 weights of
             the activity and whole-table terms of each side.
         iterations: Adam's step count before this epoch.
@@ -248,14 +268,12 @@ def warm_up() -> None:
 
     Args are tiny arrays of exactly those types, so a later real call finds the code ready.
     """
-    f32 = np.float32
     index = np.zeros(3, np.int32)
     ratings = np.ones(3, np.float32)
-    sides = (np.zeros((2, 3), f32), np.zeros((2, 3), f32))
-    state = tuple(tuple(np.zeros_like(s) for s in sides) for _ in range(2))
-    gradients = tuple(np.zeros((CHUNKS, *s.shape), f32) for s in sides)
-    columns = np.zeros(3, f32)
-    hyper = (f32(1), f32(4), columns, columns, columns, columns, f32(1e-3), f32(0.9), f32(0.999), f32(1e-7))  # fmt: skip
-    adam_epoch(index, index, ratings, 2, sides, *state, gradients, hyper, 0)
-    squared_error(index, index, ratings, *sides, f32(1), f32(4))
+    sides = (np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
+    momentums, velocities, gradients = adam_state(sides)
+    columns = np.zeros(3)
+    hyper = hyperparameters(1, 4, columns, columns, columns, columns, 1e-3, 0.9, 0.999, 1e-7)
+    adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
+    squared_error(index, index, ratings, *sides, hyper[0], hyper[1])
     gather(np.arange(3), index, index, ratings, index.copy(), index.copy(), ratings.copy())
