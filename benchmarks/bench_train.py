@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 OURS = "movielens_mf"  # the Keras model's own name (stages.model.build_model)
 RESULTS = Path("benchmarks/results.json")
 DEFAULT_SEEDS = (1, 2, 3)
+DEFAULT_SPREAD = 20  # splits of preprocess seeds 1..N that show how much the test RMSE moves
 SEED_TOLERANCE = 0.01  # RMSE stars: how far another split's test RMSE may sit from the pipeline's
 TRAIN_STAGE_TARGET_S = 15.0  # issue #3: `python -m stages.train`, process start to exit
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,11 +270,30 @@ def time_train_stage(root: Path = ROOT) -> float:
     return seconds
 
 
-def check_seeds(params: dict, seeds: list[int], reference_rmse: float | None) -> dict:
+def split_run(ratings: pd.DataFrame, params: dict, seed: int) -> dict:
+    """Our model and Surprise's BaselineOnly (how hard the split is, model aside) on one split.
+
+    The split is what the preprocess stage makes of `ratings` with preprocess.seed = `seed`.
+    """
+    log.info("seed check: preprocess.seed=%d", seed)
+    split = resplit(ratings, params["preprocess"], seed)
+    row = bench_ours(split, params)
+    return {
+        "seed": seed,
+        **{k: row[k] for k in ("rmse", "mae", "fit_seconds", "epochs")},
+        "baseline_only_rmse": bench_peer("BaselineOnly", split, seed)["rmse"],
+    }
+
+
+def check_seeds(
+    params: dict, seeds: list[int], reference_rmse: float | None, spread: int = 0
+) -> dict:
     """Test RMSE of our model on the splits other preprocess seeds give, beside the pipeline's.
 
     The pipeline's split must be what resplit gives for preprocess.seed (else data/processed is
-    stale); reference_rmse is our model's RMSE on it, computed here when None.
+    stale); reference_rmse is our model's RMSE on it, computed here when None. With spread > 0,
+    the splits of preprocess seeds 1..spread are fitted too, and `spread` in the result says how
+    much the test RMSE moves from split to split (split_spread).
 
     Raises:
         PipelineError: when data/processed does not match the raw data and params.
@@ -287,32 +307,63 @@ def check_seeds(params: dict, seeds: list[int], reference_rmse: float | None) ->
         )
     if reference_rmse is None:
         reference_rmse = bench_ours(pipeline, params)["rmse"]
-    # How hard each split is, independently of our model: Surprise's BaselineOnly on it.
-    reference_baseline = bench_peer("BaselineOnly", pipeline, seed)["rmse"]
-    runs = []
-    for other in seeds:
-        log.info("seed check: preprocess.seed=%d", other)
-        split = resplit(ratings, prep, other)
-        row = bench_ours(split, params)
-        delta = row["rmse"] - reference_rmse
-        baseline = bench_peer("BaselineOnly", split, other)["rmse"]
-        runs.append(
-            {
-                "seed": other,
-                **{k: row[k] for k in ("rmse", "mae", "fit_seconds", "epochs")},
-                "delta": round(delta, 6),
-                "within_tolerance": bool(abs(delta) <= SEED_TOLERANCE),
-                "baseline_only_rmse": baseline,
-                "baseline_only_delta": round(baseline - reference_baseline, 6),
-            }
-        )
-    return {
+    reference = {
+        "seed": seed,
+        "rmse": reference_rmse,
+        "baseline_only_rmse": bench_peer("BaselineOnly", pipeline, seed)["rmse"],
+    }
+    others = sorted((set(seeds) | set(range(1, spread + 1))) - {seed})
+    by_seed = {other: split_run(ratings, params, other) for other in others}
+    check = {
         "model": OURS,
         "reference_seed": seed,
         "reference_rmse": reference_rmse,
-        "reference_baseline_only_rmse": reference_baseline,
+        "reference_baseline_only_rmse": reference["baseline_only_rmse"],
         "tolerance": SEED_TOLERANCE,
-        "runs": runs,
+        "runs": [seed_delta(by_seed[other], reference) for other in seeds if other != seed],
+    }
+    spread_runs = [by_seed[other] for other in range(1, spread + 1) if other != seed]
+    if spread_runs:
+        check["spread"] = split_spread(reference, spread_runs, SEED_TOLERANCE)
+    return check
+
+
+def seed_delta(run: dict, reference: dict) -> dict:
+    """A split's run with its distance from the reference split's RMSE, ours and BaselineOnly's."""
+    delta = run["rmse"] - reference["rmse"]
+    return {
+        **run,
+        "delta": round(delta, 6),
+        "within_tolerance": bool(abs(delta) <= SEED_TOLERANCE),
+        "baseline_only_delta": round(
+            run["baseline_only_rmse"] - reference["baseline_only_rmse"], 6
+        ),
+    }
+
+
+def split_spread(reference: dict, runs: list[dict], tolerance: float) -> dict:
+    """How our test RMSE varies over random splits, and where the reference split sits.
+
+    reference and runs: {"seed", "rmse", "baseline_only_rmse"} of the pipeline's split and of the
+    others. reference_rank is 1 for the split with the highest RMSE (the hardest), counted among
+    all of them; within_tolerance counts the other splits whose RMSE is within `tolerance` of the
+    reference's.
+    """
+    ours = np.array([reference["rmse"], *(r["rmse"] for r in runs)])
+    baseline = np.array([reference["baseline_only_rmse"], *(r["baseline_only_rmse"] for r in runs)])
+    varies = len(ours) > 2 and ours.std() > 0 and baseline.std() > 0
+    correlation = round(float(np.corrcoef(ours, baseline)[0, 1]), 4) if varies else None
+    return {
+        "seeds": [reference["seed"], *(r["seed"] for r in runs)],
+        "rmse_mean": round(float(ours.mean()), 6),
+        "rmse_std": round(float(ours.std(ddof=1)), 6) if len(ours) > 1 else 0.0,
+        "rmse_min": round(float(ours.min()), 6),
+        "rmse_max": round(float(ours.max()), 6),
+        "baseline_only_rmse_mean": round(float(baseline.mean()), 6),
+        "baseline_only_rmse_std": round(float(baseline.std(ddof=1)), 6) if len(ours) > 1 else 0.0,
+        "correlation_with_baseline_only": correlation,
+        "reference_rank": 1 + int(np.sum(ours[1:] > ours[0])),
+        "within_tolerance": int(np.sum(np.abs(ours[1:] - ours[0]) <= tolerance)),
     }
 
 
@@ -402,7 +453,25 @@ def seed_lines(check: dict) -> list[str]:
             f"BaselineOnly on the same split {run['baseline_only_rmse']:.4f} "
             f"({run['baseline_only_delta']:+.4f})"
         )
+    if "spread" in check:
+        lines.extend(spread_lines(check["spread"], check["reference_seed"], check["tolerance"]))
     return lines
+
+
+def spread_lines(spread: dict, reference_seed: int, tolerance: float) -> list[str]:
+    n = len(spread["seeds"])
+    correlation = spread["correlation_with_baseline_only"]
+    return [
+        f"split spread over {n} random splits (preprocess seeds {spread['seeds'][1]}.."
+        f"{spread['seeds'][-1]} and {reference_seed}): test RMSE mean {spread['rmse_mean']:.4f}, "
+        f"std {spread['rmse_std']:.4f}, from {spread['rmse_min']:.4f} to {spread['rmse_max']:.4f}",
+        f"  seed {reference_seed}'s split ranks {spread['reference_rank']} of {n} by test RMSE "
+        f"(1 = hardest); {spread['within_tolerance']} of the {n - 1} others are within "
+        f"{tolerance:g} of it",
+        f"  BaselineOnly on the same splits: mean {spread['baseline_only_rmse_mean']:.4f}, std "
+        f"{spread['baseline_only_rmse_std']:.4f}; correlation with ours "
+        f"{'n/a' if correlation is None else format(correlation, '.2f')}",
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -417,6 +486,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="preprocess seeds for the seed check; none disables it",
     )
     parser.add_argument(
+        "--spread",
+        type=int,
+        default=DEFAULT_SPREAD,
+        metavar="N",
+        help="also fit the splits of preprocess seeds 1..N and report how the test RMSE varies "
+        "over them (with the seed check; 0 disables)",
+    )
+    parser.add_argument(
         "--seeds-out", type=Path, help="seed check JSON; default: seeds.json beside --out"
     )
     parser.add_argument(
@@ -425,7 +502,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help=f"also time `python -m stages.train` as a process (with {OURS})",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.spread < 0:
+        parser.error(f"--spread must be 0 or more, got {args.spread}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -450,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("wrote %s", args.out)
     if args.seeds:
         ours = next((r["rmse"] for r in rows if r["model"] == OURS), None)
-        check = {**check_seeds(params, args.seeds, ours), **context}
+        check = {**check_seeds(params, args.seeds, ours, args.spread), **context}
         seeds_out = args.seeds_out or args.out.with_name("seeds.json")
         write_json(seeds_out, check)
         print("\n".join(seed_lines(check)))

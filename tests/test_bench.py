@@ -129,14 +129,62 @@ def test_seed_check_refuses_a_stale_split(in_project):
 
 def test_seed_check_writes_each_seed_beside_the_results(in_project, tmp_path, capsys):
     out = tmp_path / "results.json"
-    bench_train.main(["--models", "BaselineOnly", "--out", str(out), "--seeds", "1"])
+    argv = ["--models", "BaselineOnly", "--out", str(out), "--seeds", "1", "--spread", "2"]
+    bench_train.main(argv)
     check = json.loads((tmp_path / "seeds.json").read_text(encoding="utf-8"))
-    assert check["reference_seed"] == load_params()["preprocess"]["seed"]
+    reference_seed = load_params()["preprocess"]["seed"]
+    assert check["reference_seed"] == reference_seed
     [run] = check["runs"]
     assert run["seed"] == 1
     assert run["delta"] == pytest.approx(run["rmse"] - check["reference_rmse"], abs=1e-6)
     assert run["within_tolerance"] == (abs(run["delta"]) <= bench_train.SEED_TOLERANCE)
-    assert "seed   1:" in capsys.readouterr().out
+    spread = check["spread"]
+    assert spread["seeds"] == [reference_seed, 1, 2]
+    assert spread["rmse_min"] <= check["reference_rmse"] <= spread["rmse_max"]
+    assert spread["rmse_min"] <= run["rmse"] <= spread["rmse_max"]
+    printed = capsys.readouterr().out
+    assert "seed   1:" in printed
+    assert (
+        f"split spread over 3 random splits (preprocess seeds 1..2 and {reference_seed})" in printed
+    )
+
+
+def test_split_spread_ranks_the_reference_split_among_the_others():
+    reference = {"seed": 42, "rmse": 0.85, "baseline_only_rmse": 0.88}
+    runs = [
+        {"seed": 1, "rmse": 0.842, "baseline_only_rmse": 0.87},
+        {"seed": 2, "rmse": 0.858, "baseline_only_rmse": 0.89},
+        {"seed": 3, "rmse": 0.83, "baseline_only_rmse": 0.86},
+    ]
+    spread = bench_train.split_spread(reference, runs, tolerance=0.01)
+    ours = np.array([0.85, 0.842, 0.858, 0.83])
+    baseline = np.array([0.88, 0.87, 0.89, 0.86])
+    assert spread["seeds"] == [42, 1, 2, 3]
+    assert spread["rmse_mean"] == pytest.approx(ours.mean(), abs=1e-6)
+    assert spread["rmse_std"] == pytest.approx(ours.std(ddof=1), abs=1e-6)
+    assert (spread["rmse_min"], spread["rmse_max"]) == (0.83, 0.858)
+    assert spread["baseline_only_rmse_std"] == pytest.approx(baseline.std(ddof=1), abs=1e-6)
+    assert spread["correlation_with_baseline_only"] == pytest.approx(
+        np.corrcoef(ours, baseline)[0, 1], abs=1e-4
+    )
+    assert spread["reference_rank"] == 2  # only seed 2's split is harder
+    assert spread["within_tolerance"] == 2  # 0.842 and 0.858; 0.83 is 0.02 away
+
+
+def test_split_spread_of_two_splits_has_no_correlation():
+    reference = {"seed": 42, "rmse": 0.85, "baseline_only_rmse": 0.88}
+    spread = bench_train.split_spread(
+        reference, [{"seed": 1, "rmse": 0.87, "baseline_only_rmse": 0.9}], tolerance=0.01
+    )
+    assert spread["correlation_with_baseline_only"] is None
+    assert (spread["reference_rank"], spread["within_tolerance"]) == (2, 0)
+
+
+def test_a_negative_spread_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_train.parse_args(["--spread", "-1"])
+    assert exit_info.value.code != 0
+    assert "--spread must be 0 or more, got -1" in capsys.readouterr().err
 
 
 def test_a_failing_train_stage_is_one_line(in_project, tmp_path, monkeypatch):
