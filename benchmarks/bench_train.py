@@ -270,6 +270,15 @@ def time_train_stage(root: Path = ROOT) -> float:
     return seconds
 
 
+def std_of_test_ratings(split: Split) -> float:
+    """The standard deviation of the test ratings: the RMSE of predicting their own mean.
+
+    A split's difficulty before any model: a test split whose ratings spread less is easier for
+    every model.
+    """
+    return round(float(split.test["rating"].std(ddof=0)), 6)
+
+
 def split_run(ratings: pd.DataFrame, params: dict, seed: int) -> dict:
     """Our model and Surprise's BaselineOnly (how hard the split is, model aside) on one split.
 
@@ -282,6 +291,7 @@ def split_run(ratings: pd.DataFrame, params: dict, seed: int) -> dict:
         "seed": seed,
         **{k: row[k] for k in ("rmse", "mae", "fit_seconds", "epochs")},
         "baseline_only_rmse": bench_peer("BaselineOnly", split, seed)["rmse"],
+        "test_rating_std": std_of_test_ratings(split),
     }
 
 
@@ -311,6 +321,7 @@ def check_seeds(
         "seed": seed,
         "rmse": reference_rmse,
         "baseline_only_rmse": bench_peer("BaselineOnly", pipeline, seed)["rmse"],
+        "test_rating_std": std_of_test_ratings(pipeline),
     }
     others = sorted((set(seeds) | set(range(1, spread + 1))) - {seed})
     by_seed = {other: split_run(ratings, params, other) for other in others}
@@ -319,6 +330,7 @@ def check_seeds(
         "reference_seed": seed,
         "reference_rmse": reference_rmse,
         "reference_baseline_only_rmse": reference["baseline_only_rmse"],
+        "reference_test_rating_std": reference["test_rating_std"],
         "tolerance": SEED_TOLERANCE,
         "runs": [seed_delta(by_seed[other], reference) for other in seeds if other != seed],
     }
@@ -444,14 +456,15 @@ def summary_lines(rows: list[dict]) -> list[str]:
 def seed_lines(check: dict) -> list[str]:
     lines = [
         f"seed check: test RMSE of {check['model']} per preprocess seed, tolerance "
-        f"{check['tolerance']:g} of seed {check['reference_seed']}'s {check['reference_rmse']:.4f}"
+        f"{check['tolerance']:g} of seed {check['reference_seed']}'s {check['reference_rmse']:.4f} "
+        f"(its test ratings' std {check['reference_test_rating_std']:.4f})"
     ]
     for run in check["runs"]:
         verdict = "ok" if run["within_tolerance"] else "OUTSIDE tolerance"
         lines.append(
             f"  seed {run['seed']:>3}: {run['rmse']:.4f} ({run['delta']:+.4f}) {verdict}; "
             f"BaselineOnly on the same split {run['baseline_only_rmse']:.4f} "
-            f"({run['baseline_only_delta']:+.4f})"
+            f"({run['baseline_only_delta']:+.4f}); test ratings' std {run['test_rating_std']:.4f}"
         )
     if "spread" in check:
         lines.extend(spread_lines(check["spread"], check["reference_seed"], check["tolerance"]))

@@ -138,6 +138,14 @@ def test_seed_check_writes_each_seed_beside_the_results(in_project, tmp_path, ca
     assert run["seed"] == 1
     assert run["delta"] == pytest.approx(run["rmse"] - check["reference_rmse"], abs=1e-6)
     assert run["within_tolerance"] == (abs(run["delta"]) <= bench_train.SEED_TOLERANCE)
+    pipeline, other = (
+        bench_train.load_split(),
+        bench_train.resplit(
+            bench_train.release_ratings(load_params()), load_params()["preprocess"], 1
+        ),
+    )
+    assert check["reference_test_rating_std"] == pytest.approx(pipeline.test["rating"].std(ddof=0))
+    assert run["test_rating_std"] == pytest.approx(other.test["rating"].std(ddof=0))
     spread = check["spread"]
     assert spread["seeds"] == [reference_seed, 1, 2]
     assert spread["rmse_min"] <= check["reference_rmse"] <= spread["rmse_max"]
