@@ -332,7 +332,11 @@ def check_seeds(
         "reference_baseline_only_rmse": reference["baseline_only_rmse"],
         "reference_test_rating_std": reference["test_rating_std"],
         "tolerance": SEED_TOLERANCE,
-        "runs": [seed_delta(by_seed[other], reference) for other in seeds if other != seed],
+        "runs": [
+            seed_delta(by_seed[other], reference, SEED_TOLERANCE)
+            for other in seeds
+            if other != seed
+        ],
     }
     spread_runs = [by_seed[other] for other in range(1, spread + 1) if other != seed]
     if spread_runs:
@@ -340,13 +344,13 @@ def check_seeds(
     return check
 
 
-def seed_delta(run: dict, reference: dict) -> dict:
+def seed_delta(run: dict, reference: dict, tolerance: float) -> dict:
     """A split's run with its distance from the reference split's RMSE, ours and BaselineOnly's."""
     delta = run["rmse"] - reference["rmse"]
     return {
         **run,
         "delta": round(delta, 6),
-        "within_tolerance": bool(abs(delta) <= SEED_TOLERANCE),
+        "within_tolerance": bool(abs(delta) <= tolerance),
         "baseline_only_delta": round(
             run["baseline_only_rmse"] - reference["baseline_only_rmse"], 6
         ),

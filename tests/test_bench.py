@@ -138,12 +138,9 @@ def test_seed_check_writes_each_seed_beside_the_results(in_project, tmp_path, ca
     assert run["seed"] == 1
     assert run["delta"] == pytest.approx(run["rmse"] - check["reference_rmse"], abs=1e-6)
     assert run["within_tolerance"] == (abs(run["delta"]) <= bench_train.SEED_TOLERANCE)
-    pipeline, other = (
-        bench_train.load_split(),
-        bench_train.resplit(
-            bench_train.release_ratings(load_params()), load_params()["preprocess"], 1
-        ),
-    )
+    params = load_params()
+    pipeline = bench_train.load_split()
+    other = bench_train.resplit(bench_train.release_ratings(params), params["preprocess"], 1)
     assert check["reference_test_rating_std"] == pytest.approx(pipeline.test["rating"].std(ddof=0))
     assert run["test_rating_std"] == pytest.approx(other.test["rating"].std(ddof=0))
     spread = check["spread"]
