@@ -28,6 +28,7 @@ from surprise import SVD, BaselineOnly, Dataset, KNNBaseline, Reader, SVDpp
 from surprise.prediction_algorithms.algo_base import AlgoBase
 
 from stages import kernels, paths
+from stages.baseline import fit_bias_model
 from stages.common import PipelineError, load_params, run_stage, write_json
 from stages.datasets import get_dataset
 from stages.evaluate import predict_test, scores
@@ -187,9 +188,8 @@ def bench_ours(split: Split, params: dict) -> dict:
     start = time.perf_counter()
     model, history = fit_model(split.train, split.n_users, split.n_movies, params["train"])
     seconds = time.perf_counter() - start
-    predicted, _, _ = predict_test(
-        model, split.train, split.test, split.n_users, split.n_movies, params["evaluate"]
-    )
+    biases = fit_bias_model(split.train, split.n_users, split.n_movies, params["train"])
+    predicted, _ = predict_test(model, biases, split.test, params["evaluate"]["batch_size"])
     row = result_row(
         OURS,
         split.test["rating"].to_numpy(),

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from stages import paths
+from stages.baseline import BiasModel, load_bias_model
 from stages.common import load_params, require, run_stage, write_csv, write_json
 from stages.ranking import Factors, factors_from_model, ranking_metrics, sample_users
 
@@ -30,46 +31,6 @@ def mae(actual: np.ndarray, predicted: np.ndarray) -> float:
     return float(
         np.mean(np.abs(np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)))
     )
-
-
-def fit_biases(
-    user_index: np.ndarray,
-    movie_index: np.ndarray,
-    ratings: np.ndarray,
-    n_users: int,
-    n_movies: int,
-    reg_users: float,
-    reg_movies: float,
-    iterations: int,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Fit rating ~ mu + b_u + b_m by regularised alternating least squares (as Surprise's baseline).
-
-    Returns:
-        mu (the global mean), b_u float64 (n_users,), b_m float64 (n_movies,).
-    """
-    mu = float(np.mean(ratings))
-    residual = ratings.astype(np.float64) - mu
-    # bincount and take want intp indices: convert once, not twice per iteration.
-    user_index, movie_index = np.asarray(user_index, np.intp), np.asarray(movie_index, np.intp)
-    b_u, b_m = np.zeros(n_users), np.zeros(n_movies)
-    n_u = np.bincount(user_index, minlength=n_users)
-    n_m = np.bincount(movie_index, minlength=n_movies)
-    work = np.empty_like(residual)  # one buffer for every pass, not two new arrays per iteration
-    for _ in range(iterations):
-        np.subtract(residual, b_m.take(movie_index, out=work), out=work)
-        b_u = np.bincount(user_index, work, n_users) / (reg_users + n_u)
-        np.subtract(residual, b_u.take(user_index, out=work), out=work)
-        b_m = np.bincount(movie_index, work, n_movies) / (reg_movies + n_m)
-    return mu, b_u, b_m
-
-
-def predict_biases(
-    mu: float, b_u: np.ndarray, b_m: np.ndarray, user_index: np.ndarray, movie_index: np.ndarray
-) -> np.ndarray:
-    """mu + b_u + b_m per pair; an index of -1 (unseen in training) contributes no bias."""
-    user_part = np.where(user_index >= 0, b_u[np.maximum(user_index, 0)], 0.0)
-    movie_part = np.where(movie_index >= 0, b_m[np.maximum(movie_index, 0)], 0.0)
-    return mu + user_part + movie_part
 
 
 def predict_with_fallback(
@@ -182,58 +143,53 @@ def ranking_table(
 
 
 def predict_test(
-    model, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_movies: int, p: dict
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """The test predictions: the model for warm pairs, the user+movie bias baseline for cold ones.
+    model, biases: BiasModel, test: pd.DataFrame, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The test predictions: the model for warm pairs, the saved bias model for cold ones.
 
     Args:
         model: the trained Keras model.
-        train, test: user_index, movie_index (-1: unseen in training) and rating of each split.
-        n_users, n_movies: sizes of the encoded id spaces.
-        p: the `evaluate` params section (baseline regularisation and iterations, batch_size).
+        biases: the bias model the train stage fitted on the same training split.
+        test: user_index and movie_index (-1: unseen in training) of the test split.
+        batch_size: pairs per model.predict call.
 
     Returns:
-        float64 (n_test,) predictions of the model with the fallback, the same of the bias
-        baseline alone, and the training ratings' global mean.
+        float64 (n_test,) predictions of the model with the fallback, and the same of the bias
+        model alone.
     """
     from stages.model import predict_ratings
 
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
-    mu, b_u, b_m = fit_biases(
-        train["user_index"].to_numpy(),
-        train["movie_index"].to_numpy(),
-        train["rating"].to_numpy(),
-        n_users,
-        n_movies,
-        p["baseline_reg_users"],
-        p["baseline_reg_movies"],
-        p["baseline_iterations"],
-    )
-    biases = predict_biases(mu, b_u, b_m, users, movies)
+    fallback = biases.predict(users, movies)
     predicted = predict_with_fallback(
-        lambda u, m: predict_ratings(model, u, m, p["batch_size"]), biases, users, movies
+        lambda u, m: predict_ratings(model, u, m, batch_size), fallback, users, movies
     )
-    return predicted, biases, mu
+    return predicted, fallback
 
 
 def main() -> None:
     from stages.model import load_model
 
     p = load_params()["evaluate"]
-    require(paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MODEL)
+    require(paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MODEL, paths.BASELINE)
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
     test = pd.read_parquet(paths.TEST, columns=["user_index", "movie_index", "rating"])
     n_users = len(pd.read_parquet(paths.USER_IDS))
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
     model = load_model(paths.MODEL)
+    biases = load_bias_model(paths.BASELINE, n_users, n_movies)
 
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
     actual = test["rating"].to_numpy(np.float64)
-    predicted, biases, mu = predict_test(model, train, test, n_users, n_movies, p)
+    predicted, baseline = predict_test(model, biases, test, p["batch_size"])
     warm = (users >= 0) & (movies >= 0)
     table = scores(
         actual,
-        {"model": predicted, "global_mean": np.full(len(actual), mu), "user_movie_biases": biases},
+        {
+            "model": predicted,
+            "global_mean": np.full(len(actual), biases.mu),
+            "user_movie_biases": baseline,
+        },
     )
     ranked = sample_users(n_users, p["ranking_users"], p["seed"])
     ranking = ranking_table(
@@ -274,7 +230,7 @@ def main() -> None:
     for name, row in table.items():
         log.info("%-18s %8.4f %8.4f", name, row["rmse"], row["mae"])
     log.info(
-        "%d test pairs, %d cold (predicted by the user+movie bias baseline)",
+        "%d test pairs, %d cold (predicted by the saved user+movie bias model)",
         len(actual),
         (~warm).sum(),
     )

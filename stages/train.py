@@ -17,6 +17,7 @@ import pandas as pd
 import tensorflow as tf
 
 from stages import kernels, paths
+from stages.baseline import fit_bias_model, save_bias_model
 from stages.common import (
     PipelineError,
     atomic_path,
@@ -252,6 +253,7 @@ def main() -> None:
     fitted = fitted_ratings(len(train), p["validation_size"]) * len(history)
     log.info("fit took %.1f s (%.0f ratings/s)", seconds, fitted / seconds)
     save_model(model, paths.MODEL)
+    save_bias_model(fit_bias_model(train, n_users, n_movies, p), paths.BASELINE)
     plot_model(model, paths.MODEL_PLOT, paths.MODEL_DOT)
     write_csv(paths.HISTORY, history)
     write_json(paths.TRAIN_METRICS, summarize_history(history))

@@ -13,8 +13,9 @@ import yaml
 from benchmarks import bench_train, search
 from benchmarks.bench_train import OURS
 from stages import download, evaluate, paths, preprocess, train
+from stages.baseline import fit_biases, predict_biases
 from stages.common import PipelineError, load_params
-from stages.evaluate import fit_biases, predict_biases, rmse
+from stages.evaluate import rmse
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = {"embedding_dim": 4, "epochs": 3, "patience": 2, "batch_size": 512}

@@ -4,12 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stages.baseline import fit_biases, predict_biases
 from stages.evaluate import (
     activity_buckets,
-    fit_biases,
     mae,
     popularity_factors,
-    predict_biases,
     predict_with_fallback,
     ranking_table,
     rmse,

@@ -81,7 +81,7 @@ GOOD_VALUES = [
     ("train", "validation_size", 0),
     ("train", "patience", 0),
     ("evaluate", "activity_buckets", [1]),
-    ("evaluate", "baseline_reg_users", 0),
+    ("train", "baseline_reg_users", 0),
 ]
 
 
