@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+USER_INPUT, MOVIE_INPUT = "user_index", "movie_index"
 USER_EMBEDDING, MOVIE_EMBEDDING = "user_embedding", "movie_embedding"
 USER_BIAS, MOVIE_BIAS = "user_bias", "movie_bias"
 RATING = "rating"  # the Rescaling layer: rating = offset + scale * sigmoid(logit)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, RATING, USER_BIAS, USER_EMBEDDING
-
-USER_INPUT = "user_index"
-MOVIE_INPUT = "movie_index"
+from stages.layers import (
+    MOVIE_BIAS,
+    MOVIE_EMBEDDING,
+    MOVIE_INPUT,
+    RATING,
+    USER_BIAS,
+    USER_EMBEDDING,
+    USER_INPUT,
+)
 
 
 def build_model(
