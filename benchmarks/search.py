@@ -31,7 +31,7 @@ from stages.common import (
     validate_params,
     write_json,
 )
-from stages.train import fit_model, summarize_history
+from stages.train import summarize_fit, train_model
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,10 @@ def search(
     rows = []
     for number, combo in enumerate(combos, 1):
         start = time.perf_counter()
-        p = train_params(params, combo)
-        _, history = fit_model(train, n_users, n_movies, p)
+        p = {**train_params(params, combo), "refit": False}  # scored on validation: no refit
+        fit = train_model(train, n_users, n_movies, p)
         seconds = time.perf_counter() - start
-        row = {"params": combo, **summarize_history(history), "fit_seconds": round(seconds, 3)}
+        row = {"params": combo, **summarize_fit(fit), "fit_seconds": round(seconds, 3)}
         # Still improving when train.epochs ran out: more epochs might score better.
         row["hit_epoch_cap"] = row["best_epoch"] == p["epochs"]
         log.info(

@@ -103,6 +103,8 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "seed": seed,
         },
         "train": {
+            "engine": Spec(str, choices=("auto", "keras", "compiled")),
+            "refit": Spec(bool),
             "embedding_dim": positive_int,
             "epochs": positive_int,
             "batch_size": positive_int,

@@ -16,15 +16,35 @@ Per step, for the batch's rows u = U[users], m = M[movies], biases b_u, b_m, ove
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import keras
 import numpy as np
+import pandas as pd
 
 from stages import kernels
+from stages.architecture import standard_problem
+from stages.epochs import TrainingData, check_finite, epoch_orders, format_row
 from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING, rating_scale
 
+log = logging.getLogger(__name__)
+
 TABLES = (USER_EMBEDDING, USER_BIAS, MOVIE_EMBEDDING, MOVIE_BIAS)
+
+
+def compiled_problem(model: keras.Model) -> str | None:
+    """Why the compiled engine cannot train `model` exactly, or None when it can.
+
+    It implements the standard architecture of stages.model and nothing else: the four tables,
+    Dot without normalisation, Add, sigmoid, Rescaling, L2 regularizers only, no other layers,
+    constraints or trainable weights.
+    """
+    problem = standard_problem(model.get_config())
+    if problem is None and len(model.trainable_weights) != len(TABLES):
+        names = sorted(w.path for w in model.trainable_weights)
+        problem = f"its trainable weights are {', '.join(names)}, not the four tables"
+    return problem
 
 
 @dataclass(frozen=True)
@@ -155,3 +175,68 @@ def _kernel_input(users, movies, ratings) -> tuple[np.ndarray, np.ndarray, np.nd
 def _columns(l2: tuple[float, float], dim: int) -> np.ndarray:
     """Per-column weights of a joined (embedding | bias) table: l2[0] for dim columns, then l2[1]."""
     return np.array([l2[0]] * dim + [l2[1]], np.float32)
+
+
+class EarlyStopping:
+    """Stops after `patience` epochs without a better validation RMSE; keeps the best weights."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = np.inf
+        self.best_weights = None
+        self.waited = 0
+
+    def done(self, val_rmse: float, trainer: AdamTrainer) -> bool:
+        if val_rmse < self.best:
+            self.best, self.best_weights, self.waited = val_rmse, trainer.snapshot(), 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+def fit_compiled(
+    model: keras.Model,
+    data: TrainingData,
+    p: dict,
+    check_rows: np.ndarray,
+    epochs: int | None = None,
+) -> tuple[pd.DataFrame, float]:
+    """Train the model's four tables with AdamTrainer and write them back into the model.
+
+    Args:
+        model: a model that compiled_problem accepts.
+        data: the ratings, fitting and validation rows (stages.epochs).
+        p: the `train` params section (learning_rate, batch_size, epochs, patience, seed).
+        check_rows: positions of the ratings to score the final weights on.
+        epochs: how many epochs to run instead of p["epochs"] (the refit).
+
+    Returns:
+        The per-epoch history (epoch, loss, rmse, and val_rmse when validating), and the
+        trainer's own RMSE of the weights it wrote into the model on `check_rows`, for the caller
+        to check against Keras' predictions.
+    """
+    trainer = AdamTrainer(model, p["learning_rate"], p["batch_size"])
+    epochs = p["epochs"] if epochs is None else epochs
+    validating = len(data.val_rows) > 0
+    stopper = EarlyStopping(p["patience"]) if validating else None
+    validation = data.part(data.val_rows)
+    shuffled = [
+        np.empty(len(data.fit_rows), a.dtype) for a in (data.users, data.movies, data.ratings)
+    ]
+    orders = epoch_orders(data.fit_rows, p["seed"])
+    history = []
+    for epoch in range(1, epochs + 1):
+        kernels.gather(next(orders), data.users, data.movies, data.ratings, *shuffled)
+        row = {"epoch": epoch, **trainer.run_epoch(*shuffled)}
+        if validating:
+            row["val_rmse"] = trainer.rmse(*validation)
+        history.append(row)
+        log.info("epoch %d/%d: %s", epoch, epochs, format_row(row))
+        check_finite(epoch, row["loss"])
+        if stopper is not None and stopper.done(row["val_rmse"], trainer):
+            log.info("early stop: val_rmse has not improved for %d epochs", p["patience"])
+            break
+    if stopper is not None:
+        trainer.restore(stopper.best_weights)
+    trainer.to_model()
+    return pd.DataFrame(history), trainer.rmse(*data.part(check_rows))

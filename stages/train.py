@@ -9,6 +9,8 @@ import shutil
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -27,28 +29,44 @@ from stages.common import (
     write_csv,
     write_json,
 )
-from stages.fit import AdamTrainer
-from stages.model import build_model
+from stages.epochs import TrainingData, fitted_ratings, training_data
+from stages.fit import compiled_problem, fit_compiled
+from stages.model import build_model, predict_ratings
 
 log = logging.getLogger(__name__)
 
 
-def fitted_ratings(n: int, validation_size: float) -> int:
-    """How many of n training rows the model fits on: all but the validation part."""
-    return n - round(n * validation_size)
+# Without a validation part, the post-fit check compares the engines on this many fitting rows.
+CHECK_ROWS = 100_000
+CHECK_TOLERANCE = 1e-4  # RMSE stars: Keras' predictions against the compiled trainer's own
 
 
-def carve_validation(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split row positions 0..n-1 at random into fitting and validation positions (both sorted).
+@dataclass(frozen=True)
+class Fit:
+    """A trained model and how it was trained.
 
-    validation_size=0 gives no validation rows.
+    Attributes:
+        model: the trained Keras model (uncompiled: what is saved holds no optimizer state).
+        history: per-epoch figures of the run that chose the number of epochs (epoch, loss,
+            rmse, and val_rmse when validating).
+        engine: "keras" or "compiled"; reason: why that engine ran.
+        best_epoch: the epoch whose weights early stopping kept (the last one without it).
+        refit: whether the saved model was retrained on every training row for best_epoch epochs.
+        fitted_ratings: ratings the saved model was fitted on, per epoch.
     """
-    n_val = n - fitted_ratings(n, validation_size)
-    if n_val >= n:
-        raise PipelineError(f"train.validation_size={validation_size} leaves no ratings to fit on")
-    held_out = np.zeros(n, dtype=bool)
-    held_out[np.random.default_rng(seed).permutation(n)[:n_val]] = True  # a mask: no sort of n rows
-    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+    model: keras.Model
+    history: pd.DataFrame
+    engine: str
+    reason: str
+    best_epoch: int
+    refit: bool
+    fitted_ratings: int
+
+    @property
+    def epochs_in_all(self) -> int:
+        """Epochs trained: the selection run's and the refit's."""
+        return len(self.history) + (self.best_epoch if self.refit else 0)
 
 
 def rating_scale_of(ratings: np.ndarray) -> tuple[float, float]:
@@ -67,93 +85,163 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def fit_model(
-    train: pd.DataFrame, n_users: int, n_movies: int, p: dict
-) -> tuple[keras.Model, pd.DataFrame]:
-    """Build the model and fit it with Adam, one compiled loop per epoch (stages.fit).
+def visible_gpus() -> list:
+    """The GPUs TensorFlow sees."""
+    return tf.config.list_physical_devices("GPU")
+
+
+def choose_engine(requested: str, model: keras.Model, n_gpus: int) -> tuple[str, str]:
+    """The engine that trains `model` and why: `compiled` only for a model it implements exactly.
+
+    Raises:
+        PipelineError: when train.engine=compiled and the model is not the standard architecture.
+    """
+    problem = compiled_problem(model)
+    if requested == "compiled":
+        if problem is not None:
+            raise PipelineError(
+                f"train.engine=compiled cannot train this model: {problem}; "
+                "train.engine=keras trains it"
+            )
+        return "compiled", "train.engine=compiled"
+    if requested == "keras":
+        return "keras", "train.engine=keras"
+    if problem is not None:
+        return "keras", f"the compiled engine does not implement this model: {problem}"
+    if n_gpus:
+        return "keras", f"{n_gpus} GPU(s) visible"
+    return "compiled", "the standard architecture and no GPU visible"
+
+
+def distribution_strategy(n_gpus: int) -> tf.distribute.Strategy:
+    """MirroredStrategy over the GPUs when there are several, else TensorFlow's default strategy."""
+    return tf.distribute.MirroredStrategy() if n_gpus > 1 else tf.distribute.get_strategy()
+
+
+def check_keras_agrees(model: keras.Model, data: TrainingData, trainer_rmse: float) -> None:
+    """Keras' own predictions must give the RMSE the compiled trainer computed for its weights.
+
+    Raises:
+        PipelineError: when they differ by more than CHECK_TOLERANCE, before anything is saved.
+    """
+    users, movies, ratings = data.part(check_rows(data))
+    predicted = predict_ratings(model, users, movies, batch_size=65536)
+    keras_rmse = float(np.sqrt(np.mean((predicted.astype(np.float64) - ratings) ** 2)))
+    if not abs(keras_rmse - trainer_rmse) <= CHECK_TOLERANCE:
+        raise PipelineError(
+            f"the model's Keras predictions score RMSE {keras_rmse:.6f} but the compiled engine "
+            f"trained weights scoring {trainer_rmse:.6f}; nothing was saved; "
+            "train with train.engine=keras"
+        )
+
+
+def check_rows(data: TrainingData) -> np.ndarray:
+    """The rows the engines are compared on: the validation part, else the first fitting rows."""
+    return data.val_rows if len(data.val_rows) else data.fit_rows[:CHECK_ROWS]
+
+
+def run_engine(
+    engine: str, model: keras.Model, data: TrainingData, p: dict, epochs: int | None = None
+) -> pd.DataFrame:
+    """Train `model` in place with one engine; the compiled one is checked against Keras."""
+    if engine == "keras":
+        from stages.keras_fit import fit_keras
+
+        return fit_keras(model, data, p, epochs)
+    history, trainer_rmse = fit_compiled(model, data, p, check_rows(data), epochs)
+    check_keras_agrees(model, data, trainer_rmse)
+    return history
+
+
+def best_epoch_of(history: pd.DataFrame) -> int:
+    """The epoch whose weights were kept: the best validation RMSE, else the last epoch."""
+    if "val_rmse" not in history:
+        return int(history["epoch"].iloc[-1])
+    return int(history["epoch"].iloc[int(history["val_rmse"].to_numpy().argmin())])
+
+
+def train_model(
+    train: pd.DataFrame,
+    n_users: int,
+    n_movies: int,
+    p: dict,
+    build: Callable[..., keras.Model] = build_model,
+    strategy: tf.distribute.Strategy | None = None,
+) -> Fit:
+    """Build the model and train it with the engine train.engine picks; refit it when asked.
 
     Args:
         train: user_index, movie_index (int32) and rating (float32) of the training split.
-        n_users: number of encoded users.
-        n_movies: number of encoded movies.
+        n_users, n_movies: sizes of the encoded id spaces.
         p: the `train` params section.
-
-    Returns:
-        The fitted model (weights of the best validation epoch when there is a validation part)
-        and the per-epoch history: epoch, loss, rmse, and val_rmse when validating.
+        build: builds the model from (n_users, n_movies, embedding_dim, embeddings_l2,
+            activity_l2, rating_scale); stages.model.build_model unless a test edits the model.
+        strategy: where the Keras engine trains; by default MirroredStrategy over the GPUs when
+            there are several.
     """
     seed_everything(p["seed"])
-    users = train["user_index"].to_numpy(np.int32)
-    movies = train["movie_index"].to_numpy(np.int32)
-    ratings = train["rating"].to_numpy(np.float32)
-    fit_rows, val_rows = carve_validation(len(train), p["validation_size"], p["seed"])
-    model = build_model(
-        n_users,
-        n_movies,
-        p["embedding_dim"],
-        p["embeddings_l2"],
-        p["activity_l2"],
-        rating_scale_of(ratings[fit_rows]),
+    data = training_data(
+        train["user_index"].to_numpy(),
+        train["movie_index"].to_numpy(),
+        train["rating"].to_numpy(),
+        p["validation_size"],
+        p["seed"],
     )
-    trainer = AdamTrainer(model, p["learning_rate"], p["batch_size"])
-    stopper = EarlyStopping(p["patience"]) if len(val_rows) else None
-    validation = users[val_rows], movies[val_rows], ratings[val_rows]
-    shuffle = np.random.default_rng(p["seed"])
-    shuffled = [np.empty(len(fit_rows), a.dtype) for a in (users, movies, ratings)]
-    history = []
-    for epoch in range(1, p["epochs"] + 1):
-        kernels.gather(shuffle.permutation(fit_rows), users, movies, ratings, *shuffled)
-        row = {"epoch": epoch, **trainer.run_epoch(*shuffled)}
-        if stopper is not None:
-            row["val_rmse"] = trainer.rmse(*validation)
-        history.append(row)
-        log.info("epoch %d/%d: %s", epoch, p["epochs"], format_row(row))
-        if not np.isfinite(row["loss"]):
-            raise PipelineError(
-                f"training diverged at epoch {epoch} (loss {row['loss']}); "
-                "lower train.learning_rate or raise the L2 weights"
+    scale = rating_scale_of(data.ratings[data.fit_rows])
+    n_gpus = len(visible_gpus())
+    strategy = strategy or distribution_strategy(n_gpus)
+
+    def initial_model() -> keras.Model:
+        keras.utils.set_random_seed(p["seed"])  # the same initial weights every time
+        with strategy.scope():
+            return build(
+                n_users, n_movies, p["embedding_dim"], p["embeddings_l2"], p["activity_l2"], scale
             )
-        if stopper is not None and stopper.done(row["val_rmse"], trainer):
-            log.info("early stop: val_rmse has not improved for %d epochs", p["patience"])
-            break
-    if stopper is not None:
-        trainer.restore(stopper.best_weights)
-    trainer.to_model()
-    return model, pd.DataFrame(history)
+
+    model = initial_model()
+    engine, reason = choose_engine(p["engine"], model, n_gpus)
+    log.info("engine: %s (%s)", engine, reason)
+    history = run_engine(engine, model, data, p)
+    best = best_epoch_of(history)
+    refit = bool(p["refit"]) and len(data.val_rows) > 0
+    if refit:
+        log.info("refit: %d epochs on all %d training ratings", best, len(data.ratings))
+        model = initial_model()
+        run_engine(engine, model, data.whole(), p, epochs=best)
+    fitted = len(data.ratings) if refit else len(data.fit_rows)
+    return Fit(uncompiled(model), history, engine, reason, best, refit, fitted)
 
 
-def format_row(row: dict) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
+def uncompiled(model: keras.Model) -> keras.Model:
+    """The model without its optimizer and compile settings (what the Keras engine added)."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    bare = model.__class__.from_config(model.get_config())  # the same layers and names
+    bare.set_weights(model.get_weights())
+    return bare
 
 
-class EarlyStopping:
-    """Stops after `patience` epochs without a better validation RMSE; keeps the best weights."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.best = np.inf
-        self.best_weights = None
-        self.waited = 0
-
-    def done(self, val_rmse: float, trainer: AdamTrainer) -> bool:
-        if val_rmse < self.best:
-            self.best, self.best_weights, self.waited = val_rmse, trainer.snapshot(), 0
-            return False
-        self.waited += 1
-        return self.waited >= self.patience
+def fit_model(
+    train: pd.DataFrame, n_users: int, n_movies: int, p: dict
+) -> tuple[keras.Model, pd.DataFrame]:
+    """train_model's model and history, for callers that need no more (benchmarks, folds)."""
+    fit = train_model(train, n_users, n_movies, p)
+    return fit.model, fit.history
 
 
-def summarize_history(history: pd.DataFrame) -> dict:
-    """The train stage's metrics: epochs run, best epoch and the RMSEs at the best epoch."""
-    monitor = "val_rmse" if "val_rmse" in history else "rmse"
-    best = int(history[monitor].to_numpy().argmin())
+def summarize_fit(fit: Fit) -> dict:
+    """The train stage's metrics: the engine, epochs run, best epoch, RMSEs there, the refit."""
+    history = fit.history
+    best = fit.best_epoch - 1
     summary = {
+        "engine": fit.engine,
         "epochs_run": len(history),
-        "best_epoch": best + 1,
+        "best_epoch": fit.best_epoch,
         "train_rmse": float(history["rmse"].iloc[best]),
     }
     if "val_rmse" in history:
         summary["val_rmse"] = float(history["val_rmse"].iloc[best])
+    summary |= {"refit": fit.refit, "fitted_ratings": fit.fitted_ratings}
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()}
 
 
@@ -242,21 +330,31 @@ def main() -> None:
     n_users = len(pd.read_parquet(paths.USER_IDS))
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
     log.info("training on %d ratings of %d users and %d movies", len(train), n_users, n_movies)
+    if p["engine"] != "keras":
+        start = time.perf_counter()
+        kernels.warm_up()
+        log.info(
+            "training kernels ready in %.1f s (compiled once, then cached)",
+            time.perf_counter() - start,
+        )
     start = time.perf_counter()
-    kernels.warm_up()
-    log.info(
-        "training kernels ready in %.1f s (compiled once, then cached)", time.perf_counter() - start
-    )
-    start = time.perf_counter()
-    model, history = fit_model(train, n_users, n_movies, p)
+    fit = train_model(train, n_users, n_movies, p)
     seconds = time.perf_counter() - start
-    fitted = fitted_ratings(len(train), p["validation_size"]) * len(history)
-    log.info("fit took %.1f s (%.0f ratings/s)", seconds, fitted / seconds)
-    save_model(model, paths.MODEL)
+    log.info(
+        "fit took %.1f s (%.0f ratings/s) with the %s engine, %d epochs in all",
+        seconds, ratings_processed(fit, len(train), p) / seconds, fit.engine, fit.epochs_in_all,
+    )  # fmt: skip
+    save_model(fit.model, paths.MODEL)
     save_bias_model(fit_bias_model(train, n_users, n_movies, p), paths.BASELINE)
-    plot_model(model, paths.MODEL_PLOT, paths.MODEL_DOT)
-    write_csv(paths.HISTORY, history)
-    write_json(paths.TRAIN_METRICS, summarize_history(history))
+    plot_model(fit.model, paths.MODEL_PLOT, paths.MODEL_DOT)
+    write_csv(paths.HISTORY, fit.history)
+    write_json(paths.TRAIN_METRICS, summarize_fit(fit))
+
+
+def ratings_processed(fit: Fit, n_train: int, p: dict) -> int:
+    """Ratings the engines went through: each epoch of the selection run, then the refit's."""
+    selection = fitted_ratings(n_train, p["validation_size"]) * len(fit.history)
+    return selection + (n_train * fit.best_epoch if fit.refit else 0)
 
 
 if __name__ == "__main__":

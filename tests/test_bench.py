@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from benchmarks import bench_train, search
-from benchmarks.bench_train import OURS
+from benchmarks.bench_train import COMPILED, KERAS, OURS
 from stages import download, evaluate, paths, preprocess, train
 from stages.baseline import fit_biases, predict_biases
 from stages.common import PipelineError, load_params
@@ -60,7 +60,7 @@ def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project
         ["--models", OURS, "BaselineOnly", "--out", str(out), "--seeds", "--no-train-stage"]
     )
     rows = json.loads(out.read_text(encoding="utf-8"))
-    assert [r["model"] for r in rows] == [OURS, "BaselineOnly"]
+    assert [r["model"] for r in rows] == [COMPILED, KERAS, "BaselineOnly"]
     n_train = len(bench_train.load_split().train)
     for row in rows:
         assert set(row) >= ROW_KEYS
@@ -70,10 +70,16 @@ def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project
         assert row["ratings_per_second"] == pytest.approx(
             row["ratings"] * row["epochs"] / row["fit_seconds"], rel=1e-3
         )
-    ours = rows[0]
-    assert ours["ratings"] == n_train - round(n_train * 0.05)
-    assert 1 <= ours["epochs"] <= TINY_TRAIN["epochs"]
-    assert "train_stage_seconds" not in ours
+    for ours, engine in zip(rows[:2], ("compiled", "keras"), strict=True):
+        assert ours["engine"] == engine
+        # The selection run on all but the validation part, then the refit on every rating.
+        fitted, best = n_train - round(n_train * 0.05), ours["best_epoch"]
+        selection = ours["epochs"] - best
+        assert ours["refit"] and 1 <= selection <= TINY_TRAIN["epochs"]
+        assert ours["ratings"] * ours["epochs"] == pytest.approx(
+            fitted * selection + n_train * best, abs=ours["epochs"]
+        )
+        assert "train_stage_seconds" not in ours
     printed = capsys.readouterr().out
     assert "test RMSE" in printed and "BaselineOnly" in printed
     assert not (tmp_path / "seeds.json").exists()

@@ -15,9 +15,10 @@ import tensorflow as tf
 
 from stages import kernels
 from stages.common import PipelineError
+from stages.epochs import carve_validation, fitted_ratings
 from stages.fit import AdamTrainer, objective_of
 from stages.model import build_model, model_inputs
-from stages.train import carve_validation, fit_model, fitted_ratings
+from stages.train import fit_model
 
 N_USERS, N_MOVIES, DIM = 6, 9, 4
 SCALE = (0.5, 5.0)
@@ -127,6 +128,8 @@ def training_frame(n=600, seed=3):
 
 
 PARAMS = {
+    "engine": "compiled",
+    "refit": False,
     "embedding_dim": 4,
     "epochs": 12,
     "batch_size": 64,

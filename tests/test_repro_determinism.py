@@ -1,5 +1,7 @@
-"""Reproducibility on one machine: two `dvc repro --force` runs give byte-identical results."""
+"""Reproducibility on one machine: two `dvc repro --force` runs give byte-identical results,
+with either training engine."""
 
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ class Run:
     ran: set[str]
     metrics: dict[str, bytes]
     out_hashes: dict[str, str]
+    requested_engine: str
 
 
 def run(repo: Path, *args: str, env: dict) -> str:
@@ -36,7 +39,7 @@ def run(repo: Path, *args: str, env: dict) -> str:
     return output
 
 
-def snapshot(repo: Path, output: str) -> Run:
+def snapshot(repo: Path, output: str, requested_engine: str) -> Run:
     lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
     return Run(
         ran={name for name in STAGE_NAMES if f"Running stage '{name}'" in output},
@@ -50,18 +53,20 @@ def snapshot(repo: Path, output: str) -> Run:
             for stage in lock["stages"].values()
             for out in stage.get("outs", [])
         },
+        requested_engine=requested_engine,
     )
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, small_mirror) -> list[Run]:
+@pytest.fixture(scope="module", params=["auto", "keras"])
+def runs(request, tmp_path_factory, small_mirror) -> list[Run]:
     """A git + DVC copy of the project on small synthetic data: `dvc repro`, then twice
-    `dvc repro --force`."""
+    `dvc repro --force`; with the default engine (compiled here) and with train.engine=keras."""
     env = project_env(small_mirror)
     overrides = {f"train.{key}": value for key, value in FAST_TRAIN.items()}
-    repo = make_project(tmp_path_factory.mktemp("determinism"), overrides, env)
+    overrides["train.engine"] = request.param
+    repo = make_project(tmp_path_factory.mktemp(f"determinism-{request.param}"), overrides, env)
     commands = [("dvc", "repro"), ("dvc", "repro", "--force"), ("dvc", "repro", "--force")]
-    return [snapshot(repo, run(repo, *command, env=env)) for command in commands]
+    return [snapshot(repo, run(repo, *command, env=env), request.param) for command in commands]
 
 
 def differing(first: dict, second: dict) -> list[str]:
@@ -75,6 +80,9 @@ def test_every_run_runs_every_stage(runs):
 def test_forced_runs_write_byte_identical_metrics(runs):
     first, second = runs[1].metrics, runs[2].metrics
     assert {"metrics/train.json", "metrics/scores.json"} <= first.keys()
+    # auto takes the compiled engine for the standard model on a machine without a GPU.
+    expected = {"auto": "compiled", "keras": "keras"}[runs[0].requested_engine]
+    assert json.loads(first["metrics/train.json"])["engine"] == expected
     assert {"metrics/plots/history.csv", "metrics/plots/predictions.csv"} <= first.keys()
     assert differing(first, second) == []
     assert differing(runs[0].metrics, first) == []  # the unforced first run agrees too

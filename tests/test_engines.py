@@ -1,0 +1,282 @@
+"""The two training engines: Keras trains any model, the compiled one only the model it implements.
+
+Both start from the same weights and read the same batches, so they must agree epoch by epoch; the
+compiled one refuses, in one line, a model it does not implement, and is checked against Keras'
+own predictions after every fit.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from stages import fit as compiled_fit
+from stages import paths, train
+from stages.common import PipelineError
+from stages.epochs import carve_validation
+from stages.layers import (
+    MOVIE_BIAS,
+    MOVIE_EMBEDDING,
+    MOVIE_INPUT,
+    RATING,
+    USER_BIAS,
+    USER_EMBEDDING,
+    USER_INPUT,
+)
+from stages.model import build_model, model_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+N_USERS, N_MOVIES = 200, 300  # > 128 rows a table: several rows share each of the 64 Adam blocks
+PARAMS = {
+    "engine": "auto",
+    "refit": False,
+    "embedding_dim": 8,
+    "epochs": 4,
+    "batch_size": 256,  # most rows are untouched by a batch: the kernels' untouched-run path runs
+    "learning_rate": 0.01,
+    "embeddings_l2": 5e-5,
+    "activity_l2": 0.03,
+    "validation_size": 0.1,
+    "patience": 10,
+    "baseline_reg_users": 15.0,
+    "baseline_reg_movies": 10.0,
+    "baseline_iterations": 10,
+    "seed": 3,
+}
+
+
+def planted_ratings(n: int = 8000, seed: int = 0) -> pd.DataFrame:
+    """Ratings 3.5 + b_u + b_m + p_u . q_m + noise on the half-star grid (latent dimension 3)."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, N_USERS, n)
+    movies = rng.integers(0, N_MOVIES, n)
+    p, q = rng.normal(0, 0.6, (N_USERS, 3)), rng.normal(0, 0.6, (N_MOVIES, 3))
+    raw = 3.5 + rng.normal(0, 0.3, N_USERS)[users] + rng.normal(0, 0.4, N_MOVIES)[movies]
+    raw += (p[users] * q[movies]).sum(axis=1) + rng.normal(0, 0.4, n)
+    return pd.DataFrame(
+        {
+            "user_index": users.astype(np.int32),
+            "movie_index": movies.astype(np.int32),
+            "rating": np.clip(np.round(raw * 2) / 2, 0.5, 5.0).astype(np.float32),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def ratings() -> pd.DataFrame:
+    return planted_ratings()
+
+
+def fit_with(ratings, build=build_model, **changes) -> train.Fit:
+    return train.train_model(ratings, N_USERS, N_MOVIES, {**PARAMS, **changes}, build=build)
+
+
+def weights(model) -> list[np.ndarray]:
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def variant(kind: str):
+    """A builder like stages.model.build_model for an edited model (`kind` says what is edited)."""
+
+    def build(n_users, n_movies, dim, embeddings_l2, activity_l2, rating_scale):
+        lo, hi = rating_scale
+        user = keras.Input(shape=(), dtype="int32", name=USER_INPUT)
+        movie = keras.Input(shape=(), dtype="int32", name=MOVIE_INPUT)
+        init = keras.initializers.RandomNormal(stddev=0.05)
+        u = keras.layers.Embedding(n_users, dim, embeddings_initializer=init, name=USER_EMBEDDING)(
+            user
+        )
+        m = keras.layers.Embedding(
+            n_movies, dim, embeddings_initializer=init, name=MOVIE_EMBEDDING
+        )(movie)
+        if kind == "dropout":
+            u = keras.layers.Dropout(0.1, name="dropout")(u)
+        dot = keras.layers.Dot(axes=1, normalize=kind == "cosine", name="dot")([u, m])
+        if kind == "dense":
+            dot = keras.layers.Dense(1, name="dense")(dot)
+        terms = [dot]
+        if kind != "no_biases":
+            terms.append(keras.layers.Embedding(n_users, 1, "zeros", name=USER_BIAS)(user))
+            terms.append(keras.layers.Embedding(n_movies, 1, "zeros", name=MOVIE_BIAS)(movie))
+        logit = keras.layers.Add(name="logit")(terms) if len(terms) > 1 else dot
+        activation = "tanh" if kind == "tanh" else "sigmoid"
+        unit = keras.layers.Activation(activation, name="squash")(logit)
+        rating = keras.layers.Rescaling(scale=hi - lo, offset=lo, name=RATING)(unit)
+        return keras.Model({USER_INPUT: user, MOVIE_INPUT: movie}, rating)
+
+    return build
+
+
+def test_the_engines_agree_at_every_epoch(ratings):
+    """Same initial weights, same batches: validation RMSEs within 1e-3 at each of 4 epochs."""
+    compiled = fit_with(ratings, engine="compiled")
+    keras_fit = fit_with(ratings, engine="keras")
+    assert (compiled.engine, keras_fit.engine) == ("compiled", "keras")
+    assert len(compiled.history) == len(keras_fit.history) == PARAMS["epochs"]
+    np.testing.assert_allclose(
+        keras_fit.history["val_rmse"], compiled.history["val_rmse"], rtol=0, atol=1e-3
+    )
+    np.testing.assert_allclose(keras_fit.history["rmse"], compiled.history["rmse"], atol=1e-3)
+    assert compiled.history["val_rmse"].iloc[-1] < compiled.history["val_rmse"].iloc[0]
+
+
+def test_the_keras_engine_gives_the_same_weights_run_after_run(ratings):
+    first = fit_with(ratings, engine="keras", epochs=2)
+    second = fit_with(ratings, engine="keras", epochs=2)
+    for a, b in zip(weights(first.model), weights(second.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(first.history, second.history)
+
+
+def test_the_saved_keras_model_holds_no_optimizer(ratings, tmp_path):
+    fitted = fit_with(ratings, engine="keras", epochs=1).model
+    assert getattr(fitted, "optimizer", None) is None
+    train.save_model(fitted, tmp_path / "model.keras")  # as the train stage saves it
+
+
+@pytest.mark.parametrize("engine", ["keras", "auto"])
+def test_an_edited_model_trains_under_keras_and_auto(ratings, engine):
+    build = variant("dense")
+    fitted = fit_with(ratings, build=build, engine=engine, epochs=6)
+    assert fitted.engine == "keras"
+    assert "dense" in [layer.name for layer in fitted.model.layers]
+    val = ratings.iloc[carve_validation(len(ratings), 0.1, PARAMS["seed"])[1]]
+    untrained = fit_with(ratings, build=build, engine="keras", epochs=1, learning_rate=1e-12)
+
+    def val_rmse(model) -> float:
+        inputs = model_inputs(val["user_index"], val["movie_index"])
+        predicted = model.predict(inputs, verbose=0)[:, 0]
+        return float(np.sqrt(np.mean((predicted - val["rating"].to_numpy()) ** 2)))
+
+    assert val_rmse(fitted.model) < val_rmse(untrained.model) - 0.05
+    assert val_rmse(fitted.model) == pytest.approx(fitted.history["val_rmse"].min(), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("dense", "layer 'dense' (Dense) is not part of it"),
+        ("dropout", "layer 'dropout' (Dropout) is not part of it"),
+        ("cosine", "the Dot 'dot' normalises its inputs (cosine similarity)"),
+        ("tanh", "activation 'squash' is 'tanh', not sigmoid"),
+        ("no_biases", "it has no layer named 'user_bias'"),
+    ],
+)
+def test_the_compiled_engine_refuses_what_it_does_not_implement(ratings, kind, problem):
+    with pytest.raises(PipelineError) as err:
+        fit_with(ratings, build=variant(kind), engine="compiled")
+    assert str(err.value) == (
+        f"train.engine=compiled cannot train this model: {problem}; train.engine=keras trains it"
+    )
+
+
+def test_auto_names_the_reason_it_picks_keras(ratings):
+    fitted = fit_with(ratings, build=variant("tanh"), engine="auto", epochs=1)
+    assert fitted.engine == "keras"
+    assert fitted.reason.endswith("activation 'squash' is 'tanh', not sigmoid")
+
+
+@pytest.mark.parametrize(
+    ("requested", "n_gpus", "engine"),
+    [("auto", 0, "compiled"), ("auto", 1, "keras"), ("auto", 2, "keras"), ("keras", 0, "keras")],
+)
+def test_auto_takes_the_compiled_engine_only_without_a_gpu(requested, n_gpus, engine):
+    model = build_model(3, 4, 2, 0.0, 0.0, (0.5, 5.0))
+    assert train.choose_engine(requested, model, n_gpus)[0] == engine
+
+
+def test_a_corrupted_write_back_is_caught_before_anything_is_saved(ratings, monkeypatch):
+    write_back = compiled_fit.AdamTrainer.to_model
+
+    def corrupted(self):
+        write_back(self)
+        table = self.variables[0]
+        table.assign(table.numpy() + np.float32(0.05))
+
+    monkeypatch.setattr(compiled_fit.AdamTrainer, "to_model", corrupted)
+    with pytest.raises(PipelineError, match=r"Keras predictions score RMSE .* nothing was saved"):
+        fit_with(ratings, engine="compiled", epochs=1)
+
+
+def test_the_train_stage_writes_nothing_when_the_check_fails(ratings, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = yaml_params(engine="compiled", epochs=1)
+    (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
+    paths.PROCESSED_DIR.mkdir(parents=True)
+    ratings.to_parquet(paths.TRAIN)
+    pd.DataFrame({"userId": np.arange(N_USERS, dtype=np.int32)}).to_parquet(paths.USER_IDS)
+    pd.DataFrame({"movieId": np.arange(N_MOVIES, dtype=np.int32)}).to_parquet(paths.MOVIE_IDS)
+    monkeypatch.setattr(compiled_fit.AdamTrainer, "to_model", lambda self: None)  # writes nothing
+    with pytest.raises(PipelineError, match="nothing was saved"):
+        train.main()
+    assert not paths.MODELS_DIR.exists() and not paths.METRICS_DIR.exists()
+
+
+def yaml_params(**train_changes) -> str:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["train"].update(train_changes)
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def test_the_refit_trains_on_every_row_for_the_chosen_epochs(ratings):
+    selected = fit_with(ratings, engine="compiled", epochs=6, patience=1, learning_rate=0.05)
+    refitted = fit_with(
+        ratings, engine="compiled", epochs=6, patience=1, learning_rate=0.05, refit=True
+    )
+    pd.testing.assert_frame_equal(selected.history, refitted.history)
+    assert (selected.refit, refitted.refit) == (False, True)
+    assert (selected.fitted_ratings, refitted.fitted_ratings) == (len(ratings) - 800, len(ratings))
+    assert refitted.best_epoch == selected.best_epoch
+    summary = train.summarize_fit(refitted)
+    assert (summary["refit"], summary["fitted_ratings"], summary["best_epoch"]) == (
+        True,
+        len(ratings),
+        selected.best_epoch,
+    )
+    differ = [
+        not np.array_equal(a, b)
+        for a, b in zip(weights(selected.model), weights(refitted.model), strict=True)
+    ]
+    assert any(differ)
+
+
+# Two logical CPU devices stand in for two GPUs, as Keras' own distribution tests do.
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, "tests")
+from test_engines import PARAMS, N_USERS, N_MOVIES, planted_ratings
+from stages import train
+ratings = planted_ratings()
+p = {**PARAMS, "engine": "keras", "epochs": 3}
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+mirrored = train.train_model(ratings, N_USERS, N_MOVIES, p, strategy=strategy)
+single = train.train_model(ratings, N_USERS, N_MOVIES, p)
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "mirrored": mirrored.history["val_rmse"].tolist(),
+    "single": single.history["val_rmse"].tolist(),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_devices_matches_one_device():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOGLEVEL": "WARNING"}
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert len(result["mirrored"]) == len(result["single"]) == 3
+    np.testing.assert_allclose(result["mirrored"][-1], result["single"][-1], atol=0.005)
