@@ -44,7 +44,9 @@ def env(small_mirror) -> dict:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, env) -> Path:
     """A git + DVC copy of the project with a fast training setup, after one full `dvc repro`."""
-    repo = make_project(tmp_path_factory.mktemp("project"), {"train.epochs": 3}, env)
+    # Enough steps to learn on 6,000 ratings (a batch of 2,048 would take 3 steps an epoch).
+    learns = {"train.epochs": 30, "train.batch_size": 256}
+    repo = make_project(tmp_path_factory.mktemp("project"), learns, env)
     output = run(repo, "dvc", "repro", env=env)
     assert ran(output) == set(STAGE_NAMES), output
     run(repo, "git", "add", "-A", env=env)
