@@ -30,7 +30,7 @@ from stages.baseline import load_bias_model
 from stages.common import PipelineError, load_params, require, run_stage
 from stages.datasets import get_dataset
 from stages.layers import MOVIE_EMBEDDING, RATING, USER_EMBEDDING
-from stages.ranking import TABLES, PairScorer, Scorer, factors_from_tables, top_k
+from stages.ranking import TABLES, Scorer, factors_from_tables, scorer_of, top_k
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def similar_movies(vectors: np.ndarray, movie_index: int, n: int) -> tuple[np.nd
     return best, similarity[best]
 
 
-# Why a user or movie has no row in the model; None: absent from the ratings altogether.
+# Why a user or movie the ratings hold has no row in the model.
 IN_TEST = "all its ratings fell in the test split"
 FILTERED = "preprocess.top_users / top_movies filtered out its ratings"
 
@@ -196,15 +196,12 @@ def load_scorer(path: Path, n_users: int, n_movies: int) -> Scorer:
         check_sizes(path, scorer.n_users, scorer.n_movies, n_users, n_movies)
         return scorer
     log.info("the model is not the standard architecture (%s): scoring with Keras", problem)
-    from stages.model import predict_ratings
-
     model = load_keras(path)
     names = {layer.name for layer in model.layers}
     if {USER_EMBEDDING, MOVIE_EMBEDDING} <= names:
         tables = (model.get_layer(name).input_dim for name in (USER_EMBEDDING, MOVIE_EMBEDDING))
         check_sizes(path, *tables, n_users, n_movies)
-    batch_size = load_params()["evaluate"]["batch_size"]
-    return PairScorer(lambda u, m: predict_ratings(model, u, m, batch_size), n_users, n_movies)
+    return scorer_of(model, n_users, n_movies, load_params()["evaluate"]["batch_size"])
 
 
 def check_sizes(path: Path, users: int, movies: int, n_users: int, n_movies: int) -> None:
