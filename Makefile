@@ -39,9 +39,11 @@ clean-venv:  ## remove .venv
 plots: deps  ## dvc plots show into plots/ offline, checked in headless chromium, with a screenshot
 	$(BIN)/python scripts/plots_page.py --out plots --screenshot plots/screenshot.png
 
-bench: deps  ## training benchmark (issue #3): our model vs Surprise on the pipeline's split
+bench: deps  ## training benchmark (issue #3) vs Surprise; recommend's start-up vs the TensorFlow import
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m benchmarks.bench_train
+	$(BIN)/dvc repro train
+	$(BIN)/python -m benchmarks.bench_recommend
 
 search: deps  ## grid search over train params, scored on the validation part only
 	$(BIN)/dvc repro preprocess

@@ -11,7 +11,7 @@ import pandas as pd
 from stages import paths
 from stages.baseline import BiasModel, load_bias_model
 from stages.common import load_params, require, run_stage, write_csv, write_json
-from stages.ranking import Factors, factors_from_model, ranking_metrics, sample_users
+from stages.ranking import Factors, Scorer, ranking_metrics, sample_users, scorer_of
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def popularity_factors(train_movies: np.ndarray, n_users: int, n_movies: int) ->
 
 
 def ranking_table(
-    rankers: dict[str, Factors],
+    rankers: dict[str, Scorer],
     train: pd.DataFrame,
     test: pd.DataFrame,
     p: dict,
@@ -118,9 +118,9 @@ def ranking_table(
         users: the user indices to rank, the same for every ranker (sample_users); None: all.
     """
     out = {}
-    for name, factors in rankers.items():
+    for name, scorer in rankers.items():
         summary = ranking_metrics(
-            factors,
+            scorer,
             train["user_index"].to_numpy(),
             train["movie_index"].to_numpy(),
             test["user_index"].to_numpy(),
@@ -194,7 +194,8 @@ def main() -> None:
     ranked = sample_users(n_users, p["ranking_users"], p["seed"])
     ranking = ranking_table(
         {
-            "model": factors_from_model(model),
+            # NumPy for the standard architecture, the model's own predict for any other
+            "model": scorer_of(model, n_users, n_movies, p["batch_size"]),
             "most_popular": popularity_factors(train["movie_index"].to_numpy(), n_users, n_movies),
         },
         train,

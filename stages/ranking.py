@@ -1,15 +1,40 @@
-"""Top-k ranking from the model's factors and the ranking metrics precision@k, recall@k, NDCG@k, coverage."""
+"""Top-k ranking and the ranking metrics precision@k, recall@k, NDCG@k and coverage.
+
+Movies are scored by a Scorer: the NumPy formula of the standard architecture (Factors), valid only
+for a model that stages.architecture.standard_problem accepts, or the trained model itself
+(PairScorer) for any other; scorer_of picks the one a model allows.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from stages.architecture import standard_problem
 from stages.common import PipelineError
 from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING, rating_scale
+
+
+class Scorer(Protocol):
+    """Scores every movie for a block of users; a higher score means a higher predicted rating."""
+
+    @property
+    def n_users(self) -> int: ...
+
+    @property
+    def n_movies(self) -> int: ...
+
+    def scores(self, user_index: np.ndarray) -> np.ndarray:
+        """float32 (len(user_index), n_movies), a new array, ordered as the predicted ratings."""
+        ...
+
+    def ratings(self, scores: np.ndarray) -> np.ndarray:
+        """The predicted ratings of some of those scores."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,10 @@ class Factors:
     def n_movies(self) -> int:
         return len(self.movie_vectors)
 
+    def scores(self, user_index: np.ndarray) -> np.ndarray:
+        """The Scorer interface: the logits, ranked as the predicted ratings."""
+        return self.logits(user_index)
+
     def logits(self, user_index: np.ndarray) -> np.ndarray:
         """float32 (len(user_index), n_movies): every movie's logit for each user, one matmul.
 
@@ -67,22 +96,45 @@ class Factors:
         return lo + (hi - lo) * 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
-def factors_from_model(model) -> Factors:
-    """Read the embedding tables, biases and rating scale out of a model from stages.model.build_model.
+TABLES = (USER_EMBEDDING, MOVIE_EMBEDDING, USER_BIAS, MOVIE_BIAS)
+
+
+@dataclass(frozen=True)
+class PairScorer:
+    """Scores with the model itself: its predicted rating of every (user, movie) pair of a block.
+
+    Attributes:
+        predict: callable(user_index, movie_index) -> float (n,) predicted ratings.
+        n_users, n_movies: sizes of the model's id spaces.
+    """
+
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    n_users: int
+    n_movies: int
+
+    def scores(self, user_index: np.ndarray) -> np.ndarray:
+        users = np.asarray(user_index)
+        pairs_user = np.repeat(users, self.n_movies)
+        pairs_movie = np.tile(np.arange(self.n_movies), len(users))
+        predicted = np.asarray(self.predict(pairs_user, pairs_movie), dtype=np.float32)
+        return predicted.reshape(len(users), self.n_movies)
+
+    def ratings(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores, dtype=np.float64)
+
+
+def factors_from_tables(tables: dict[str, np.ndarray], scale: tuple[float, float]) -> Factors:
+    """Factors from the four weight tables (layer name -> float32 (rows, dim)) and the rating scale.
 
     Raises:
         PipelineError: when a weight is NaN or infinite (training diverged).
     """
-
-    def table(name: str) -> np.ndarray:
-        return np.asarray(model.get_layer(name).get_weights()[0], dtype=np.float32)
-
     factors = Factors(
-        table(USER_EMBEDDING),
-        table(MOVIE_EMBEDDING),
-        table(USER_BIAS)[:, 0],
-        table(MOVIE_BIAS)[:, 0],
-        rating_scale(model),
+        np.asarray(tables[USER_EMBEDDING], dtype=np.float32),
+        np.asarray(tables[MOVIE_EMBEDDING], dtype=np.float32),
+        np.asarray(tables[USER_BIAS], dtype=np.float32)[:, 0],
+        np.asarray(tables[MOVIE_BIAS], dtype=np.float32)[:, 0],
+        scale,
     )
     arrays = (factors.user_vectors, factors.movie_vectors, factors.user_bias, factors.movie_bias)
     if not all(np.isfinite(a).all() for a in arrays):
@@ -91,6 +143,31 @@ def factors_from_model(model) -> Factors:
             "and retrain (dvc repro train)"
         )
     return factors
+
+
+def factors_from_model(model) -> Factors:
+    """Read the embedding tables, biases and rating scale out of a model from stages.model.build_model.
+
+    Raises:
+        PipelineError: when a weight is NaN or infinite (training diverged).
+    """
+    tables = {name: model.get_layer(name).get_weights()[0] for name in TABLES}
+    return factors_from_tables(tables, rating_scale(model))
+
+
+def scorer_of(model, n_users: int, n_movies: int, batch_size: int) -> Scorer:
+    """The NumPy Factors for a model of the standard architecture, else the model's own predict.
+
+    Args:
+        model: a trained Keras model taking user_index and movie_index.
+        n_users, n_movies: sizes of the processed data's id spaces.
+        batch_size: pairs per model.predict call (PairScorer only).
+    """
+    if standard_problem(model.get_config()) is None:
+        return factors_from_model(model)
+    from stages.model import predict_ratings  # TensorFlow is loaded already: `model` is Keras
+
+    return PairScorer(lambda u, m: predict_ratings(model, u, m, batch_size), n_users, n_movies)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -243,7 +320,7 @@ def _block_metrics(
 
 
 def ranking_metrics(
-    factors: Factors,
+    scorer: Scorer,
     train_users: np.ndarray,
     train_movies: np.ndarray,
     test_users: np.ndarray,
@@ -261,13 +338,13 @@ def ranking_metrics(
     for the others. Users are scored block_size at a time, so memory is O(block_size * n_movies).
 
     Args:
-        factors: the model's parameters (factors_from_model).
+        scorer: the model's scores (scorer_of: Factors, or the model itself).
         train_users, train_movies: int (n_train,), the training pairs, excluded from the rankings.
         test_users, test_movies: int (n_test,), the test pairs; -1 where unseen in training.
         test_ratings: float (n_test,).
         k: the cut-off, >= 1.
         relevance_threshold: a test rating >= this makes the movie relevant.
-        block_size: users scored per matrix product, >= 1.
+        block_size: users scored per block, >= 1.
         users: int (n,), sorted distinct users to rank (sample_users); None ranks every user.
 
     Raises:
@@ -276,7 +353,7 @@ def ranking_metrics(
     """
     if k < 1 or block_size < 1:
         raise ValueError(f"k={k} and block_size={block_size} must be positive")
-    n_users, n_movies = factors.n_users, factors.n_movies
+    n_users, n_movies = scorer.n_users, scorer.n_movies
     test_users, test_movies = np.asarray(test_users), np.asarray(test_movies)
     liked = np.asarray(test_ratings) >= relevance_threshold
     warm = (test_users >= 0) & (test_movies >= 0)
@@ -289,18 +366,16 @@ def ranking_metrics(
         _check_range(name, np.asarray(index), size)
     seen = (np.asarray(train_users), np.asarray(train_movies))
     relevant = (test_users[liked & warm], test_movies[liked & warm])
-    if users is not None:  # rank the sample as users 0..len(users)-1 of a smaller model
-        seen, relevant = _only(users, seen, n_users), _only(users, relevant, n_users)
-        factors = dataclasses.replace(
-            factors, user_vectors=factors.user_vectors[users], user_bias=factors.user_bias[users]
-        )
+    ranked = np.arange(n_users) if users is None else np.asarray(users)
+    if users is not None:  # rows are positions in the sample
+        seen, relevant = _only(ranked, seen, n_users), _only(ranked, relevant, n_users)
     seen, relevant = _by_user(*seen), _by_user(*relevant)
 
     recommended = np.zeros(n_movies, dtype=bool)
     parts = []
-    for start in range(0, factors.n_users, block_size):
-        stop = min(start + block_size, factors.n_users)
-        scores = factors.logits(np.arange(start, stop))
+    for start in range(0, len(ranked), block_size):
+        stop = min(start + block_size, len(ranked))
+        scores = np.asarray(scorer.scores(ranked[start:stop]), dtype=np.float32)
         scores[_rows_of(*seen, start, stop)] = -np.inf
         top = top_k(scores, k)
         recommended[top[top >= 0]] = True
@@ -312,11 +387,11 @@ def ranking_metrics(
     return RankingMetrics(
         k=k,
         relevance_threshold=relevance_threshold,
-        user_index=(user_index if users is None else users[user_index]).astype(np.int64),
+        user_index=ranked[user_index].astype(np.int64),
         precision=precision.astype(np.float64),
         recall=recall.astype(np.float64),
         ndcg=ndcg.astype(np.float64),
         coverage=float(recommended.sum() / n_movies) if n_movies else float("nan"),
-        n_users=factors.n_users,
+        n_users=len(ranked),
         relevant_cold_pairs=int((liked & ~warm).sum()),
     )
