@@ -20,11 +20,11 @@ from stages import evaluate, paths
 from stages.baseline import BiasModel, save_bias_model
 from stages.common import PipelineError
 from stages.datasets import get_dataset
+from stages.epochs import carve_validation
 from stages.layers import MOVIE_INPUT, USER_INPUT
 from stages.model import build_model, model_inputs
 from stages.ranking import Factors, PairScorer, factors_from_model, ranking_metrics, scorer_of
 from stages.recommend import FILTERED, IN_TEST, load_scorer, main, recommend, top_n
-from stages.train import carve_validation
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = get_dataset("ml-latest-small")
