@@ -39,7 +39,7 @@ clean-venv:  ## remove .venv
 plots: deps  ## dvc plots show into plots/ offline, checked in headless chromium, with a screenshot
 	$(BIN)/python scripts/plots_page.py --out plots --screenshot plots/screenshot.png
 
-bench: deps  ## training benchmark (issue #3): our model vs Surprise on the pipeline's split
+bench: deps  ## training benchmark: our model vs Surprise on the pipeline's split and on the CV folds
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m benchmarks.bench_train
 
