@@ -39,7 +39,7 @@ clean-venv:  ## remove .venv
 plots: deps  ## dvc plots show into plots/ offline, checked in headless chromium, with a screenshot
 	$(BIN)/python scripts/plots_page.py --out plots --screenshot plots/screenshot.png
 
-bench: deps  ## training benchmark (issue #3) vs Surprise; recommend's start-up vs the TensorFlow import
+bench: deps  ## training benchmark vs Surprise on the pipeline's split and the CV folds; recommend's start-up vs the TensorFlow import
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m benchmarks.bench_train
 	$(BIN)/dvc repro train

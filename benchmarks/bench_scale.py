@@ -45,7 +45,7 @@ DEFAULT_RATINGS = 25_000_000
 DEFAULT_SEED = 0
 CACHE = ROOT / ".cache" / "bench-scale"
 RESULTS = ROOT / "benchmarks" / "scale.json"
-STAGES = ("download", "preprocess", "train", "evaluate")
+STAGES = ("download", "preprocess", "train", "evaluate", "crossvalidate")
 
 # What the benchmark changes in the copy's params.yaml, and why; every other value is the
 # repository's own, so the run measures the pipeline as configured (evaluate.ranking_users

@@ -3,7 +3,9 @@
 Run `make bench` (or `python -m benchmarks.bench_train` from the project root after
 `dvc repro preprocess`). Every model fits the rows of data/processed/train.parquet and predicts
 every pair of data/processed/test.parquet; the table goes to stdout, one JSON row per model to
-benchmarks/results.json and the preprocess-seed check to benchmarks/seeds.json.
+benchmarks/results.json and the preprocess-seed check to benchmarks/seeds.json. Then every model
+fits and scores the folds of the crossvalidate stage (stages.crossvalidate.fold_splits, the same
+params), written to benchmarks/cv.json.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from surprise.prediction_algorithms.algo_base import AlgoBase
 from stages import kernels, paths
 from stages.baseline import fit_bias_model
 from stages.common import PipelineError, load_params, run_stage, write_json
+from stages.crossvalidate import fold_splits
 from stages.datasets import get_dataset
 from stages.evaluate import predict_test, scores
 from stages.model import build_model
@@ -208,11 +211,14 @@ def engine_row_name(engine: str) -> str:
     return f"{OURS} ({engine})"
 
 
-def bench_ours(split: Split, params: dict, engine: str | None = None) -> dict:
+def bench_ours(
+    split: Split, params: dict, engine: str | None = None, batch_size: int | None = None
+) -> dict:
     """Fit our model with stages.train.train_model (timed) and score it as evaluate does.
 
     Args:
         engine: "keras" or "compiled"; None keeps train.engine from params.yaml.
+        batch_size: pairs per model.predict call; None: evaluate.batch_size.
 
     The row's epochs count the early-stopping run and the refit; its ratings are the ratings
     the engines went through, divided by those epochs (so ratings * epochs / fit_seconds is the
@@ -224,7 +230,8 @@ def bench_ours(split: Split, params: dict, engine: str | None = None) -> dict:
     fit = train_model(split.train, split.n_users, split.n_movies, p)
     seconds = time.perf_counter() - start
     biases = fit_bias_model(split.train, split.n_users, split.n_movies, p)
-    predicted, _ = predict_test(fit.model, biases, split.test, params["evaluate"]["batch_size"])
+    batch_size = params["evaluate"]["batch_size"] if batch_size is None else batch_size
+    predicted, _ = predict_test(fit.model, biases, split.test, batch_size)
     epochs = fit.epochs_in_all
     row = result_row(
         engine_row_name(fit.engine) if engine else OURS,
@@ -420,6 +427,113 @@ def split_spread(reference: dict, runs: list[dict], tolerance: float) -> dict:
     }
 
 
+def kept_ratings() -> pd.DataFrame:
+    """Every rating the preprocess stage kept (data/processed/ratings.parquet), the folds' source."""
+    try:
+        return pd.read_parquet(paths.RATINGS)
+    except FileNotFoundError:
+        raise PipelineError(
+            f"{paths.RATINGS} not found; run `dvc repro preprocess` (make bench does) first"
+        ) from None
+
+
+def cross_validation(params: dict, models: list[str]) -> dict:
+    """Every model on the crossvalidate stage's folds: fitted on each fold's training part, scored
+    on its held-out part (ours as the stage scores it, the peers with their own fallback)."""
+    cv, split = params["crossvalidate"], params["preprocess"]["split"]
+    ratings = kept_ratings()
+    runs: dict[str, list[dict]] = {name: [] for name in models}
+    folds = fold_splits(ratings, cv["folds"], cv["seed"], split)
+    for k, (train, test, n_users, n_movies) in enumerate(folds, start=1):
+        log.info("cross-validation: fold %d of %d", k, cv["folds"])
+        fold = Split(train, test, n_users, n_movies)
+        for name in models:
+            if name == OURS:
+                row = bench_ours(fold, params, batch_size=cv["batch_size"])
+            else:
+                row = bench_peer(name, fold, params["train"]["seed"])
+            keys = ("rmse", "mae", "fit_seconds", "epochs")
+            runs[name].append({"fold": k, **{key: row[key] for key in keys}})
+    return {
+        "protocol": {
+            "dataset": params["data"]["dataset"],
+            "split": split,
+            "folds": cv["folds"],
+            "seed": cv["seed"],
+            "ratings": len(ratings),
+        },
+        "models": {name: fold_summary(rows) for name, rows in runs.items()},
+        **({"ours_minus_peer": paired_differences(runs)} if OURS in runs else {}),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for one value), rounded."""
+    array = np.asarray(values, np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return round(float(array.mean()), 6), round(std, 6)
+
+
+def fold_summary(rows: list[dict]) -> dict:
+    """A model's folds with the mean and standard deviation of its RMSE and MAE over them."""
+    rmse_mean, rmse_std = mean_std([r["rmse"] for r in rows])
+    mae_mean, mae_std = mean_std([r["mae"] for r in rows])
+    return {
+        "rmse_mean": rmse_mean,
+        "rmse_std": rmse_std,
+        "mae_mean": mae_mean,
+        "mae_std": mae_std,
+        "fit_seconds_mean": mean_std([r["fit_seconds"] for r in rows])[0],
+        "per_fold": rows,
+    }
+
+
+def paired_differences(runs: dict[str, list[dict]]) -> dict:
+    """Our RMSE minus each peer's, fold by fold: mean, std and on how many folds ours is lower."""
+    ours = np.array([r["rmse"] for r in runs[OURS]])
+    out = {}
+    for name, rows in runs.items():
+        if name == OURS:
+            continue
+        differences = ours - np.array([r["rmse"] for r in rows])
+        mean, std = mean_std(differences.tolist())
+        out[name] = {
+            "rmse_differences": [round(float(d), 6) for d in differences],
+            "rmse_mean": mean,
+            "rmse_std": std,
+            "folds_lower": int(np.sum(differences < 0)),
+        }
+    return out
+
+
+def cv_lines(result: dict, spread: dict | None) -> list[str]:
+    """The cross-validation table, the paired differences and ours' fold std beside the split spread."""
+    p = result["protocol"]
+    lines = [
+        f"{p['folds']}-fold cross-validation (split={p['split']}, seed {p['seed']}) of "
+        f"{p['ratings']:,} ratings; every model on the same folds",
+        f"{'model':<14} {'RMSE mean':>9} {'std':>7} {'MAE mean':>9} {'fit s':>7}  RMSE per fold",
+    ]
+    for name, row in result["models"].items():
+        folds = " ".join(f"{r['rmse']:.4f}" for r in row["per_fold"])
+        lines.append(
+            f"{name:<14} {row['rmse_mean']:>9.4f} {row['rmse_std']:>7.4f} {row['mae_mean']:>9.4f} "
+            f"{row['fit_seconds_mean']:>7.2f}  {folds}"
+        )
+    for name, diff in result.get("ours_minus_peer", {}).items():
+        lines.append(
+            f"  {OURS} - {name}: {diff['rmse_mean']:+.4f} (std {diff['rmse_std']:.4f}), lower on "
+            f"{diff['folds_lower']} of {p['folds']} folds"
+        )
+    if OURS in result["models"] and spread is not None:
+        lines.append(
+            f"{OURS}: std of the test RMSE over the {p['folds']} folds "
+            f"{result['models'][OURS]['rmse_std']:.4f}, over {len(spread['seeds'])} random "
+            f"90/10 splits {spread['rmse_std']:.4f}"
+        )
+    return lines
+
+
 def cpu_model() -> str:
     """The CPU's name from /proc/cpuinfo, or what platform says elsewhere."""
     try:
@@ -565,6 +679,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seeds-out", type=Path, help="seed check JSON; default: seeds.json beside --out"
     )
     parser.add_argument(
+        "--cv",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also fit every model on the crossvalidate stage's folds",
+    )
+    parser.add_argument(
+        "--cv-out", type=Path, help="cross-validation JSON; default: cv.json beside --out"
+    )
+    parser.add_argument(
         "--train-stage",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -599,6 +722,7 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(rows))
     print("\n".join(summary_lines(rows)))
     log.info("wrote %s", args.out)
+    spread = None
     if args.seeds:
         default = engine_row_name(choose_default_engine(params))
         ours = next((r["rmse"] for r in rows if r["model"] == default), None)
@@ -607,6 +731,19 @@ def main(argv: list[str] | None = None) -> None:
         write_json(seeds_out, check)
         print("\n".join(seed_lines(check)))
         log.info("wrote %s", seeds_out)
+        spread = check.get("spread")
+    if args.cv:
+        result = cross_validation(params, args.models)
+        if OURS in result["models"] and spread is not None:
+            result["ours_rmse_std"] = {
+                "over_folds": result["models"][OURS]["rmse_std"],
+                "over_random_splits": spread["rmse_std"],
+                "random_splits": len(spread["seeds"]),
+            }
+        cv_out = args.cv_out or args.out.with_name("cv.json")
+        write_json(cv_out, {**result, "machine": context["machine"]})
+        print("\n".join(cv_lines(result, spread)))
+        log.info("wrote %s", cv_out)
 
 
 if __name__ == "__main__":

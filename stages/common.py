@@ -21,6 +21,10 @@ from stages import paths
 
 log = logging.getLogger(__name__)
 
+# preprocess.split: the protocol of the test split and of the cross-validation folds
+# (stages.preprocess.split_ratings, stages.crossvalidate.assign_folds).
+SPLITS = ("random", "user", "time")
+
 
 class PipelineError(Exception):
     """An expected failure: bad params, bad data or a failed download. Its message is one line for the user."""
@@ -101,6 +105,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "top_movies": Spec(int, low=1, nullable=True),
             "test_size": fraction,
             "seed": seed,
+            "split": Spec(str, choices=SPLITS),
         },
         "train": {
             "engine": Spec(str, choices=("auto", "keras", "compiled")),
@@ -127,6 +132,11 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "block_size": positive_int,
             "ranking_users": Spec(int, low=1, nullable=True),
             "seed": seed,
+        },
+        "crossvalidate": {
+            "folds": Spec(int, low=2),
+            "seed": seed,
+            "batch_size": positive_int,
         },
     }
 

@@ -11,6 +11,7 @@ TEST = PROCESSED_DIR / "test.parquet"
 USER_IDS = PROCESSED_DIR / "user_ids.parquet"
 MOVIE_IDS = PROCESSED_DIR / "movie_ids.parquet"
 MOVIES = PROCESSED_DIR / "movies.parquet"
+RATINGS = PROCESSED_DIR / "ratings.parquet"  # every kept rating, before the split: crossvalidate's
 PREPROCESS_SUMMARY = PROCESSED_DIR / "summary.json"
 
 MODELS_DIR = Path("models")
@@ -21,6 +22,7 @@ BASELINE = MODELS_DIR / "baseline.npz"  # the user+movie bias model (stages.base
 
 METRICS_DIR = Path("metrics")
 TRAIN_METRICS = METRICS_DIR / "train.json"
+CV_METRICS = METRICS_DIR / "cv.json"
 SCORES = METRICS_DIR / "scores.json"
 PLOTS_DIR = METRICS_DIR / "plots"
 HISTORY = PLOTS_DIR / "history.csv"

@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 
 from stages import paths
-from stages.common import PipelineError, load_params, run_stage, write_json, write_parquet
+from stages.common import (
+    SPLITS,
+    PipelineError,
+    load_params,
+    run_stage,
+    write_json,
+    write_parquet,
+)
 from stages.datasets import (
     MOVIE_COLUMNS,
     RATING_COLUMNS,
@@ -222,23 +229,91 @@ def filter_top(
     return ratings[keep.to_numpy()].reset_index(drop=True)
 
 
+def time_order(ratings: pd.DataFrame) -> np.ndarray:
+    """Row positions from the earliest rating to the latest; ties by userId, then movieId.
+
+    After drop_duplicates a (userId, movieId) pair is unique, so the order is total: the same
+    ratings give the same order whatever their order in the file.
+    """
+    return np.lexsort(
+        (
+            ratings["movieId"].to_numpy(),
+            ratings["userId"].to_numpy(),
+            ratings["timestamp"].to_numpy(),
+        )
+    )
+
+
+def ranks_within_users(
+    user_ids: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random rank of each rating among its user's ratings, and its user's number of ratings.
+
+    Returns:
+        rank int64 (n,): 0..n_u - 1 over each user's n_u ratings, a random order drawn from `rng`;
+        count int64 (n,): n_u of the rating's user.
+    """
+    n = len(user_ids)
+    order = rng.permutation(n)
+    order = order[np.argsort(user_ids[order], kind="stable")]  # grouped by user, shuffled within
+    grouped = user_ids[order]
+    starts = np.flatnonzero(np.append(True, grouped[1:] != grouped[:-1]))
+    sizes = np.diff(np.append(starts, n))
+    rank, count = np.empty(n, np.int64), np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, sizes)
+    count[order] = np.repeat(sizes, sizes)
+    return rank, count
+
+
+def _refuse_empty(test_size: float, n: int, n_test: int, split: str) -> None:
+    if n_test == 0 or n_test == n:
+        raise PipelineError(
+            f"test_size={test_size} of {n} ratings leaves {'no test' if n_test == 0 else 'no training'} "
+            f"ratings{'' if split == 'random' else f' with preprocess.split={split}'}; "
+            "change preprocess.test_size or keep more users and movies"
+        )
+
+
+def held_out_mask(ratings: pd.DataFrame, test_size: float, seed: int, split: str) -> np.ndarray:
+    """Which ratings the test split takes under each protocol (see split_ratings); bool (n,)."""
+    n = len(ratings)
+    is_test = np.zeros(n, dtype=bool)
+    if split == "random":
+        n_test = round(n * test_size)
+        _refuse_empty(test_size, n, n_test, split)
+        is_test[np.random.default_rng(seed).permutation(n)[:n_test]] = True
+    elif split == "user":
+        rank, count = ranks_within_users(ratings["userId"].to_numpy(), np.random.default_rng(seed))
+        # np.rint rounds half to even, as round() does for the other rules.
+        is_test = rank < np.minimum(np.rint(count * test_size), count - 1)
+        _refuse_empty(test_size, n, int(is_test.sum()), split)
+    elif split == "time":
+        n_test = round(n * test_size)
+        _refuse_empty(test_size, n, n_test, split)
+        is_test[time_order(ratings)[n - n_test :]] = True
+    else:
+        raise PipelineError(
+            f"preprocess.split={split!r} is unknown; use one of {', '.join(SPLITS)}"
+        )
+    return is_test
+
+
 def split_ratings(
-    ratings: pd.DataFrame, test_size: float, seed: int
+    ratings: pd.DataFrame, test_size: float, seed: int, split: str = "random"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split ratings at random into train and test; round(n * test_size) rows go to test.
+    """Split ratings into train and test under one protocol; both keep the rows' order.
+
+    - random: round(n * test_size) ratings drawn at random (seeded) go to test.
+    - user: each user's ratings are split apart: min(round(n_u * test_size), n_u - 1) of them,
+      drawn at random (seeded), go to test, so every test user has training ratings; a user
+      with one rating stays in training.
+    - time: the latest round(n * test_size) ratings go to test, in time_order (ties by userId,
+      then movieId), so no test rating is earlier than a training rating; `seed` plays no part.
 
     Raises:
         PipelineError: when either part would be empty.
     """
-    n_test = round(len(ratings) * test_size)
-    if n_test == 0 or n_test == len(ratings):
-        raise PipelineError(
-            f"test_size={test_size} of {len(ratings)} ratings leaves {'no test' if n_test == 0 else 'no training'} "
-            "ratings; change preprocess.test_size or keep more users and movies"
-        )
-    order = np.random.default_rng(seed).permutation(len(ratings))
-    is_test = np.zeros(len(ratings), dtype=bool)
-    is_test[order[:n_test]] = True
+    is_test = held_out_mask(ratings, test_size, seed, split)
     return ratings[~is_test].reset_index(drop=True), ratings[is_test].reset_index(drop=True)
 
 
@@ -312,8 +387,16 @@ def preprocess(
     top_movies: int | None,
     test_size: float,
     seed: int,
+    split: str = "random",
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
     """Filter, split and encode validated ratings; see filter_top, split_ratings, encode_splits."""
+    return encode_splits(
+        *split_ratings(keep_top(ratings, top_users, top_movies), test_size, seed, split)
+    )
+
+
+def keep_top(ratings: pd.DataFrame, top_users: int | None, top_movies: int | None) -> pd.DataFrame:
+    """filter_top, refusing a filter that keeps no rating."""
     kept = filter_top(ratings, top_users, top_movies)
     if len(kept) == 0:
         users, movies = ("null" if top is None else top for top in (top_users, top_movies))
@@ -321,8 +404,7 @@ def preprocess(
             f"top_users={users} and top_movies={movies} leave no ratings: the most active users "
             "rated none of the most rated movies; raise them or set them to null"
         )
-    train, test = split_ratings(kept, test_size, seed)
-    return encode_splits(train, test)
+    return kept
 
 
 def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -413,11 +495,13 @@ def main() -> None:
     prep = params["preprocess"]
     dataset = get_dataset(params["data"]["dataset"])
     ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
-    train, test, user_ids, movie_ids = preprocess(
-        ratings, prep["top_users"], prep["top_movies"], prep["test_size"], prep["seed"]
+    kept = keep_top(ratings, prep["top_users"], prep["top_movies"])
+    train, test, user_ids, movie_ids = encode_splits(
+        *split_ratings(kept, prep["test_size"], prep["seed"], prep["split"])
     )
     summary = {
         "dataset": dataset.name,
+        "split": prep["split"],
         **counts,
         "ratings_kept": len(train) + len(test),
         "users": len(user_ids),
@@ -434,6 +518,7 @@ def main() -> None:
     write_parquet(paths.USER_IDS, pd.DataFrame({"userId": user_ids.astype(np.int32)}))
     write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": movie_ids.astype(np.int32)}))
     write_parquet(paths.MOVIES, movies)
+    write_parquet(paths.RATINGS, kept[list(RATING_COLUMNS)])
     write_json(paths.PREPROCESS_SUMMARY, summary)
 
 

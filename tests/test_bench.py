@@ -7,14 +7,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from benchmarks import bench_train, search
 from benchmarks.bench_train import COMPILED, KERAS, OURS
-from stages import download, evaluate, paths, preprocess, train
+from stages import crossvalidate, download, evaluate, paths, preprocess, train
 from stages.baseline import fit_biases, predict_biases
 from stages.common import PipelineError, load_params
+from stages.crossvalidate import fold_splits
 from stages.evaluate import rmse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +59,16 @@ def test_result_row_arithmetic():
 def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project, tmp_path, capsys):
     out = tmp_path / "results.json"
     bench_train.main(
-        ["--models", OURS, "BaselineOnly", "--out", str(out), "--seeds", "--no-train-stage"]
+        [
+            "--models",
+            OURS,
+            "BaselineOnly",
+            "--out",
+            str(out),
+            "--seeds",
+            "--no-train-stage",
+            "--no-cv",
+        ]
     )
     rows = json.loads(out.read_text(encoding="utf-8"))
     assert [r["model"] for r in rows] == [COMPILED, KERAS, "BaselineOnly"]
@@ -83,6 +94,41 @@ def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project
     printed = capsys.readouterr().out
     assert "test RMSE" in printed and "BaselineOnly" in printed
     assert not (tmp_path / "seeds.json").exists()
+    assert not (tmp_path / "cv.json").exists()
+
+
+def test_cross_validation_fits_every_model_on_the_crossvalidate_stages_folds(
+    in_project, tmp_path, capsys
+):
+    out = tmp_path / "results.json"
+    argv = ["--models", OURS, "BaselineOnly", "--out", str(out), "--seeds", "--no-train-stage"]
+    bench_train.main(argv)
+    result = json.loads((tmp_path / "cv.json").read_text(encoding="utf-8"))
+    params = load_params()
+    cv = params["crossvalidate"]
+    ratings = pd.read_parquet(paths.RATINGS)
+    assert result["protocol"] == {
+        "dataset": "ml-latest-small", "split": "random", "folds": cv["folds"], "seed": cv["seed"],
+        "ratings": len(ratings),
+    }  # fmt: skip
+    ours, peer = result["models"][OURS], result["models"]["BaselineOnly"]
+    # ours is what the crossvalidate stage computes, fold by fold
+    stage = crossvalidate.cross_validate(
+        ratings, "random", cv["folds"], cv["seed"], params["train"], cv["batch_size"]
+    )
+    assert [r["rmse"] for r in ours["per_fold"]] == [r["rmse"] for r in stage["per_fold"]]
+    assert (ours["rmse_mean"], ours["rmse_std"]) == (stage["rmse_mean"], stage["rmse_std"])
+    # the peer saw the same folds: its fold 2 is bench_peer on the stage's fold 2
+    fold_2 = bench_train.Split(*list(fold_splits(ratings, cv["folds"], cv["seed"], "random"))[1])
+    assert peer["per_fold"][1]["rmse"] == bench_train.bench_peer("BaselineOnly", fold_2, 0)["rmse"]
+    rmses = np.array([r["rmse"] for r in peer["per_fold"]])
+    assert peer["rmse_mean"] == round(rmses.mean(), 6)
+    assert peer["rmse_std"] == round(rmses.std(ddof=1), 6)
+    paired = result["ours_minus_peer"]["BaselineOnly"]
+    differences = np.array([r["rmse"] for r in ours["per_fold"]]) - rmses
+    assert paired["rmse_differences"] == pytest.approx(differences.tolist(), abs=1e-6)
+    assert paired["folds_lower"] == int((differences < 0).sum())
+    assert f"{cv['folds']}-fold cross-validation" in capsys.readouterr().out
 
 
 def test_our_rmse_is_what_the_evaluate_stage_writes(in_project):
@@ -136,7 +182,17 @@ def test_seed_check_refuses_a_stale_split(in_project):
 
 def test_seed_check_writes_each_seed_beside_the_results(in_project, tmp_path, capsys):
     out = tmp_path / "results.json"
-    argv = ["--models", "BaselineOnly", "--out", str(out), "--seeds", "1", "--spread", "2"]
+    argv = [
+        "--models",
+        "BaselineOnly",
+        "--out",
+        str(out),
+        "--seeds",
+        "1",
+        "--spread",
+        "2",
+        "--no-cv",
+    ]
     bench_train.main(argv)
     check = json.loads((tmp_path / "seeds.json").read_text(encoding="utf-8"))
     reference_seed = load_params()["preprocess"]["seed"]

@@ -51,8 +51,18 @@ def as_paths(entries) -> set[str]:
     return out
 
 
-def test_stages_are_the_four_in_order():
-    assert STAGES == ["download", "preprocess", "train", "evaluate"]
+def test_stages_are_the_five_in_order():
+    assert STAGES == ["download", "preprocess", "train", "evaluate", "crossvalidate"]
+
+
+# What a stage reads beyond its own section: download and preprocess the dataset's name;
+# crossvalidate fits the train stage's models (every train.* key) under the split rule.
+OTHER_SECTIONS = {"crossvalidate": ("train",)}
+OTHER_KEYS = {
+    "download": {"data.dataset"},
+    "preprocess": {"data.dataset"},
+    "crossvalidate": {"preprocess.split"},
+}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -65,10 +75,21 @@ def test_deps_list_every_module_the_stage_imports(stage):
 def test_params_are_exactly_the_stage_section_of_the_schema(stage):
     schema = params_schema()
     listed = set(DVC["stages"][stage].get("params", []))
-    section = {f"{stage}.{key}" for key in schema.get(stage, {})}
-    if stage in ("download", "preprocess"):
-        section |= {"data.dataset"}
-    assert listed == section
+    reads = OTHER_KEYS.get(stage, set()) | {
+        f"{section}.{key}"
+        for section in (stage, *OTHER_SECTIONS.get(stage, ()))
+        for key in schema.get(section, {})
+    }
+    assert listed == reads
+
+
+def test_crossvalidate_reads_no_evaluate_param_and_not_the_test_split():
+    """So that an evaluate.* change, or another test split, never reruns the K fits."""
+    stage = DVC["stages"]["crossvalidate"]
+    assert {key for key in stage["params"] if key.startswith("preprocess.")} == {"preprocess.split"}
+    assert not any(key.startswith("evaluate.") for key in stage["params"])
+    data = {d for d in as_paths(stage["deps"]) if not d.startswith("stages/")}
+    assert data == {str(paths.RATINGS)}
 
 
 def test_outputs_match_the_paths_module():

@@ -68,6 +68,7 @@ BAD_PARAMS = {
     "preprocess: buckets not increasing": ("preprocess", with_value("evaluate", "activity_buckets", [20, 20]), "evaluate.activity_buckets=[20, 20] is invalid; it must be a non-empty list of increasing positive integers"),
     "train: embedding_dim 0": ("train", with_value("train", "embedding_dim", 0), "train.embedding_dim=0 is invalid; it must be an integer >= 1"),
     "evaluate: k 0": ("evaluate", with_value("evaluate", "k", 0), "evaluate.k=0 is invalid; it must be an integer >= 1"),
+    "crossvalidate: one fold": ("crossvalidate", with_value("crossvalidate", "folds", 1), "crossvalidate.folds=1 is invalid; it must be an integer >= 2"),
 }  # fmt: skip
 
 
@@ -141,7 +142,7 @@ BUGGY_PREPROCESS = textwrap.dedent(
     from stages import preprocess
     from stages.common import run_stage
 
-    def split_ratings(ratings, test_size, seed):
+    def split_ratings(ratings, test_size, seed, split):
         return 1 / 0
 
     preprocess.split_ratings = split_ratings
@@ -223,7 +224,8 @@ KILLED_PREPROCESS = textwrap.dedent(
     """
 )
 PREPROCESS_OUTPUTS = [
-    paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES, paths.PREPROCESS_SUMMARY,
+    paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES, paths.RATINGS,
+    paths.PREPROCESS_SUMMARY,
 ]  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from benchmarks.project_copy import make_project, project_env
 from benchmarks.project_copy import set_params as edit_params
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_NAMES = ("download", "preprocess", "train", "evaluate")
+STAGE_NAMES = ("download", "preprocess", "train", "evaluate", "crossvalidate")
 
 pytestmark = pytest.mark.slow
 
@@ -70,16 +70,46 @@ def test_second_repro_runs_nothing(repo, env):
     assert "up to date" in run(repo, "dvc", "status", env=env)
 
 
-def test_a_train_param_reruns_train_and_evaluate_only(repo, env):
+def test_first_repro_cross_validates(repo):
+    cv = json.loads((repo / "metrics/cv.json").read_text())
+    assert cv["folds"] == 5 and cv["split"] == "random"
+    assert sum(row["test_ratings"] for row in cv["per_fold"]) == 6000  # every rating held out once
+    assert 0 < cv["rmse_mean"] < 2.0 and cv["rmse_std"] > 0
+
+
+def test_a_train_param_reruns_train_evaluate_and_crossvalidate(repo, env):
     output = run(repo, "dvc", "exp", "run", "-S", "train.epochs=2", env=env)
-    assert ran(output) == {"train", "evaluate"}, output
+    assert ran(output) == {"train", "evaluate", "crossvalidate"}, output
+    run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
+    run(repo, "dvc", "checkout", "-q", env=env)
+
+
+def test_an_evaluate_param_reruns_evaluate_only(repo, env):
+    output = run(repo, "dvc", "exp", "run", "-S", "evaluate.k=5", env=env)
+    assert ran(output) == {"evaluate"}, output
     run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
     run(repo, "dvc", "checkout", "-q", env=env)
 
 
 def test_a_preprocess_param_does_not_rerun_download(repo, env):
+    # Another test split keeps the same kept ratings, so the K folds are not fitted again.
     output = run(repo, "dvc", "exp", "run", "-S", "preprocess.seed=7", env=env)
     assert ran(output) == {"preprocess", "train", "evaluate"}, output
+    run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
+    run(repo, "dvc", "checkout", "-q", env=env)
+
+
+@pytest.mark.parametrize("split", ["time", "user"])
+def test_another_split_rule_runs_end_to_end(repo, env, split):
+    output = run(repo, "dvc", "exp", "run", "-S", f"preprocess.split={split}", env=env)
+    assert ran(output) == {"preprocess", "train", "evaluate", "crossvalidate"}, output
+    summary = json.loads((repo / "data/processed/summary.json").read_text())
+    cv = json.loads((repo / "metrics/cv.json").read_text())
+    assert summary["split"] == cv["split"] == split
+    assert (
+        json.loads((repo / "metrics/scores.json").read_text())["test_pairs"]
+        == summary["test_ratings"]
+    )
     run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
     run(repo, "dvc", "checkout", "-q", env=env)
 
@@ -87,10 +117,11 @@ def test_a_preprocess_param_does_not_rerun_download(repo, env):
 def test_metrics_diff_between_branches_shows_rmse(repo, env):
     run(repo, "git", "checkout", "-q", "-b", "wider", env=env)
     set_params(repo, train__embedding_dim=8)
-    assert ran(run(repo, "dvc", "repro", env=env)) == {"train", "evaluate"}
+    assert ran(run(repo, "dvc", "repro", env=env)) == {"train", "evaluate", "crossvalidate"}
     run(repo, "git", "commit", "-qam", "embedding_dim 8", env=env)
     diff = run(repo, "dvc", "metrics", "diff", "main", "wider", env=env)
     assert "rmse" in diff and "metrics/scores.json" in diff
+    assert "rmse_mean" in diff and "metrics/cv.json" in diff
     run(repo, "git", "checkout", "-q", "main", env=env)
     run(repo, "dvc", "checkout", "-q", env=env)
 
@@ -98,7 +129,7 @@ def test_metrics_diff_between_branches_shows_rmse(repo, env):
 def test_a_killed_train_stage_is_rerun_and_recovers(repo, env):
     set_params(repo, train__epochs=100_000, train__patience=100_000)  # runs until killed
     proc = subprocess.Popen(
-        ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ["dvc", "repro", "train"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
@@ -111,7 +142,7 @@ def test_a_killed_train_stage_is_rerun_and_recovers(repo, env):
     assert not (repo / "models/model.keras").exists()  # DVC removed the old one; no partial file
     set_params(repo, train__epochs=4)  # a setting not in DVC's run cache, so train really runs
     output = run(repo, "dvc", "repro", env=env)
-    assert ran(output) == {"train", "evaluate"}, output
+    assert ran(output) == {"train", "evaluate", "crossvalidate"}, output
     assert "up to date" in run(repo, "dvc", "status", env=env)
     assert not list(repo.glob("models/.*.tmp*")), "a temporary file was left behind"
     run(repo, "git", "checkout", "--", "params.yaml", env=env)

@@ -240,6 +240,90 @@ def test_split_refuses_an_empty_part(n, test_size, words):
         preprocess.split_ratings(numbered(n), test_size, seed=0)
 
 
+# Users 1..4 with 1, 2, 5 and 12 ratings; timestamps with ties across users.
+BY_USER = ratings_frame(
+    [(1, 1, 3.0, 50)]
+    + [(2, m, 4.0, 10 * m) for m in (1, 2)]
+    + [(3, m, 2.0, 7 * m) for m in range(1, 6)]
+    + [(4, m, 5.0, 5 * m) for m in range(1, 13)]
+)
+
+
+def user_split(ratings, test_size, seed):
+    return preprocess.split_ratings(ratings, test_size, seed, split="user")
+
+
+@pytest.mark.parametrize(
+    ("test_size", "per_user"),
+    [(0.2, {2: 0, 3: 1, 4: 2}), (0.5, {2: 1, 3: 2, 4: 6}), (0.9, {2: 1, 3: 4, 4: 11})],
+)
+def test_user_split_takes_each_users_share_and_leaves_every_test_user_in_training(
+    test_size, per_user
+):
+    # min(round(n_u * test_size), n_u - 1) per user: 0.2 -> 5 * 0.2 = 1, 12 * 0.2 = 2.4 -> 2;
+    # 0.5 -> 2.5 rounds to 2 (half to even); user 1's only rating always stays in training.
+    train, test = user_split(BY_USER, test_size, seed=3)
+    counts = test["userId"].value_counts().to_dict()
+    assert {u: counts.get(u, 0) for u in (2, 3, 4)} == per_user and 1 not in counts
+    assert set(test["userId"]) <= set(train["userId"])
+    assert pairs_of(train) | pairs_of(test) == pairs_of(BY_USER) and not pairs_of(train) & pairs_of(
+        test
+    )
+
+
+def pairs_of(frame: pd.DataFrame) -> set[tuple]:
+    return set(zip(frame["userId"], frame["movieId"], strict=True))
+
+
+def test_user_split_is_seeded():
+    first, again, other = (user_split(BY_USER, 0.5, seed) for seed in (1, 1, 2))
+    pd.testing.assert_frame_equal(first[1], again[1])
+    assert pairs_of(first[1]) != pairs_of(other[1])
+
+
+def test_time_split_takes_the_latest_ratings_with_ties_by_user_then_movie():
+    ratings = ratings_frame(
+        [(3, 1, 4.0, 30), (1, 2, 4.0, 30), (2, 1, 4.0, 10), (1, 1, 4.0, 20), (1, 3, 4.0, 30)]
+    )  # three ratings at t=30: ordered (1, 2), (1, 3), (3, 1)
+    train, test = preprocess.split_ratings(ratings, 0.4, seed=0, split="time")
+    assert pairs_of(test) == {(1, 3), (3, 1)}
+    assert test["timestamp"].min() >= train["timestamp"].max()
+    shuffled = ratings.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    for seed in (0, 9):  # neither the file's order nor the seed moves the cut
+        assert pairs_of(preprocess.split_ratings(shuffled, 0.4, seed, split="time")[1]) == pairs_of(
+            test
+        )
+
+
+def test_time_split_never_tests_a_rating_earlier_than_a_training_one():
+    train, test = preprocess.split_ratings(BY_USER, 0.3, seed=0, split="time")
+    assert len(test) == round(len(BY_USER) * 0.3)
+    assert test["timestamp"].min() >= train["timestamp"].max()
+
+
+@pytest.mark.parametrize(
+    ("split", "ratings", "test_size", "words"),
+    [
+        ("user", BY_USER[:3], 0.2, "test_size=0.2 of 3 ratings leaves no test ratings with preprocess.split=user"),
+        ("time", BY_USER[:3], 0.1, "leaves no test ratings with preprocess.split=time"),
+        ("time", BY_USER[:3], 0.9, "leaves no training ratings with preprocess.split=time"),
+    ],
+)  # fmt: skip
+def test_every_split_refuses_an_empty_part(split, ratings, test_size, words):
+    with pytest.raises(PipelineError, match=words):
+        preprocess.split_ratings(ratings, test_size, 0, split=split)
+
+
+def test_the_random_split_is_todays():
+    """preprocess.split=random draws exactly the rows the split drew before the protocols came:
+    the first round(n * test_size) of a permutation seeded by preprocess.seed."""
+    ratings = numbered(40)
+    train, test = preprocess.split_ratings(ratings, 0.25, seed=42)
+    expected = np.sort(np.random.default_rng(42).permutation(40)[:10])
+    assert test["userId"].tolist() == expected.tolist()
+    assert train["userId"].tolist() == sorted(set(range(40)) - set(expected.tolist()))
+
+
 # ---------------------------------------------------------------------------- encode_ids, encode_splits
 
 
@@ -288,7 +372,7 @@ KEPT = {
     for user, movies in RATED.items()
     for movie, rating in movies.items()
 }
-OUTPUTS = [paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES]
+OUTPUTS = [paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES, paths.RATINGS]
 
 
 def write_project(root: Path, ratings: bytes | None, movies: bytes | None, **prep) -> None:
@@ -354,6 +438,7 @@ def test_main_writes_the_known_split(tmp_path, monkeypatch):
     assert movies["title"].iloc[6] == "(unknown movie 7)"
     assert summary == {
         "dataset": "ml-latest-small",
+        "split": "random",
         "ratings_read": 21,
         "duplicates_dropped": 1,
         "movies_added_untitled": 1,
@@ -369,6 +454,29 @@ def test_main_writes_the_known_split(tmp_path, monkeypatch):
     assert sorted(p.name for p in paths.PROCESSED_DIR.iterdir()) == sorted(
         p.name for p in [*OUTPUTS, paths.PREPROCESS_SUMMARY]
     )
+
+
+@pytest.mark.parametrize("split", ["random", "user", "time"])
+def test_main_writes_the_kept_ratings_whatever_the_split(tmp_path, monkeypatch, split):
+    summary = run_main(tmp_path, monkeypatch, split=split, test_size=0.25)
+    kept = pd.read_parquet(paths.RATINGS)
+    assert kept.dtypes.astype(str).to_dict() == {
+        "userId": "int32", "movieId": "int32", "rating": "float32", "timestamp": "int64"
+    }  # fmt: skip
+    assert (
+        pairs(kept)
+        == KEPT
+        == pairs(pd.read_parquet(paths.TRAIN)) | pairs(pd.read_parquet(paths.TEST))
+    )
+    assert summary["split"] == split
+    assert summary["train_ratings"] + summary["test_ratings"] == summary["ratings_kept"] == 20
+
+
+def test_the_kept_ratings_do_not_depend_on_the_test_split(tmp_path, monkeypatch):
+    run_main(tmp_path / "a", monkeypatch, seed=1, test_size=0.1)
+    first = (tmp_path / "a" / paths.RATINGS).read_bytes()
+    run_main(tmp_path / "b", monkeypatch, seed=2, test_size=0.3, split="time")
+    assert (tmp_path / "b" / paths.RATINGS).read_bytes() == first
 
 
 def test_main_keeps_the_top_users_and_movies(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import yaml
 from benchmarks.project_copy import make_project, project_env
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_NAMES = ("download", "preprocess", "train", "evaluate")
+STAGE_NAMES = ("download", "preprocess", "train", "evaluate", "crossvalidate")
 FAST_TRAIN = {"epochs": 3, "embedding_dim": 8}  # tiny and quick; determinism does not need quality
 # Keras writes the save time into model.keras (metadata.json "date_saved", the weights' zip
 # entry time) and Python object ids into it (config.json "shared_object_id") and into model.dot
@@ -79,7 +79,7 @@ def test_every_run_runs_every_stage(runs):
 
 def test_forced_runs_write_byte_identical_metrics(runs):
     first, second = runs[1].metrics, runs[2].metrics
-    assert {"metrics/train.json", "metrics/scores.json"} <= first.keys()
+    assert {"metrics/train.json", "metrics/scores.json", "metrics/cv.json"} <= first.keys()
     # auto takes the compiled engine for the standard model on a machine without a GPU.
     expected = {"auto": "compiled", "keras": "keras"}[runs[0].requested_engine]
     assert json.loads(first["metrics/train.json"])["engine"] == expected
@@ -90,5 +90,5 @@ def test_forced_runs_write_byte_identical_metrics(runs):
 
 def test_forced_runs_record_identical_output_hashes(runs):
     first, second = runs[1].out_hashes, runs[2].out_hashes
-    assert len(first) >= 13  # raw folder, six processed files, model files, metrics and plots
+    assert len(first) >= 14  # raw folder, seven processed files, model files, metrics and plots
     assert differing(first, second) == []  # model files included: saved byte-reproducibly

@@ -1,0 +1,217 @@
+"""Cross-validation stage: K folds of the kept ratings, the model and the bias baseline on each."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from stages import kernels, paths
+from stages.baseline import fit_bias_model
+from stages.common import PipelineError, load_params, require, run_stage, write_json
+from stages.evaluate import mae, predict_test, rmse
+from stages.preprocess import encode_splits, index_in, ranks_within_users, sorted_unique, time_order
+from stages.train import fit_model
+
+log = logging.getLogger(__name__)
+
+NEVER_HELD_OUT = -1  # the fold of a rating that is in every fold's training part
+
+
+def assign_folds(ratings: pd.DataFrame, folds: int, seed: int, split: str) -> np.ndarray:
+    """The fold 0..folds-1 that holds each rating out, or NEVER_HELD_OUT.
+
+    - random: a seeded permutation dealt round-robin, so fold sizes differ by at most one.
+    - user: each user's ratings shuffled (seeded) and dealt round-robin from a random fold, so a
+      held-out fold takes at most one rating in `folds` of each user and every held-out user has
+      training ratings; a user with one rating is never held out.
+    - time: the ratings in time_order (ties by userId, then movieId) cut into folds + 1 equal
+      blocks; fold k holds out block k + 1 and trains on the blocks before it (expanding window,
+      as scikit-learn's TimeSeriesSplit); block 0 is never held out; `seed` plays no part.
+
+    Returns:
+        int64 (n,).
+    """
+    n = len(ratings)
+    fold = np.empty(n, np.int64)
+    rng = np.random.default_rng(seed)
+    if split == "random":
+        fold[rng.permutation(n)] = np.arange(n) % folds
+    elif split == "user":
+        user_ids = ratings["userId"].to_numpy()
+        rank, count = ranks_within_users(user_ids, rng)
+        users = sorted_unique(user_ids)
+        offset = rng.integers(0, folds, len(users))[index_in(users, user_ids)]
+        fold = np.where(count > 1, (rank + offset) % folds, NEVER_HELD_OUT)
+    elif split == "time":
+        fold[time_order(ratings)] = np.arange(n) * (folds + 1) // n - 1
+    else:
+        raise PipelineError(f"preprocess.split={split!r} is unknown")
+    return fold
+
+
+def fold_parts(fold: np.ndarray, k: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of fold k's training and held-out ratings.
+
+    Under `time` only earlier blocks train; under the other rules every rating not held out does.
+    """
+    held_out = fold == k
+    return (fold < k) if split == "time" else ~held_out, held_out
+
+
+def fold_splits(
+    ratings: pd.DataFrame, folds: int, seed: int, split: str
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int, int]]:
+    """Each fold's training and held-out ratings, encoded on its training part only.
+
+    Yields:
+        train and test as stages.preprocess.encode_splits gives them (user_index, movie_index;
+        test also `cold`), and the numbers of encoded users and movies.
+
+    Raises:
+        PipelineError: when a fold would have no training or no held-out ratings; checked for
+            every fold before the first is yielded.
+    """
+    fold = assign_folds(ratings, folds, seed, split)
+    parts = [fold_parts(fold, k, split) for k in range(folds)]
+    for k, (train, test) in enumerate(parts, start=1):
+        if not train.any() or not test.any():
+            raise PipelineError(
+                f"crossvalidate.folds={folds} with preprocess.split={split} leaves fold {k} with "
+                f"no {'training' if test.any() else 'held-out'} ratings ({len(ratings)} ratings "
+                "kept); lower crossvalidate.folds or keep more users and movies"
+            )
+    for train, test in parts:
+        train_df, test_df, users, movies = encode_splits(
+            ratings[train].reset_index(drop=True), ratings[test].reset_index(drop=True)
+        )
+        yield train_df, test_df, len(users), len(movies)
+
+
+def fold_scores(actual: np.ndarray, predicted: np.ndarray, baseline: np.ndarray) -> dict:
+    """RMSE and MAE of the model and of the bias baseline on one held-out fold, and model - baseline."""
+    row = {
+        "rmse": rmse(actual, predicted),
+        "mae": mae(actual, predicted),
+        "baseline_rmse": rmse(actual, baseline),
+        "baseline_mae": mae(actual, baseline),
+    }
+    row["rmse_difference"] = row["rmse"] - row["baseline_rmse"]
+    row["mae_difference"] = row["mae"] - row["baseline_mae"]
+    return {name: round(value, 6) for name, value in row.items()}
+
+
+def mean_and_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (ddof=1) over the folds, rounded."""
+    values = np.asarray(values, np.float64)
+    return {"mean": round(float(values.mean()), 6), "std": round(float(values.std(ddof=1)), 6)}
+
+
+def summarize(rows: list[dict], split: str) -> dict:
+    """metrics/cv.json: mean and std over the folds of every fold score, then the folds themselves.
+
+    rmse_mean and rmse_std (the model, cold pairs by the bias baseline) come first, so that
+    `dvc metrics show` and `dvc exp show` list them first.
+    """
+    stats = {name: mean_and_std([row[name] for row in rows]) for name in rows[0] if name != "fold"}
+
+    def pair(name: str) -> dict:
+        return {f"{name}_mean": stats[name]["mean"], f"{name}_std": stats[name]["std"]}
+
+    return {
+        **pair("rmse"),
+        **pair("mae"),
+        "user_movie_biases": {
+            "rmse_mean": stats["baseline_rmse"]["mean"],
+            "rmse_std": stats["baseline_rmse"]["std"],
+            "mae_mean": stats["baseline_mae"]["mean"],
+            "mae_std": stats["baseline_mae"]["std"],
+        },
+        "model_minus_user_movie_biases": {
+            "rmse_mean": stats["rmse_difference"]["mean"],
+            "rmse_std": stats["rmse_difference"]["std"],
+            "mae_mean": stats["mae_difference"]["mean"],
+            "mae_std": stats["mae_difference"]["std"],
+            "rmse_folds_lower": sum(row["rmse_difference"] < 0 for row in rows),
+        },
+        "folds": len(rows),
+        "split": split,
+        "per_fold": rows,
+    }
+
+
+def cross_validate(
+    ratings: pd.DataFrame, split: str, folds: int, seed: int, p: dict, batch_size: int
+) -> dict:
+    """Fit and score the model and the bias baseline on each fold, as train and evaluate do.
+
+    Each fold's model is stages.train.fit_model on its training part (with its own validation
+    part for early stopping), its bias model stages.baseline.fit_bias_model on the same part;
+    the held-out ratings are predicted by stages.evaluate.predict_test (cold pairs by the bias
+    model).
+
+    Args:
+        ratings: userId, movieId, rating, timestamp of every kept rating.
+        split, folds, seed: see assign_folds.
+        p: the `train` params section.
+        batch_size: held-out pairs per model.predict call.
+
+    Returns:
+        The summary that summarize writes to metrics/cv.json.
+    """
+    rows = []
+    for k, (train, test, n_users, n_movies) in enumerate(
+        fold_splits(ratings, folds, seed, split), start=1
+    ):
+        start = time.perf_counter()
+        model, history = fit_model(train, n_users, n_movies, p)
+        biases = fit_bias_model(train, n_users, n_movies, p)
+        predicted, baseline = predict_test(model, biases, test, batch_size)
+        row = {
+            "fold": k,
+            **fold_scores(test["rating"].to_numpy(np.float64), predicted, baseline),
+            "train_ratings": len(train),
+            "test_ratings": len(test),
+            "cold_pairs": int(test["cold"].sum()),
+            "epochs_run": len(history),
+        }
+        rows.append(row)
+        log.info(
+            "fold %d/%d: RMSE %.4f (bias baseline %.4f) on %d held-out ratings, %d cold; %.1f s",
+            k, folds, row["rmse"], row["baseline_rmse"], len(test), row["cold_pairs"],
+            time.perf_counter() - start,
+        )  # fmt: skip
+    return summarize(rows, split)
+
+
+def main() -> None:
+    params = load_params()
+    cv = params["crossvalidate"]
+    split = params["preprocess"]["split"]
+    require(paths.RATINGS)
+    ratings = pd.read_parquet(paths.RATINGS)
+    log.info("%d-fold cross-validation (split=%s) of %d ratings", cv["folds"], split, len(ratings))
+    start = time.perf_counter()
+    kernels.warm_up()
+    log.info("training kernels ready in %.1f s", time.perf_counter() - start)
+    result = cross_validate(
+        ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"]
+    )
+    write_json(paths.CV_METRICS, result)
+    log.info(
+        "model RMSE %.4f +- %.4f over %d folds; bias baseline %.4f; model - baseline %.4f +- %.4f",
+        result["rmse_mean"],
+        result["rmse_std"],
+        result["folds"],
+        result["user_movie_biases"]["rmse_mean"],
+        result["model_minus_user_movie_biases"]["rmse_mean"],
+        result["model_minus_user_movie_biases"]["rmse_std"],
+    )
+
+
+if __name__ == "__main__":
+    logging.getLogger("stages.train").setLevel(logging.WARNING)  # one line per fold, not per epoch
+    run_stage(main)
