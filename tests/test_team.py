@@ -253,22 +253,28 @@ def log_span(log: str) -> tuple[int, int]:
     return seconds[0], seconds[-1]
 
 
-def wait_for_queue(repo: Path, env: dict, names: list[str]) -> str:
-    """Poll `dvc queue status` until no experiment is queued or running and no worker is left."""
-    deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    while True:
-        status = run(repo, "dvc", "queue", "status", env=env)
+def wait_for_queue(repo: Path, env: dict, done, timeout_s: float) -> str:
+    """Poll `dvc queue status` every 2 s until `done(status)`; return that status."""
+    deadline = time.monotonic() + timeout_s
+    while not done(status := run(repo, "dvc", "queue", "status", env=env)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the queue did not settle in {timeout_s} s:\n{status}")
+        time.sleep(2)
+    return status
+
+
+def settled(names: list[str]):
+    """A test of a `dvc queue status`: every one of `names` is neither queued nor running."""
+
+    def done(status: str) -> bool:
         states = {
             words[1]: words[-1]
             for words in map(str.split, status.splitlines())
             if len(words) > 2 and words[1] in names
         }
-        settled = len(states) == len(names) and not {"Queued", "Running"} & set(states.values())
-        if settled and "Worker status: 0 active, 0 idle" in status:
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}")
-        time.sleep(2)
+        return len(states) == len(names) and not {"Queued", "Running"} & set(states.values())
+
+    return done
 
 
 @pytest.mark.slow
@@ -278,9 +284,11 @@ def test_a_queued_sweep_runs_two_experiments_at_once(alice, dim16, env):
     assert len(names) == 2, queued
     try:
         run(alice, "dvc", "queue", "start", "-j", "2", env=env)
-        status = wait_for_queue(alice, env, names)
+        status = wait_for_queue(alice, env, settled(names), QUEUE_TIMEOUT_S)
     finally:
         run(alice, "dvc", "queue", "stop", "--kill", env=env, check=False)
+    no_workers = "Worker status: 0 active, 0 idle"  # no celery worker outlives the test
+    wait_for_queue(alice, env, lambda status: no_workers in status, timeout_s=120)
     for name in names:
         assert re.search(rf"\b{name}\s.*\bSuccess\b", status), status
     spans = [log_span(run(alice, "dvc", "queue", "logs", name, env=env)) for name in names]
