@@ -131,6 +131,7 @@ PARAMS = {
     "epochs": 12,
     "batch_size": 64,
     "learning_rate": 0.05,
+    "optimizer": "adam",
     "embeddings_l2": 1e-4,
     "activity_l2": 0.01,
     "validation_size": 0.2,
