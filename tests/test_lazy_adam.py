@@ -206,7 +206,7 @@ def test_compiled_lazy_trainer_matches_keras_lazy_adam_on_the_models_own_loss():
         keras.utils.set_random_seed(5)
         models.append(build_model(15, 20, 4, 0.0, 0.05, (0.5, 5.0)))
     ours, reference = models
-    start = ours.get_layer("user_embedding").embeddings.numpy()
+    initial = ours.get_layer("user_embedding").embeddings.numpy()
     trainer = AdamTrainer(ours, learning_rate=LR, batch_size=batch_size, optimizer="lazy_adam")
     trainer.run_epoch(users, movies, ratings)
     trainer.to_model()
@@ -223,7 +223,7 @@ def test_compiled_lazy_trainer_matches_keras_lazy_adam_on_the_models_own_loss():
     for got, want in zip(ours.trainable_variables, variables, strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
     never = ours.get_layer("user_embedding").embeddings.numpy()[12:]  # users 12..14: not looked up
-    np.testing.assert_array_equal(never, start[12:])
+    np.testing.assert_array_equal(never, initial[12:])
 
 
 def test_trainer_refuses_lazy_adam_with_a_whole_table_term():
