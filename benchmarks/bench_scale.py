@@ -57,9 +57,10 @@ STAGES = ("download", "preprocess", "train", "evaluate")
 LARGE_RELEASE_OVERRIDES = {
     "train.optimizer": "lazy_adam",
     "train.embeddings_l2": 0.0,
+    "train.embedding_dim": 8,
     "train.batch_size": 32768,
     "train.learning_rate": 0.02,
-    "train.activity_l2": 0.1,
+    "train.activity_l2": 0.02,
     "train.epochs": 8,
     "train.patience": 1,
 }
