@@ -59,7 +59,7 @@ LARGE_RELEASE_OVERRIDES = {
     "train.embeddings_l2": 0.0,
     "train.embedding_dim": 8,
     "train.batch_size": 32768,
-    "train.learning_rate": 0.02,
+    "train.learning_rate": 0.01,
     "train.activity_l2": 0.02,
     "train.epochs": 8,
     "train.patience": 1,
