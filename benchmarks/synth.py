@@ -1,7 +1,8 @@
 """Synthetic MovieLens-shaped releases: latent-factor ratings zipped in each release's own layout.
 
 Run `python -m benchmarks.synth --dataset ml-25m --ratings 25000000 --out DIR` to get
-`DIR/ml-25m.zip` and `DIR/ml-25m.zip.md5`, a directory usable as MOVIELENS_MIRROR.
+`DIR/ml-25m.zip` and `DIR/ml-25m.zip.md5`, a directory usable as MOVIELENS_MIRROR, and
+`DIR/ml-25m.floor.json`: the generator's parameters and the RMSE a perfect model would score.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import csv
 import hashlib
 import io
+import json
 import logging
 import os
 import sys
@@ -18,11 +20,12 @@ import urllib.parse
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
 from stages.datasets import DATASETS, ML100K_GENRES, Dataset
 
@@ -241,6 +244,39 @@ def _latent_model(n_users: int, n_movies: int, rng: np.random.Generator) -> _Lat
     )
 
 
+@dataclass(frozen=True)
+class Floor:
+    """How well a perfect model can do on generated ratings (their RMSE, over all of them).
+
+    floor_rmse: the RMSE of the Bayes-optimal prediction E[rating | user, movie], computed
+        exactly from the generator's own noise, rounding and clipping (expected_rating): what a
+        model that knew every b_u, b_m, p_u, q_m would score; no prediction does better on average.
+    noiseless_rmse: the RMSE of the noiseless rating clip(GLOBAL_MEAN + b_u + b_m + p_u . q_m)
+        (clipped to the user's grid); above floor_rmse on average, since rounding and clipping
+        shift the rating's mean away from it near the ends of the scale.
+    """
+
+    floor_rmse: float
+    noiseless_rmse: float
+
+
+def expected_rating(mean: np.ndarray, step: np.ndarray | float) -> np.ndarray:
+    """E[clip(round_to_grid(mean + noise))], noise ~ N(0, NOISE_STD), float64 like `mean`.
+
+    The grid is step, 2 * step, ..., MAX_RATING; the rating passes the threshold (k + 0.5) * step
+    (k = 1 .. MAX_RATING / step - 1) with probability Phi((mean - threshold) / NOISE_STD), and
+    each threshold passed adds one step to the lowest rating.
+    """
+    mean = np.asarray(mean, np.float64)
+    step = np.broadcast_to(np.asarray(step, np.float64), mean.shape)
+    expected = step.copy()
+    for k in range(1, round(MAX_RATING / 0.5)):
+        threshold = (k + 0.5) * step
+        passed = ndtr((mean - threshold) / NOISE_STD)
+        expected += np.where(threshold < MAX_RATING, step * passed, 0.0)
+    return expected
+
+
 def generate_ratings(
     n_ratings: int,
     n_users: int,
@@ -274,6 +310,20 @@ def generate_ratings(
     Raises:
         ValueError: for counts that cannot be met, naming the count to change.
     """
+    args = (n_ratings, n_users, n_movies, seed, half_stars, min_user_ratings, time_range)
+    return generate_ratings_and_floor(*args)[0]
+
+
+def generate_ratings_and_floor(
+    n_ratings: int,
+    n_users: int,
+    n_movies: int,
+    seed: int,
+    half_stars: bool = True,
+    min_user_ratings: int | None = None,
+    time_range: tuple[int, int] | None = None,
+) -> tuple[pd.DataFrame, Floor]:
+    """generate_ratings' table (the same for the same arguments) and its Floor."""
     min_user_ratings = _check_counts(n_ratings, n_users, n_movies, seed, min_user_ratings)
     model = _latent_model(n_users, n_movies, _rng(seed, _MODEL))
     per_user = _user_counts(n_ratings, model.activity, min_user_ratings, n_movies)
@@ -281,7 +331,7 @@ def generate_ratings(
     users, movies = np.divmod(keys, n_movies)
     del keys
     users, movies = users.astype(np.int32), movies.astype(np.int32)
-    rating = _score(users, movies, model, half_stars, _rng(seed, _NOISE))
+    rating, floor = _score(users, movies, model, half_stars, _rng(seed, _NOISE))
     shape = RELEASE_SHAPES["ml-25m"]
     time_range = time_range or (shape.first_timestamp, shape.last_timestamp)
     timestamp = _timestamps(users, n_users, time_range, _rng(seed, _TIMES))
@@ -292,7 +342,7 @@ def generate_ratings(
         "rating": rating,
         "timestamp": timestamp,
     }
-    return pd.DataFrame(columns, copy=False)
+    return pd.DataFrame(columns, copy=False), floor
 
 
 def _check_counts(
@@ -452,21 +502,27 @@ def _score(
     model: _LatentModel,
     half_stars: bool,
     rng: np.random.Generator,
-) -> np.ndarray:
-    """Ratings on the grid, (n,) float32, computed in chunks to bound memory.
+) -> tuple[np.ndarray, Floor]:
+    """Ratings on the grid, (n,) float32, computed in chunks to bound memory, and their Floor.
 
     With half stars, the users of `model.whole_stars_only` still round to whole stars, as many
     real users do.
     """
     rating = np.empty(len(users), dtype=np.float32)
+    bayes_sse = noiseless_sse = 0.0
     for start in range(0, len(users), ROWS_PER_CHUNK):
         u, m = users[start : start + ROWS_PER_CHUNK], movies[start : start + ROWS_PER_CHUNK]
         raw = np.einsum("ij,ij->i", model.user_factors[u], model.movie_factors[m])
         raw += GLOBAL_MEAN + model.user_bias[u] + model.movie_bias[m]
+        mean = raw.astype(np.float64)
         raw += rng.standard_normal(len(u), dtype=np.float32) * NOISE_STD
         step = np.where(model.whole_stars_only[u], 1.0, 0.5) if half_stars else 1.0
-        rating[start : start + len(u)] = np.clip(np.round(raw / step) * step, step, MAX_RATING)
-    return rating
+        chunk = np.clip(np.round(raw / step) * step, step, MAX_RATING)
+        rating[start : start + len(u)] = chunk
+        bayes_sse += float(np.sum((chunk - expected_rating(mean, step)) ** 2))
+        noiseless_sse += float(np.sum((chunk - np.clip(mean, step, MAX_RATING)) ** 2))
+    n = max(len(users), 1)
+    return rating, Floor(float(np.sqrt(bayes_sse / n)), float(np.sqrt(noiseless_sse / n)))
 
 
 def _timestamps(
@@ -709,15 +765,17 @@ def generate_release(
 ) -> Path:
     """Generate a release's movies and ratings and write them with write_release.
 
+    Beside the zip it writes floor_path(zip): the generator's parameters and its Floor.
+
     Returns:
         The zip's path.
     """
     shape = RELEASE_SHAPES[dataset_name]
     started = time.perf_counter()
     movies = generate_movies(n_movies, seed)
-    ratings = generate_ratings(
-        n_ratings, n_users, n_movies, seed,
-        half_stars=DATASETS[dataset_name].rating_step == 0.5,
+    half_stars = DATASETS[dataset_name].rating_step == 0.5
+    ratings, floor = generate_ratings_and_floor(
+        n_ratings, n_users, n_movies, seed, half_stars=half_stars,
         time_range=(shape.first_timestamp, shape.last_timestamp),
     )  # fmt: skip
     log.info("generated %d ratings in %.1f s", len(ratings), time.perf_counter() - started)
@@ -726,7 +784,26 @@ def generate_release(
     log.info(
         "wrote %s (%d bytes) in %.1f s", path, path.stat().st_size, time.perf_counter() - started
     )
+    truth = {
+        "dataset": dataset_name, "n_ratings": n_ratings, "n_users": n_users,
+        "n_movies": n_movies, "seed": seed, "half_stars": half_stars,
+        "whole_star_user_share": WHOLE_STAR_USER_SHARE if half_stars else 1.0,
+        "latent_dim": LATENT_DIM, "global_mean": GLOBAL_MEAN, "user_bias_std": USER_BIAS_STD,
+        "movie_bias_std": MOVIE_BIAS_STD, "factor_std": FACTOR_STD, "noise_std": NOISE_STD,
+        "max_rating": MAX_RATING, **asdict(floor),
+    }  # fmt: skip
+    floor_file = floor_path(path)
+    partial = floor_file.with_name(floor_file.name + ".tmp")
+    partial.write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, floor_file)
+    log.info("floor RMSE %.4f (noiseless rating %.4f)", floor.floor_rmse, floor.noiseless_rmse)
     return path
+
+
+def floor_path(zip_path: Path) -> Path:
+    """Where generate_release puts a release's parameters and Floor: <release>.floor.json."""
+    zip_path = Path(zip_path)
+    return zip_path.with_name(zip_path.name.removesuffix(".zip") + ".floor.json")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

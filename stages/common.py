@@ -114,6 +114,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "epochs": positive_int,
             "batch_size": positive_int,
             "learning_rate": Spec(float, low=0.0, high=1.0, low_inclusive=False),
+            "optimizer": Spec(str, choices=("adam", "lazy_adam")),
             "embeddings_l2": Spec(float, low=0.0),
             "activity_l2": Spec(float, low=0.0),
             "validation_size": Spec(float, low=0.0, high=1.0, high_inclusive=False),

@@ -31,6 +31,9 @@ from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING
 log = logging.getLogger(__name__)
 
 TABLES = (USER_EMBEDDING, USER_BIAS, MOVIE_EMBEDDING, MOVIE_BIAS)
+# train.optimizer -> the compiled epoch: Keras' Adam on the dense gradient, or lazy Adam (only the
+# rows a batch looked up; stages.optimizers.LazyAdam is the same update for Keras).
+EPOCHS = {"adam": kernels.adam_epoch, "lazy_adam": kernels.lazy_adam_epoch}
 
 
 def compiled_problem(model: keras.Model) -> str | None:
@@ -85,6 +88,12 @@ class AdamTrainer:
     `model.fit`. Each side's embedding and bias tables are held as one (rows, dim + 1) float32
     array, so a rating reads one row per side. The Keras model's variables are read once, at
     the start, and written by `to_model`.
+
+    With optimizer="lazy_adam" a step updates the moments and weights of only the rows the batch
+    looked up (kernels.lazy_adam_epoch); the model must then have no whole-table L2 term.
+
+    Raises:
+        ValueError: for an unknown optimizer, or lazy_adam on a model with embeddings_l2.
     """
 
     def __init__(
@@ -95,8 +104,14 @@ class AdamTrainer:
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
+        optimizer: str = "adam",
     ):
+        if optimizer not in EPOCHS:
+            raise ValueError(f"optimizer={optimizer!r}; choose one of {', '.join(EPOCHS)}")
         o = self.objective = objective_of(model)
+        if optimizer == "lazy_adam" and any(o.embeddings_l2):
+            raise ValueError("lazy_adam cannot apply a whole-table L2 term (embeddings_l2)")
+        self.epoch = EPOCHS[optimizer]
         self.variables = [model.get_layer(name).embeddings for name in TABLES]
         self.sides = self._join([v.numpy() for v in self.variables])
         self.momentums, self.velocities, self.gradients = kernels.adam_state(self.sides)
@@ -121,7 +136,7 @@ class AdamTrainer:
 
         Returns the epoch's mean training objective (`loss`) and training RMSE (`rmse`).
         """
-        loss, sse, self.iterations = kernels.adam_epoch(
+        loss, sse, self.iterations = self.epoch(
             *_kernel_input(users, movies, ratings),
             self.batch_size,
             self.sides,
@@ -215,7 +230,7 @@ def fit_compiled(
         trainer's own RMSE of the weights it wrote into the model on `check_rows`, for the caller
         to check against Keras' predictions.
     """
-    trainer = AdamTrainer(model, p["learning_rate"], p["batch_size"])
+    trainer = AdamTrainer(model, p["learning_rate"], p["batch_size"], optimizer=p["optimizer"])
     epochs = p["epochs"] if epochs is None else epochs
     validating = len(data.val_rows) > 0
     stopper = EarlyStopping(p["patience"]) if validating else None

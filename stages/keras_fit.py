@@ -84,10 +84,21 @@ class EpochLog(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int) -> None:
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """train.optimizer as a Keras optimizer: `adam` (DenseAdam) or `lazy_adam` (LazyAdam)."""
+    if name == "lazy_adam":
+        from stages.optimizers import LazyAdam
+
+        return LazyAdam(learning_rate=learning_rate)
+    return DenseAdam(learning_rate=learning_rate)
+
+
+def compile_model(
+    model: keras.Model, optimizer: str, learning_rate: float, steps_per_execution: int
+) -> None:
     """Adam, MSE and RMSE; `steps_per_execution` steps in each call of the compiled train step."""
     model.compile(
-        optimizer=DenseAdam(learning_rate=learning_rate),
+        optimizer=make_optimizer(optimizer, learning_rate),
         loss="mse",
         metrics=[keras.metrics.RootMeanSquaredError(name=RMSE)],
         # Keras turns XLA off while TensorFlow's op determinism is on (seed_everything), which
@@ -119,7 +130,7 @@ def fit_keras(
     # unfed in its while loop): one step a call then.
     per_call = steps if strategy.num_replicas_in_sync == 1 else 1
     with strategy.scope():  # the optimizer's variables live where the model's do
-        compile_model(model, p["learning_rate"], per_call)
+        compile_model(model, p["optimizer"], p["learning_rate"], per_call)
     record = EpochLog(epochs)
     callbacks = [record]
     validation = None

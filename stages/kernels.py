@@ -12,7 +12,10 @@ side. For a batch of `count` ratings with rows u, m and rating r:
 
 The gradient of the first two terms is summed row by row into gradient buffers; Adam then
 updates every row of both tables (the whole-table term reaches every row), exactly as Keras'
-`Adam` does with dense gradients.
+`Adam` does with dense gradients (adam_epoch). The lazy variant (lazy_adam_epoch, TensorFlow
+Addons' LazyAdam) updates the moments and weights of only the rows the batch looked up, each with
+the sum of its row gradients, so a step costs the batch, not the tables; the step count stays
+global. It has no whole-table term (that term's gradient is on every row) and refuses one.
 
 Results do not depend on the number of threads: a batch is cut into CHUNKS fixed parts, each
 summing into its own buffers, and Adam's rows are cut into BLOCKS fixed blocks whose partial sums
@@ -237,6 +240,63 @@ def _adam(
     return penalty, activity_sum
 
 
+@njit(cache=True, nogil=True)
+def _list_rows(index, start, end, counts, listed, looked_up):
+    """The rows index[start:end] looked up, in order of first look-up, with their look-up counts.
+
+    Writes them into listed[:n] and looked_up[:n], zeroes their counts (both chunks), returns n.
+    """
+    n = 0
+    for j in range(start, end):
+        i = index[j]
+        count = counts[0, i] + counts[1, i]
+        if count:
+            counts[0, i] = 0
+            counts[1, i] = 0
+            listed[n] = i
+            looked_up[n] = count
+            n += 1
+    return n
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
+def _lazy_adam(
+    sides, momentums, velocities, gradients, listed, looked_up, n_listed, zero_l2, act, alpha,
+    beta_1, beta_2, epsilon,
+):  # fmt: skip
+    """Adam on the listed rows of both tables only, in one parallel loop over BLOCKS parts of each.
+
+    Each row's update is _adam_looked_up's, with no whole-table term (zero_l2: zeros), so a row
+    gets the very arithmetic of the dense update's looked-up rows; rows not listed, moments
+    included, are not touched. Parts are fixed shares of each list, summed in order.
+    Returns per table (users, movies) the activity sum of _adam_rows.
+    """
+    keep_1 = np.float32(1.0) - beta_1
+    keep_2 = np.float32(1.0) - beta_2
+    partial = np.zeros(2 * BLOCKS)
+    for job in prange(2 * BLOCKS):
+        side = job % 2
+        block = job // 2
+        W, m, v, G = sides[side], momentums[side], velocities[side], gradients[side]
+        rows, counts, l2, a = listed[side], looked_up[side], zero_l2[side], act[side]
+        per_block = (n_listed[side] + BLOCKS - 1) // BLOCKS
+        first = block * per_block
+        last = min(n_listed[side], first + per_block)
+        activity = np.float32(0.0)
+        for r in range(first, last):
+            i = rows[r]
+            _, row_activity = _adam_looked_up(
+                W[i], m[i], v[i], G[0, i], G[1, i], counts[r], l2, a, alpha, keep_1, keep_2,
+                epsilon,
+            )  # fmt: skip
+            activity += row_activity
+        partial[job] = activity
+    activity_sum = np.zeros(2)
+    for job in range(2 * BLOCKS):
+        activity_sum[job % 2] += partial[job]
+    return activity_sum
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _rows_per_block(rows):
     return (rows + BLOCKS - 1) // BLOCKS
@@ -325,6 +385,59 @@ def adam_epoch(
     return loss / max(steps, 1), sse, iterations
 
 
+@njit(cache=True, nogil=True)
+def lazy_adam_epoch(
+    users, movies, ratings, batch_size, sides, momentums, velocities, gradients, hyper, iterations
+):
+    """One pass of mini-batch lazy Adam (TensorFlow Addons' LazyAdam) over the ratings in order.
+
+    Takes and returns what adam_epoch does, but a step updates the moments and weights of only
+    the rows the batch looked up, each with the sum of its gradients over its look-ups in the
+    batch; the other rows and their moments stay as they are. The step count (bias correction)
+    is global, as in adam_epoch. The cost of a step follows the batch, not the tables.
+
+    Raises:
+        ValueError: when hyper's whole-table weights l2_u, l2_m are not all zero (that term has
+            a gradient on every row, which a lazy update cannot apply).
+    """
+    lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon = hyper
+    if np.any(l2_u != 0) or np.any(l2_m != 0):
+        raise ValueError("lazy_adam_epoch: the whole-table L2 weights must be 0")
+    rows = (users, movies)
+    counts = (
+        np.zeros((CHUNKS, sides[0].shape[0]), np.int32),
+        np.zeros((CHUNKS, sides[1].shape[0]), np.int32),
+    )
+    most = min(batch_size, ratings.shape[0])  # rows one batch can look up, per side
+    listed = (np.empty(most, np.int32), np.empty(most, np.int32))
+    looked_up = (np.empty(most, np.int32), np.empty(most, np.int32))
+    n_listed = np.zeros(2, np.int64)
+    n = ratings.shape[0]
+    loss = 0.0
+    sse = 0.0
+    steps = 0
+    for start in range(0, n, batch_size):
+        end = min(n, start + batch_size)
+        squared = _batch_gradients(
+            ratings, rows, start, end, sides, gradients, counts, lo, span, (act_u, act_m)
+        )
+        for side in range(2):
+            n_listed[side] = _list_rows(
+                rows[side], start, end, counts[side], listed[side], looked_up[side]
+            )
+        iterations += 1
+        t = np.float32(iterations)
+        alpha = learning_rate * np.sqrt(np.float32(1.0) - beta_2**t) / (np.float32(1.0) - beta_1**t)
+        activity = _lazy_adam(
+            sides, momentums, velocities, gradients, listed, looked_up, n_listed, (l2_u, l2_m),
+            (act_u, act_m), alpha, beta_1, beta_2, epsilon,
+        )  # fmt: skip
+        loss += (squared + activity[0] + activity[1]) / (end - start)
+        sse += squared
+        steps += 1
+    return loss / max(steps, 1), sse, iterations
+
+
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def squared_error(users, movies, ratings, U, M, lo, span):
     """Sum of squared errors of the tables' predictions on the given pairs."""
@@ -362,5 +475,6 @@ def warm_up() -> None:
     columns = np.zeros(3)
     hyper = hyperparameters(1, 4, columns, columns, columns, columns, 1e-3, 0.9, 0.999, 1e-7)
     adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
+    lazy_adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
     squared_error(index, index, ratings, *sides, hyper[0], hyper[1])
     gather(np.arange(3), index, index, ratings, index.copy(), index.copy(), ratings.copy())

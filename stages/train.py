@@ -79,6 +79,21 @@ def rating_scale_of(ratings: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def check_optimizer(p: dict) -> None:
+    """Refuse a whole-table L2 weight with the lazy optimizer, which cannot apply it.
+
+    Raises:
+        PipelineError: for train.optimizer=lazy_adam with train.embeddings_l2 > 0.
+    """
+    if p["optimizer"] == "lazy_adam" and p["embeddings_l2"] > 0:
+        raise PipelineError(
+            f"train.optimizer=lazy_adam cannot apply train.embeddings_l2={p['embeddings_l2']:g}: "
+            "that L2 term on the whole tables has a gradient on every row, and a lazy update "
+            "touches only the rows a batch looks up; set train.embeddings_l2 to 0 "
+            "(train.activity_l2 regularises per rating) or use train.optimizer=adam"
+        )
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, and make TensorFlow's kernels deterministic."""
     keras.utils.set_random_seed(seed)
@@ -179,6 +194,7 @@ def train_model(
         strategy: where the Keras engine trains; by default MirroredStrategy over the GPUs when
             there are several.
     """
+    check_optimizer(p)
     seed_everything(p["seed"])
     data = training_data(
         train["user_index"].to_numpy(),
@@ -325,6 +341,7 @@ def normalise_entry(name: str, data: bytes) -> bytes:
 
 def main() -> None:
     p = load_params()["train"]
+    check_optimizer(p)
     require(paths.TRAIN, paths.USER_IDS, paths.MOVIE_IDS)
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
     n_users = len(pd.read_parquet(paths.USER_IDS))

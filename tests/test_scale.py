@@ -160,15 +160,28 @@ def test_bench_scale_runs_the_whole_pipeline_at_200k(tmp_path):
         "ratings_per_second": runs[2].ratings_per_second,
     }
     assert set(rows[0]) == {"stage", "wall_seconds", "peak_rss_mb"}
-    table = bench_scale.format_table(runs, 200_000)
-    assert all(f"| {stage} |" in table for stage in [*bench_scale.STAGES, "total"])
-
     project = tmp_path / "work" / "project"
     scores = json.loads((project / "metrics" / "scores.json").read_text())
+    mirror = bench_scale.mirror_dir(tmp_path / "cache", 200_000, bench_scale.DEFAULT_SEED)
+    floor = json.loads((mirror / "ml-25m.floor.json").read_text())
+    assert rows[3] == {
+        "stage": "evaluate",
+        "wall_seconds": runs[3].wall_seconds,
+        "peak_rss_mb": runs[3].peak_rss_mb,
+        "rmse": scores["rmse"],
+        "baseline_rmse": scores["baselines"]["user_movie_biases"]["rmse"],
+        "floor_rmse": round(floor["floor_rmse"], 6),
+        **{k: scores[k] for k in ("precision@10", "recall@10", "ndcg@10", "coverage@10")},
+    }
+    assert 0.4 < floor["floor_rmse"] < scores["rmse"]
+    table = bench_scale.format_table(runs, 200_000)
+    assert all(f"| {stage} |" in table for stage in [*bench_scale.STAGES, "total"])
+    assert f"| the model | {scores['rmse']:.4f} |" in table
     assert scores["ranking_users"]["ranked"] == scores["ranking_users"]["of"]  # 1300 users < 10000
     summary = json.loads((project / "data" / "processed" / "summary.json").read_text())
     assert summary["dataset"] == "ml-25m" and summary["ratings_read"] == 200_000
     log = (tmp_path / "work" / "logs" / "download.log").read_text()
     assert "NOT the official ml-25m data" in log  # the checksum opt-in is never silent
-    cached = bench_scale.mirror_dir(tmp_path / "cache", 200_000, bench_scale.DEFAULT_SEED)
-    assert bench_scale.ensure_mirror(tmp_path / "cache", 200_000) == cached  # reused, not remade
+    made = (mirror / "ml-25m.zip").stat().st_mtime_ns
+    assert bench_scale.ensure_mirror(tmp_path / "cache", 200_000) == mirror
+    assert (mirror / "ml-25m.zip").stat().st_mtime_ns == made  # reused, not remade

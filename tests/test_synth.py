@@ -1,6 +1,7 @@
 """The synthetic MovieLens generator: each release's layout reads back through stages.datasets."""
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -217,6 +218,61 @@ def test_default_counts_match_the_real_release_at_full_size():
 
 def test_cli_writes_a_mirror(tmp_path):
     assert synth.main(["--dataset", "ml-1m", "--ratings", "3000", "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-1m.zip", "ml-1m.zip.md5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ml-1m.floor.json",
+        "ml-1m.zip",
+        "ml-1m.zip.md5",
+    ]
     ratings_file, _ = extract(tmp_path / "ml-1m.zip", "ml-1m", tmp_path / "raw")
     assert len(read_ratings(ratings_file, DATASETS["ml-1m"])) == 3000
+
+
+# ---------------------------------------------------------------- the floor
+
+
+def monte_carlo_rating(mean: np.ndarray, step: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """The mean of `draws` generated ratings per (mean, step), as the generator rounds and clips."""
+    rng = np.random.default_rng(seed)
+    noisy = mean[:, None] + rng.standard_normal((len(mean), draws)) * synth.NOISE_STD
+    grid = step[:, None]
+    return np.clip(np.round(noisy / grid) * grid, grid, synth.MAX_RATING).mean(axis=1)
+
+
+def test_expected_rating_is_the_mean_of_the_generated_ratings():
+    mean = np.array([-3.0, 0.6, 1.3, 2.77, 3.5, 4.4, 4.9, 8.0] * 2)
+    step = np.repeat([0.5, 1.0], 8)
+    draws = 200_000
+    got = synth.expected_rating(mean, step)
+    # The Monte-Carlo mean's standard error is at most 1.1 / sqrt(draws) ~ 0.0025 here.
+    np.testing.assert_allclose(got, monte_carlo_rating(mean, step, draws, 0), atol=0.012)
+    assert got[[0, 8]] == pytest.approx([0.5, 1.0], abs=1e-9)  # far below: the lowest rating
+    assert got[7] == pytest.approx(5.0, abs=1e-3)
+
+
+def test_release_writes_the_floor_a_perfect_model_scores(tmp_path):
+    counts = {"n_ratings": 20_000, "n_users": 200, "n_movies": 400}
+    zip_path = synth.generate_release("ml-25m", **counts, seed=3, out_dir=tmp_path)
+    truth = json.loads(synth.floor_path(zip_path).read_text())
+    assert synth.floor_path(zip_path) == tmp_path / "ml-25m.floor.json"
+    assert {k: truth[k] for k in counts} == counts
+    assert truth["seed"] == 3 and truth["latent_dim"] == synth.LATENT_DIM
+    assert truth["noise_std"] == synth.NOISE_STD and truth["half_stars"] is True
+
+    # Rebuild each rating's noiseless mean from the generator's own latent model.
+    ratings = synth.generate_ratings(**counts, seed=3)
+    model = synth._latent_model(200, 400, synth._rng(3, synth._MODEL))
+    users = np.searchsorted(
+        synth._sparse_ids(200, synth.USER_ID_SPREAD, synth._rng(3, synth._USER_IDS)),
+        ratings["userId"],
+    )
+    movies = np.searchsorted(synth.movie_ids(400, 3), ratings["movieId"])
+    mean = synth.GLOBAL_MEAN + model.user_bias[users] + model.movie_bias[movies]
+    mean = mean + np.sum(model.user_factors[users] * model.movie_factors[movies], axis=1)
+    step = np.where(model.whole_stars_only[users], 1.0, 0.5)
+    rating = ratings["rating"].to_numpy(np.float64)
+
+    noiseless = np.sqrt(np.mean((rating - np.clip(mean, step, 5.0)) ** 2))
+    assert truth["noiseless_rmse"] == pytest.approx(noiseless, rel=1e-5)
+    best = monte_carlo_rating(mean.astype(np.float64), step, 2_000, 1)
+    assert truth["floor_rmse"] == pytest.approx(np.sqrt(np.mean((rating - best) ** 2)), abs=0.005)
+    assert 0.4 < truth["floor_rmse"] < truth["noiseless_rmse"]
