@@ -4,7 +4,8 @@ The model is compiled with Adam, MSE loss and an RMSE metric and fitted on a tf.
 yields each epoch's ratings in the order stages.epochs draws from train.seed (the compiled engine
 reads the same order), with early stopping on the validation part that restores the best weights.
 Each epoch's steps run in one call of Keras' compiled train step (`steps_per_execution`), with
-TensorFlow's op determinism on: the same params and data give the same weights, bit for bit.
+TensorFlow's op determinism on: the same params and data give the same weights, bit for bit. The
+refit fits the same compiled model again from its initial weights (`restart`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ RMSE = "rmse"
 
 
 class DenseAdam(keras.optimizers.Adam):
-    """Keras' Adam on each embedding row's summed gradient.
+    """Keras' Adam on each embedding row's summed gradient, each variable updated in one kernel.
 
     A batch looks rows up through tf.gather, whose gradient is a tf.IndexedSlices with one slice
     per occurrence. Keras 3's Adam squares those slices one by one, so a row looked up k times gets
     the sum of k squares as its second moment instead of the square of its gradient. Densifying
     first (tf.convert_to_tensor sums the slices of a row) gives Adam on the true gradient, which is
     what the compiled engine computes.
+
+    On one device each variable's update is TensorFlow's fused Adam kernel (ResourceApplyAdam):
+    Keras' own formula, m += (g - m)(1 - beta_1), v += (g^2 - v)(1 - beta_2),
+    w -= alpha m / (sqrt(v) + epsilon) with alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t), in one
+    pass over the table instead of about ten (an epoch on ml-latest-small 1.1 times faster). Under
+    a distribution strategy with several replicas it is Keras' own update_step.
     """
 
     def apply(self, grads, trainable_variables=None):
@@ -41,28 +48,105 @@ class DenseAdam(keras.optimizers.Adam):
         dense = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         return super().apply(dense, trainable_variables)
 
+    def update_step(self, gradient, variable, learning_rate):
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
 
-def epochs_dataset(data: TrainingData, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Batches of the fitting rows, epoch after epoch, each epoch in epoch_orders' order."""
-    orders = epoch_orders(data.fit_rows, seed)
 
-    def epochs():
-        for order in orders:
-            users, movies, ratings = data.part(order)
-            yield model_inputs(users, movies), ratings
+def _handle(variable) -> tf.Tensor:
+    """The resource handle of a Keras variable or of the tf.Variable it wraps."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
-    signature = (
-        {
-            USER_INPUT: tf.TensorSpec((None,), tf.int32),
-            MOVIE_INPUT: tf.TensorSpec((None,), tf.int32),
-        },
-        tf.TensorSpec((None,), tf.float32),
-    )
-    one_epoch = tf.data.Dataset.from_generator(epochs, output_signature=signature)
-    batches = one_epoch.flat_map(
-        lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    )
-    return batches.prefetch(tf.data.AUTOTUNE)
+
+def restart(model: keras.Model, weights: list[np.ndarray]) -> None:
+    """Put the model back to `weights` and its Adam optimizer, if compiled, to step 0.
+
+    The model keeps its compiled train function, so fitting it again traces nothing: the refit
+    costs its epochs only.
+    """
+    model.set_weights(weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    optimizer.iterations.assign(0)
+    for moment in [*optimizer._momentums, *optimizer._velocities]:
+        moment.assign(tf.zeros_like(moment))
+
+
+class EpochBatches:
+    """The fitting rows' batches for one epoch at a time, each epoch in epoch_orders' order.
+
+    Keras opens a new iterator on the dataset at each epoch (the dataset ends with the epoch), and
+    may open one more before training to build the model; so the epoch whose order an iterator
+    yields is set by the EpochStart callback, not counted by the iterators. The batches are cut
+    in NumPy (one slice each), not element by element in tf.data (which cost a quarter of an
+    epoch on ml-latest-small).
+    """
+
+    def __init__(self, data: TrainingData, batch_size: int, seed: int):
+        self.data = data
+        self.batch_size = batch_size
+        self.steps = math.ceil(len(data.fit_rows) / batch_size)
+        self.epoch = 0  # set by EpochStart
+        self._orders = epoch_orders(data.fit_rows, seed)
+        self._drawn = -1
+        self._order = data.fit_rows
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Epoch `epoch`'s order (0-based); epochs are asked for in increasing order."""
+        if epoch < self._drawn:
+            raise ValueError(f"epoch {epoch}'s order was asked for after epoch {self._drawn}'s")
+        while self._drawn < epoch:
+            self._order = next(self._orders)
+            self._drawn += 1
+        return self._order
+
+    def __call__(self):
+        users, movies, ratings = self.data.part(self.order(self.epoch))
+        for start in range(0, len(ratings), self.batch_size):
+            end = start + self.batch_size
+            yield model_inputs(users[start:end], movies[start:end]), ratings[start:end]
+
+    def dataset(self) -> tf.data.Dataset:
+        """One epoch of batches (the cardinality known to Keras), prefetched."""
+        signature = (
+            {
+                USER_INPUT: tf.TensorSpec((None,), tf.int32),
+                MOVIE_INPUT: tf.TensorSpec((None,), tf.int32),
+            },
+            tf.TensorSpec((None,), tf.float32),
+        )
+        batches = tf.data.Dataset.from_generator(self, output_signature=signature)
+        batches = batches.apply(tf.data.experimental.assert_cardinality(self.steps))
+        return batches.prefetch(tf.data.AUTOTUNE)
+
+
+class EpochStart(keras.callbacks.Callback):
+    """Tells EpochBatches which epoch Keras is starting."""
+
+    def __init__(self, batches: EpochBatches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.epoch = epoch
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -111,7 +195,10 @@ def compile_model(
 def fit_keras(
     model: keras.Model, data: TrainingData, p: dict, epochs: int | None = None
 ) -> pd.DataFrame:
-    """Compile and fit the model in place with Keras; the best validation epoch's weights stay.
+    """Fit the model in place with Keras; the best validation epoch's weights stay.
+
+    An uncompiled model is compiled first; a compiled one is fitted as it is, optimizer state
+    included (`restart` puts it back to step 0 for the refit).
 
     Args:
         model: any Keras model taking the user and movie index inputs and returning ratings,
@@ -124,15 +211,23 @@ def fit_keras(
         The per-epoch history: epoch, loss, rmse, and val_rmse when validating.
     """
     epochs = p["epochs"] if epochs is None else epochs
-    steps = math.ceil(len(data.fit_rows) / p["batch_size"])
     strategy = model.distribute_strategy
-    # Keras' multi-step loop fails over several replicas here (TensorFlow 2.21, a placeholder left
-    # unfed in its while loop): one step a call then.
-    per_call = steps if strategy.num_replicas_in_sync == 1 else 1
-    with strategy.scope():  # the optimizer's variables live where the model's do
-        compile_model(model, p["optimizer"], p["learning_rate"], per_call)
+    if not model.compiled:
+        # One call of the train step runs an epoch, the refit's longer one (every training row)
+        # included, so that the refit reuses the traced function. Keras' multi-step loop fails
+        # over several replicas here (TensorFlow 2.21, a placeholder left unfed in its while
+        # loop): one step a call then.
+        per_call = math.ceil(len(data.ratings) / p["batch_size"])
+        with strategy.scope():  # the optimizer's variables live where the model's do
+            compile_model(
+                model,
+                p["optimizer"],
+                p["learning_rate"],
+                per_call if strategy.num_replicas_in_sync == 1 else 1,
+            )
+    batches = EpochBatches(data, p["batch_size"], p["seed"])
     record = EpochLog(epochs)
-    callbacks = [record]
+    callbacks = [EpochStart(batches), record]
     validation = None
     if len(data.val_rows):
         users, movies, ratings = data.part(data.val_rows)
@@ -143,13 +238,12 @@ def fit_keras(
             )
         )
     model.fit(
-        epochs_dataset(data, p["batch_size"], p["seed"]),
+        batches.dataset(),
         epochs=epochs,
-        steps_per_epoch=steps,
         validation_data=validation,
         validation_batch_size=p["batch_size"],
         callbacks=callbacks,
-        shuffle=False,  # epochs_dataset orders each epoch
+        shuffle=False,  # EpochBatches orders each epoch
         verbose=0,
     )
     history = pd.DataFrame(record.rows)

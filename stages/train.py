@@ -31,6 +31,7 @@ from stages.common import (
 )
 from stages.epochs import TrainingData, fitted_ratings, training_data
 from stages.fit import compiled_problem, fit_compiled
+from stages.keras_fit import fit_keras, restart
 from stages.model import build_model, model_inputs
 
 log = logging.getLogger(__name__)
@@ -176,8 +177,6 @@ def run_engine(
     check=False skips that check, for weights that will not be saved (a run the refit replaces).
     """
     if engine == "keras":
-        from stages.keras_fit import fit_keras
-
         return fit_keras(model, data, p, epochs)
     history, trainer_rmse = fit_compiled(model, data, p, check_rows(data), epochs)
     if check:
@@ -232,6 +231,7 @@ def train_model(
             )
 
     model = initial_model()
+    initial_weights = model.get_weights()
     engine, reason = choose_engine(p["engine"], model, n_gpus)
     log.info("engine: %s (%s)", engine, reason)
     refit = bool(p["refit"]) and len(data.val_rows) > 0
@@ -239,7 +239,7 @@ def train_model(
     best = best_epoch_of(history)
     if refit:
         log.info("refit: %d epochs on all %d training ratings", best, len(data.ratings))
-        model = initial_model()
+        restart(model, initial_weights)  # a compiled Keras model keeps its traced train step
         run_engine(engine, model, data.whole(), p, epochs=best)
     fitted = len(data.ratings) if refit else len(data.fit_rows)
     return Fit(uncompiled(model), history, engine, reason, best, refit, fitted)

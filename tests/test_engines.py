@@ -20,7 +20,8 @@ import yaml
 from stages import fit as compiled_fit
 from stages import paths, train
 from stages.common import PipelineError
-from stages.epochs import carve_validation
+from stages.epochs import carve_validation, epoch_orders, training_data
+from stages.keras_fit import EpochBatches, fit_keras
 from stages.layers import (
     MOVIE_BIAS,
     MOVIE_EMBEDDING,
@@ -285,3 +286,59 @@ def test_mirrored_strategy_on_two_devices_matches_one_device():
     assert result["replicas"] == 2
     assert len(result["mirrored"]) == len(result["single"]) == 3
     np.testing.assert_allclose(result["mirrored"][-1], result["single"][-1], atol=0.005)
+
+
+def test_the_keras_refit_equals_a_fresh_model_fitted_on_every_row(ratings):
+    """The refit fits the selection run's compiled model again after `restart`: its weights must
+    be those of a new model, new optimizer, fitted on every row for the chosen epochs."""
+    changes = {"engine": "keras", "epochs": 5, "patience": 1, "learning_rate": 0.05}
+    refitted = fit_with(ratings, refit=True, **changes)
+    p = {**PARAMS, **changes}
+    data = training_data(
+        ratings["user_index"].to_numpy(),
+        ratings["movie_index"].to_numpy(),
+        ratings["rating"].to_numpy(),
+        p["validation_size"],
+        p["seed"],
+    ).whole()
+    keras.utils.set_random_seed(p["seed"])
+    fresh = build_model(N_USERS, N_MOVIES, 8, 5e-5, 0.03, (0.5, 5.0))
+    fit_keras(fresh, data, p, epochs=refitted.best_epoch)
+    for a, b in zip(weights(refitted.model), weights(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_refitted_models_of_both_engines_agree(ratings):
+    changes = {"epochs": 4, "patience": 1, "refit": True}
+    compiled = fit_with(ratings, engine="compiled", **changes)
+    keras_fit = fit_with(ratings, engine="keras", **changes)
+    assert compiled.best_epoch == keras_fit.best_epoch
+    inputs = model_inputs(ratings["user_index"], ratings["movie_index"])
+    rmse = [
+        float(np.sqrt(np.mean((np.asarray(fit.model(inputs)).ravel() - ratings["rating"]) ** 2)))
+        for fit in (compiled, keras_fit)
+    ]
+    assert abs(rmse[0] - rmse[1]) < 1e-3
+
+
+def test_an_extra_iterator_does_not_shift_the_epoch_orders(ratings):
+    """Keras may open an iterator before the first epoch (to build a model under a strategy):
+    the epoch Keras starts, not the number of iterators opened, picks the order."""
+    data = training_data(
+        ratings["user_index"].to_numpy(),
+        ratings["movie_index"].to_numpy(),
+        ratings["rating"].to_numpy(),
+        0.1,
+        3,
+    )
+    batches = EpochBatches(data, 256, seed=7)
+    peeked = next(batches())
+    first = list(batches())
+    batches.epoch = 1
+    second = list(batches())
+    orders = epoch_orders(data.fit_rows, 7)
+    for got in (first, second):
+        users = data.users[next(orders)]
+        assert len(got) == batches.steps == -(-len(data.fit_rows) // 256)
+        np.testing.assert_array_equal(np.concatenate([x[USER_INPUT] for x, _ in got]), users)
+    np.testing.assert_array_equal(peeked[0][USER_INPUT], first[0][0][USER_INPUT])
