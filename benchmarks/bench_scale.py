@@ -50,6 +50,9 @@ DEFAULT_SEED = 0
 CACHE = ROOT / ".cache" / "bench-scale"
 RESULTS = ROOT / "benchmarks" / "scale.json"
 STAGES = ("download", "preprocess", "train", "evaluate", "crossvalidate")
+# Issue #15's whole-repro target (5 minutes) is for the pipeline that learns and scores the model,
+# download to evaluate; the crossvalidate stage came later and refits the model on K folds.
+PIPELINE = STAGES[:4]
 
 # The README's `-S` overrides for the large releases (ml-10m and up), chosen on the validation
 # part of generated ml-25m-shaped data (README, "Scale benchmark"); params.yaml's defaults are
@@ -81,7 +84,7 @@ TARGETS = {
     "preprocess": "<= 60 s, <= 4096 MB",
     "train": "<= 6144 MB",
     "evaluate": "<= 60 s",
-    "total": "<= 300 s, <= 6144 MB",
+    "pipeline": "<= 300 s, <= 6144 MB",
 }
 FLOOR_MARGIN = 0.05  # test RMSE at most the floor + this
 BASELINE_MARGIN = 0.15  # and at least this below the bias baseline of the same run
@@ -90,7 +93,7 @@ _THROUGHPUT = re.compile(r"fit took [\d.]+ s \((?P<rate>\d+) ratings/s\)")
 
 @dataclass(frozen=True)
 class StageRun:
-    """One measured `dvc repro -s` (or the whole repro, stage "total").
+    """One measured `dvc repro -s`, or a sum of them: "pipeline" (download to evaluate), "total".
 
     scores: for evaluate, rmse, baseline_rmse, floor_rmse and the ranking metrics (learned_scores).
     """
@@ -187,7 +190,7 @@ def train_throughput(repo: Path, output: str) -> float | None:
 
 
 def run_pipeline(repo: Path, env: dict, log_dir: Path, floor: dict) -> list[StageRun]:
-    """Run each stage with `dvc repro -s`, in order, and measure it; then a total row.
+    """Run each stage with `dvc repro -s`, in order, and measure it; then the sums (summed_rows).
 
     Each stage's output goes to `log_dir/<stage>.log`; the evaluate row gets learned_scores of
     the run's metrics/scores.json and `floor` (the mirror's floor.json).
@@ -211,12 +214,18 @@ def run_pipeline(repo: Path, env: dict, log_dir: Path, floor: dict) -> list[Stag
     status = subprocess.run(["dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
     if "up to date" not in status.stdout:
         raise RuntimeError(f"the pipeline is not up to date after the run:\n{status.stdout}")
-    total = StageRun(
-        "total",
-        round(sum(run.wall_seconds for run in runs), 1),
-        max(run.peak_rss_mb for run in runs),
-    )
-    return [*runs, total]
+    return [*runs, *summed_rows(runs)]
+
+
+def summed_rows(runs: list[StageRun]) -> list[StageRun]:
+    """The "pipeline" row (the PIPELINE stages: wall times summed, the largest peak) and "total"."""
+    pipeline = [run for run in runs if run.stage in PIPELINE]
+    return [
+        StageRun(
+            name, round(sum(r.wall_seconds for r in part), 1), max(r.peak_rss_mb for r in part)
+        )
+        for name, part in (("pipeline", pipeline), ("total", runs))
+    ]
 
 
 def run_benchmark(

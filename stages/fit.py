@@ -119,16 +119,16 @@ class AdamTrainer:
         self.batch_size = int(batch_size)
         dim = self.sides[0].shape[1] - 1
         self.hyper = kernels.hyperparameters(
-            o.lo,
-            o.hi - o.lo,
-            _columns(o.activity_l2[0:2], dim),
-            _columns(o.activity_l2[2:4], dim),
-            _columns(o.embeddings_l2[0:2], dim),
-            _columns(o.embeddings_l2[2:4], dim),
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
+            lo=o.lo,
+            span=o.hi - o.lo,
+            act_u=_columns(o.activity_l2[0:2], dim),
+            act_m=_columns(o.activity_l2[2:4], dim),
+            l2_u=_columns(o.embeddings_l2[0:2], dim),
+            l2_m=_columns(o.embeddings_l2[2:4], dim),
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
         )
 
     def run_epoch(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> dict:
@@ -150,7 +150,7 @@ class AdamTrainer:
 
     def rmse(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> float:
         """RMSE of the current weights on the given (warm) pairs."""
-        lo, span = self.hyper[:2]
+        lo, span = self.hyper.lo, self.hyper.span
         sse = kernels.squared_error(*_kernel_input(users, movies, ratings), *self.sides, lo, span)
         return float(np.sqrt(sse / len(ratings)))
 

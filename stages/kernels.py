@@ -29,6 +29,8 @@ change compiles (about 5 s here).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -323,11 +325,39 @@ def adam_state(sides):
     return momentums, velocities, gradients
 
 
-def hyperparameters(lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon):
-    """adam_epoch's `hyper` tuple, with the dtypes its compiled code is specialised for."""
+class Hyperparameters(NamedTuple):
+    """What the kernels compute with beside the tables, in the dtypes their code is built for.
+
+    Attributes:
+        lo, span: float32; the rating scale: pred = lo + span * sigmoid(logit).
+        act_u, act_m: float32 (dim + 1,) per-column weights of each side's activity (per rating)
+            L2 term; the last column is the bias's.
+        l2_u, l2_m: float32 (dim + 1,) per-column weights of each side's whole-table L2 term.
+        learning_rate, beta_1, beta_2, epsilon: float32; Adam's.
+    """
+
+    lo: np.float32
+    span: np.float32
+    act_u: np.ndarray
+    act_m: np.ndarray
+    l2_u: np.ndarray
+    l2_m: np.ndarray
+    learning_rate: np.float32
+    beta_1: np.float32
+    beta_2: np.float32
+    epsilon: np.float32
+
+
+def hyperparameters(
+    lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon
+) -> Hyperparameters:
+    """The kernels' Hyperparameters, each value cast to the dtype their compiled code takes."""
     f32 = np.float32
-    columns = (np.asarray(w, f32) for w in (act_u, act_m, l2_u, l2_m))
-    return (f32(lo), f32(span), *columns, *map(f32, (learning_rate, beta_1, beta_2, epsilon)))
+    act_u, act_m, l2_u, l2_m = (np.asarray(w, f32) for w in (act_u, act_m, l2_u, l2_m))
+    return Hyperparameters(
+        f32(lo), f32(span), act_u, act_m, l2_u, l2_m,
+        f32(learning_rate), f32(beta_1), f32(beta_2), f32(epsilon),
+    )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -342,16 +372,15 @@ def adam_epoch(
         batch_size: ratings per step; the last step takes what is left.
         sides: the two float32 tables (rows, dim + 1), updated in place; momentums and velocities
             alike; gradients: two float32 (CHUNKS, rows, dim + 1) buffers, zero on entry and exit.
-        hyper: (lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon), as
-            `hyperparameters` makes it:
-            float32 scalars, and for act_* and l2_* float32 (dim + 1,) per-column L2 weights of
-            the activity and whole-table terms of each side.
+        hyper: the Hyperparameters (`hyperparameters` makes them).
         iterations: Adam's step count before this epoch.
 
     Returns:
         (mean objective over the steps, sum of squared errors, step count after the epoch).
     """
-    lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon = hyper
+    lo, span, learning_rate = hyper.lo, hyper.span, hyper.learning_rate
+    act_u, act_m, l2_u, l2_m = hyper.act_u, hyper.act_m, hyper.l2_u, hyper.l2_m
+    beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
     rows = (users, movies)
     counts = (
         np.zeros((CHUNKS, sides[0].shape[0]), np.int32),
@@ -400,7 +429,9 @@ def lazy_adam_epoch(
         ValueError: when hyper's whole-table weights l2_u, l2_m are not all zero (that term has
             a gradient on every row, which a lazy update cannot apply).
     """
-    lo, span, act_u, act_m, l2_u, l2_m, learning_rate, beta_1, beta_2, epsilon = hyper
+    lo, span, learning_rate = hyper.lo, hyper.span, hyper.learning_rate
+    act_u, act_m, l2_u, l2_m = hyper.act_u, hyper.act_m, hyper.l2_u, hyper.l2_m
+    beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
     if np.any(l2_u != 0) or np.any(l2_m != 0):
         raise ValueError("lazy_adam_epoch: the whole-table L2 weights must be 0")
     rows = (users, movies)
@@ -476,5 +507,5 @@ def warm_up() -> None:
     hyper = hyperparameters(1, 4, columns, columns, columns, columns, 1e-3, 0.9, 0.999, 1e-7)
     adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
     lazy_adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
-    squared_error(index, index, ratings, *sides, hyper[0], hyper[1])
+    squared_error(index, index, ratings, *sides, hyper.lo, hyper.span)
     gather(np.arange(3), index, index, ratings, index.copy(), index.copy(), ratings.copy())
