@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from stages.common import PipelineError, run_stage, write_json
+from movielens.plumbing.errors import PipelineError, run_stage
+from movielens.plumbing.files import write_json
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Run `make bench-scale` (or `python -m benchmarks.bench_scale` from the project root). It
 
-1. generates ml-25m-shaped data with benchmarks.synth into a cache folder (reused when there),
+1. generates ml-25m-shaped data with movielens.synth into a cache folder (reused when there),
    a directory laid out like the GroupLens server: ml-25m.zip and ml-25m.zip.md5;
 2. copies the project (stages, dvc.yaml, params.yaml, DVC config) into a temporary git + DVC
    repository and applies OVERRIDES to its params.yaml;
@@ -38,9 +38,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks import synth
 from benchmarks.project_copy import ROOT, make_project, project_env
-from stages.download import TRUST_MD5_ENV
+from movielens import synth
+from movielens.data.download import TRUST_MD5_ENV
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Run `make bench` (or `python -m benchmarks.bench_train` from the project root af
 `dvc repro preprocess`). Every model fits the rows of data/processed/train.parquet and predicts
 every pair of data/processed/test.parquet; the table goes to stdout, one JSON row per model to
 benchmarks/results.json and the preprocess-seed check to benchmarks/seeds.json. Then every model
-fits and scores the folds of the crossvalidate stage (stages.crossvalidate.fold_splits, the same
+fits and scores the folds of the crossvalidate stage (movielens.evaluation.crossvalidation.fold_splits, the same
 params), written to benchmarks/cv.json.
 """
 
@@ -29,25 +29,28 @@ import pandas as pd
 from surprise import SVD, BaselineOnly, Dataset, KNNBaseline, Reader, SVDpp
 from surprise.prediction_algorithms.algo_base import AlgoBase
 
-from stages import kernels, paths
-from stages.baseline import fit_bias_model
-from stages.common import PipelineError, load_params, run_stage, write_json
-from stages.crossvalidate import fold_splits
-from stages.datasets import get_dataset
-from stages.evaluate import predict_test, scores
-from stages.model import build_model, model_inputs
-from stages.preprocess import load_release, preprocess
-from stages.train import (
+from movielens.data.preprocess import load_release, preprocess
+from movielens.data.releases import get_dataset
+from movielens.evaluation.crossvalidation import fold_splits
+from movielens.evaluation.evaluate import predict_test, scores
+from movielens.model import kernels
+from movielens.model.baseline import fit_bias_model
+from movielens.model.keras_model import build_model, model_inputs
+from movielens.model.training import (
     choose_engine,
     rating_scale_of,
     ratings_processed,
     train_model,
     visible_gpus,
 )
+from movielens.params import load_params
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError, run_stage
+from movielens.plumbing.files import write_json
 
 log = logging.getLogger(__name__)
 
-OURS = "movielens_mf"  # the Keras model's own name (stages.model.build_model)
+OURS = "movielens_mf"  # the Keras model's own name (movielens.model.keras_model.build_model)
 ENGINES = ("compiled", "keras")  # `movielens_mf` fits with each, on the same split, in one run
 COMPILED, KERAS = (f"{OURS} ({engine})" for engine in ENGINES)
 RMSE_TARGET = 0.845  # issue #10: both engines' test RMSE at most this
@@ -196,7 +199,7 @@ def choose_default_engine(params: dict) -> str:
 def warm_up_kernels() -> float:
     """Seconds to make the training kernels ready: compile them, or load them from Numba's cache.
 
-    Numba keeps compiled code on disk beside stages/kernels.py: it compiles after a change to the
+    Numba keeps compiled code on disk beside movielens/model/kernels.py: it compiles after a change to the
     file (a few seconds, once) and loads the code in later runs. The train stage does this before
     it times the fit, and so does the benchmark, so that the fit time is the training alone, the
     way Surprise's Cython is compiled when it is installed and imported before it fits.
@@ -227,7 +230,7 @@ def engine_row_name(engine: str) -> str:
 def bench_ours(
     split: Split, params: dict, engine: str | None = None, batch_size: int | None = None
 ) -> dict:
-    """Fit our model with stages.train.train_model (timed) and score it as evaluate does.
+    """Fit our model with movielens.model.training.train_model (timed) and score it as evaluate does.
 
     Args:
         engine: "keras" or "compiled"; None keeps train.engine from params.yaml.
@@ -764,5 +767,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    logging.getLogger("stages.train").setLevel(logging.WARNING)  # one progress line per fit
+    logging.getLogger("movielens.model").setLevel(logging.WARNING)  # one progress line per fit
     run_stage(main)

@@ -15,7 +15,15 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore")
+PROJECT_FILES = (
+    "movielens",
+    "stages",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+)
 OPTIONAL_FILES = (".dvc/plots",)  # custom plot templates, where the project has them
 
 

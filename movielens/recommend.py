@@ -24,13 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages import paths, weights
-from stages.architecture import standard_problem
-from stages.baseline import load_bias_model
-from stages.common import PipelineError, load_params, require, run_stage
-from stages.datasets import get_dataset
-from stages.layers import MOVIE_EMBEDDING, RATING, USER_EMBEDDING
-from stages.ranking import TABLES, Scorer, factors_from_tables, scorer_of, top_k
+from movielens.data.releases import get_dataset
+from movielens.evaluation.ranking import TABLES, Scorer, factors_from_tables, scorer_of, top_k
+from movielens.model import weights
+from movielens.model.architecture import standard_problem
+from movielens.model.baseline import load_bias_model
+from movielens.model.layers import MOVIE_EMBEDDING, RATING, USER_EMBEDDING
+from movielens.params import load_params
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError, require, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,7 @@ def raw_ratings_of(column: str, value: int, kind: str) -> pd.DataFrame:
             f"{kind} {value} is not in data/processed: either no such {column} exists or "
             f"preprocess.top_users / top_movies filtered it out ({raw} is absent, so which is unknown)"
         )
-    from stages.preprocess import read_raw  # only for ids absent from the splits
+    from movielens.data.preprocess import read_raw  # only for ids absent from the splits
 
     ratings = read_raw(paths.raw_dir(dataset.name), dataset)[0]
     found = ratings[ratings[column] == value]
@@ -214,7 +216,7 @@ def check_sizes(path: Path, users: int, movies: int, n_users: int, n_movies: int
 
 def load_keras(path: Path):
     """The Keras model (imports TensorFlow), for models the NumPy reader does not cover."""
-    from stages.model import load_model
+    from movielens.model.keras_model import load_model
 
     try:
         return load_model(path)
@@ -292,9 +294,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    argv: list[str] | None = None, prog: str = "movielens recommend"
+) -> argparse.Namespace:
     parser = _Parser(
-        prog="python -m stages.recommend",
+        prog=prog,
         description=__doc__.splitlines()[0],
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -377,8 +381,8 @@ def similar_list(movie_id: int, n: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "movielens recommend") -> None:
+    args = parse_args(argv, prog)
     if args.user is not None:
         answer = user_list(args.user, args.n)
         rows = [Recommendation(**r) for r in answer["recommendations"]]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.synth import generate_release
+from movielens.synth import generate_release
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.common import atomic_path, write_csv, write_json, write_parquet
+from movielens.plumbing.files import atomic_path, write_csv, write_json, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = pd.DataFrame({"userId": np.array([1, 2], dtype=np.int32), "rating": [4.0, 3.5]})
@@ -139,7 +139,7 @@ CHILD = textwrap.dedent(
     import sys
     import numpy as np
     import pandas as pd
-    from stages.common import write_json, write_parquet
+    from movielens.plumbing.files import write_json, write_parquet
 
     kind, target = sys.argv[1], sys.argv[2]
     rng = np.random.default_rng(0)

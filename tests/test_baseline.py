@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.baseline import (
+from movielens.model.baseline import (
     BiasModel,
     fit_bias_model,
     fit_biases,
     load_bias_model,
     save_bias_model,
 )
-from stages.common import PipelineError
+from movielens.plumbing.errors import PipelineError
 
 PARAMS = {"baseline_reg_users": 2.0, "baseline_reg_movies": 3.0, "baseline_iterations": 7}
 

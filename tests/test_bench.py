@@ -13,11 +13,18 @@ import yaml
 
 from benchmarks import bench_train, search
 from benchmarks.bench_train import COMPILED, KERAS, OURS
-from stages import crossvalidate, download, evaluate, paths, preprocess, train
-from stages.baseline import fit_biases, predict_biases
-from stages.common import PipelineError, load_params
-from stages.crossvalidate import fold_splits
-from stages.evaluate import rmse
+from movielens.data import download
+from movielens.evaluation import crossvalidation as crossvalidate
+from movielens.evaluation.crossvalidation import fold_splits
+from movielens.evaluation.evaluate import rmse
+from movielens.model.baseline import fit_biases, predict_biases
+from movielens.params import load_params
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError
+from stages import download as download_stage
+from stages import evaluate as evaluate_stage
+from stages import preprocess as preprocess_stage
+from stages import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = {"embedding_dim": 4, "epochs": 3, "patience": 2, "batch_size": 512}
@@ -36,8 +43,8 @@ def project(tmp_path_factory, small_mirror) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv(download.MIRROR_ENV, str(small_mirror))
-        download.main()
-        preprocess.main()
+        download_stage.main()
+        preprocess_stage.main()
     return root
 
 
@@ -133,8 +140,8 @@ def test_cross_validation_fits_every_model_on_the_crossvalidate_stages_folds(
 
 def test_our_rmse_is_what_the_evaluate_stage_writes(in_project):
     row = bench_train.bench_ours(bench_train.load_split(), load_params())
-    train.main()
-    evaluate.main()
+    train_stage.main()
+    evaluate_stage.main()
     written = json.loads(paths.SCORES.read_text(encoding="utf-8"))
     assert (row["rmse"], row["mae"]) == (written["rmse"], written["mae"])
 

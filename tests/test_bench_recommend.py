@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from benchmarks.bench_recommend import alternate, run_once, summarise
-from stages.common import PipelineError
+from movielens.plumbing.errors import PipelineError
 
 
 def test_commands_alternate_after_one_uncounted_run_of_each():

@@ -12,9 +12,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import crossvalidate, evaluate, paths, train
-from stages.common import PipelineError
-from stages.crossvalidate import NEVER_HELD_OUT, assign_folds, fold_parts, fold_splits
+from movielens.evaluation import crossvalidation as crossvalidate
+from movielens.evaluation.crossvalidation import (
+    NEVER_HELD_OUT,
+    assign_folds,
+    fold_parts,
+    fold_splits,
+)
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError
+from stages import evaluate as evaluate_stage
+from stages import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = {"embedding_dim": 4, "epochs": 3, "patience": 2, "batch_size": 256}
@@ -167,8 +175,8 @@ def tiny_params() -> dict:
 
 @pytest.mark.slow
 def test_each_fold_scores_what_the_train_and_evaluate_stages_give(tmp_path, monkeypatch):
-    """Fold 2 of a 3-fold run, written as data/processed and run through train.main and
-    evaluate.main, gets the same model and baseline scores as cross_validate gave it."""
+    """Fold 2 of a 3-fold run, written as data/processed and run through train_stage.main and
+    evaluate_stage.main, gets the same model and baseline scores as cross_validate gave it."""
     params = tiny_params()
     result = crossvalidate.cross_validate(RATINGS, "user", 3, 5, params["train"], 512)
     assert [row["fold"] for row in result["per_fold"]] == [1, 2, 3]
@@ -182,8 +190,8 @@ def test_each_fold_scores_what_the_train_and_evaluate_stages_give(tmp_path, monk
     held_out.to_parquet(paths.TEST)
     pd.DataFrame({"userId": np.sort(fitted["userId"].unique())}).to_parquet(paths.USER_IDS)
     pd.DataFrame({"movieId": np.sort(fitted["movieId"].unique())}).to_parquet(paths.MOVIE_IDS)
-    train.main()
-    evaluate.main()
+    train_stage.main()
+    evaluate_stage.main()
     scores = json.loads(paths.SCORES.read_text(encoding="utf-8"))
     row = result["per_fold"][1]
     assert (row["rmse"], row["mae"]) == (scores["rmse"], scores["mae"])

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from stages import download, paths
-from stages.common import PipelineError
-from stages.datasets import OFFICIAL_BASE_URL, get_dataset
+from movielens.data import download
+from movielens.data.releases import OFFICIAL_BASE_URL, get_dataset
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError
+from stages import download as download_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = get_dataset("ml-latest-small")
@@ -445,7 +447,7 @@ def test_main_reads_params_and_mirror(project, tmp_path, monkeypatch):
     base = write_mirror(tmp_path / "mirror", mirror_files(make_zip(good_entries())))
     monkeypatch.setenv(download.MIRROR_ENV, base)
 
-    download.main()
+    download_stage.main()
 
     assert (project / "data/raw/ml-latest-small/ratings.csv").read_bytes() == RATINGS
 
@@ -595,8 +597,9 @@ def test_a_server_that_never_answers_stops_the_stage_well_under_a_minute(tmp_pat
 # new one into place.
 KILLED_DOWNLOAD = """
 import os, signal, sys
-from stages import download
-from stages.common import run_stage
+from movielens.data import download
+from stages import download as download_stage
+from movielens.plumbing.errors import run_stage
 
 point = sys.argv[1]
 extract, replace, replaced = download.extract_members, os.replace, []
@@ -616,7 +619,7 @@ if point == "extracting":
     download.extract_members = extract_then_die
 else:
     os.replace = replace_or_die
-run_stage(download.main)
+run_stage(download_stage.main)
 """
 
 

@@ -1,5 +1,5 @@
-"""dvc.yaml agrees with the code: each stage lists the modules it imports, the params it reads,
-and the paths that stages/paths.py names."""
+"""dvc.yaml agrees with the code: each stage lists the files it imports, the params it reads,
+and the paths that movielens/plumbing/paths.py names."""
 
 import ast
 from pathlib import Path
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import paths
-from stages.common import params_schema
+from movielens.params import params_schema
+from movielens.plumbing import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -21,27 +21,45 @@ def render(path: str) -> str:
     return path.replace("${data.dataset}", PARAMS["data"]["dataset"])
 
 
-def imported_stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
-    """stages/*.py files that `module` imports, directly or through other stage modules."""
+PACKAGES = ("stages", "movielens")
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of a dotted module name (a module or a package), else None."""
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_files(path: Path, seen: set[str] | None = None) -> set[str]:
+    """The project files that running `path` imports: its modules, theirs, and their packages'
+    __init__.py files, found by following the import statements (relative paths)."""
     seen = set() if seen is None else seen
-    path = ROOT / "stages" / f"{module}.py"
-    seen.add(f"stages/{module}.py")
+    seen.add(str(path.relative_to(ROOT)))
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
-            names = [node.module.removeprefix("stages").lstrip(".")] + [a.name for a in node.names]
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] in PACKAGES
+        ):
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            names = [
-                a.name.removeprefix("stages.") for a in node.names if a.name.startswith("stages.")
-            ]
+            names = [a.name for a in node.names if a.name.split(".")[0] in PACKAGES]
         for name in names:
-            if (
-                name
-                and (ROOT / "stages" / f"{name}.py").exists()
-                and f"stages/{name}.py" not in seen
-            ):
-                imported_stage_modules(name, seen)
-    return seen | {"stages/__init__.py"}
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # the packages on the way are imported too
+                found = module_file(".".join(parts[:i]))
+                if found is not None and str(found.relative_to(ROOT)) not in seen:
+                    imported_files(found, seen)
+    return seen
+
+
+def imported_stage_modules(stage: str) -> set[str]:
+    """Every project file `python -m stages.<stage>` imports, the script itself included."""
+    return imported_files(ROOT / "stages" / f"{stage}.py") | {"stages/__init__.py"}
 
 
 def as_paths(entries) -> set[str]:
@@ -67,7 +85,7 @@ OTHER_KEYS = {
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_deps_list_every_module_the_stage_imports(stage):
-    code_deps = {d for d in as_paths(DVC["stages"][stage]["deps"]) if d.startswith("stages/")}
+    code_deps = {d for d in as_paths(DVC["stages"][stage]["deps"]) if d.endswith(".py")}
     assert code_deps == imported_stage_modules(stage)
 
 
@@ -88,7 +106,7 @@ def test_crossvalidate_reads_no_evaluate_param_and_not_the_test_split():
     stage = DVC["stages"]["crossvalidate"]
     assert {key for key in stage["params"] if key.startswith("preprocess.")} == {"preprocess.split"}
     assert not any(key.startswith("evaluate.") for key in stage["params"])
-    data = {d for d in as_paths(stage["deps"]) if not d.startswith("stages/")}
+    data = {d for d in as_paths(stage["deps"]) if not d.endswith(".py")}
     assert data == {str(paths.RATINGS)}
 
 
@@ -108,7 +126,7 @@ def test_every_consumed_file_is_produced_upstream():
     produced: set[str] = set()
     for name in STAGES:
         stage = DVC["stages"][name]
-        data_deps = {d for d in as_paths(stage["deps"]) if not d.startswith("stages/")}
+        data_deps = {d for d in as_paths(stage["deps"]) if not d.endswith(".py")}
         assert data_deps <= produced, (
             f"{name} reads {data_deps - produced} that no earlier stage writes"
         )

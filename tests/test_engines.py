@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import fit as compiled_fit
-from stages import paths, train
-from stages.common import PipelineError
-from stages.epochs import carve_validation, epoch_orders, training_data
-from stages.keras_fit import EpochBatches, fit_keras
-from stages.layers import (
+from movielens.model import compiled_fit
+from movielens.model import training as train
+from movielens.model.epochs import carve_validation, epoch_orders, training_data
+from movielens.model.keras_fit import EpochBatches, fit_keras
+from movielens.model.keras_model import build_model, model_inputs
+from movielens.model.layers import (
     MOVIE_BIAS,
     MOVIE_EMBEDDING,
     MOVIE_INPUT,
@@ -31,7 +31,9 @@ from stages.layers import (
     USER_EMBEDDING,
     USER_INPUT,
 )
-from stages.model import build_model, model_inputs
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError
+from stages import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 N_USERS, N_MOVIES = 200, 300  # > 128 rows a table: several rows share each of the 64 Adam blocks
@@ -85,7 +87,7 @@ def weights(model) -> list[np.ndarray]:
 
 
 def variant(kind: str):
-    """A builder like stages.model.build_model for an edited model (`kind` says what is edited)."""
+    """A builder like movielens.model.keras_model.build_model for an edited model (`kind` says what is edited)."""
 
     def build(n_users, n_movies, dim, embeddings_l2, activity_l2, rating_scale):
         lo, hi = rating_scale
@@ -221,7 +223,7 @@ def test_the_train_stage_writes_nothing_when_the_check_fails(ratings, tmp_path, 
     pd.DataFrame({"movieId": np.arange(N_MOVIES, dtype=np.int32)}).to_parquet(paths.MOVIE_IDS)
     monkeypatch.setattr(compiled_fit.AdamTrainer, "to_model", lambda self: None)  # writes nothing
     with pytest.raises(PipelineError, match="nothing was saved"):
-        train.main()
+        train_stage.main()
     assert not paths.MODELS_DIR.exists() and not paths.METRICS_DIR.exists()
 
 
@@ -261,7 +263,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from test_engines import PARAMS, N_USERS, N_MOVIES, planted_ratings
-from stages import train
+from movielens.model import training as train
+from stages import train as train_stage
 ratings = planted_ratings()
 p = {**PARAMS, "engine": "keras", "epochs": 3}
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.baseline import fit_biases, predict_biases
-from stages.evaluate import (
+from movielens.evaluation.evaluate import (
     activity_buckets,
     mae,
     popularity_factors,
@@ -16,6 +15,7 @@ from stages.evaluate import (
     sample_rows,
     scores,
 )
+from movielens.model.baseline import fit_biases, predict_biases
 
 
 def test_rmse_and_mae_by_hand():

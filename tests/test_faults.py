@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import paths
-from stages.common import PipelineError, run_stage
-from stages.datasets import get_dataset
+from movielens.data.releases import get_dataset
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -139,14 +139,14 @@ def test_run_stage_lets_unexpected_errors_through(capsys, error):
 # A bug deep inside a real stage: split_ratings replaced by one that divides by zero.
 BUGGY_PREPROCESS = textwrap.dedent(
     """
-    from stages import preprocess
-    from stages.common import run_stage
+    from movielens.plumbing.errors import run_stage
+    from stages import preprocess as preprocess_stage
 
     def split_ratings(ratings, test_size, seed, split):
         return 1 / 0
 
-    preprocess.split_ratings = split_ratings
-    run_stage(preprocess.main)
+    preprocess_stage.split_ratings = split_ratings
+    run_stage(preprocess_stage.main)
     """
 )
 
@@ -207,9 +207,11 @@ KILLED_PREPROCESS = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from stages import common, preprocess
+    from movielens.plumbing import files
+    from movielens.plumbing.errors import run_stage
+    from stages import preprocess as preprocess_stage
 
-    kill_at, writes, fsync = int(sys.argv[1]), [], common._fsync
+    kill_at, writes, fsync = int(sys.argv[1]), [], files._fsync
 
     def fsync_or_die(path):
         if ".tmp" in Path(path).name:
@@ -219,8 +221,8 @@ KILLED_PREPROCESS = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
         fsync(path)
 
-    common._fsync = fsync_or_die
-    common.run_stage(preprocess.main)
+    files._fsync = fsync_or_die
+    run_stage(preprocess_stage.main)
     """
 )
 PREPROCESS_OUTPUTS = [
@@ -280,7 +282,7 @@ def test_load_model_refuses_a_model_that_carries_code(tmp_path, monkeypatch):
     """A Lambda layer holds Python bytecode; safe mode refuses to deserialise it, let alone run it."""
     import keras
 
-    from stages.model import load_model
+    from movielens.model.keras_model import load_model
 
     monkeypatch.chdir(tmp_path)
     inputs = keras.Input(shape=(1,))
@@ -316,7 +318,7 @@ def _unsafe_import(node: ast.Import | ast.ImportFrom) -> str | None:
     if any(name.split(".")[0] in UNSAFE_MODULES for name in [module, *names]):
         return f"import of {module or names[0]}"
     if module.split(".")[0] in ("keras", "tensorflow") and "load_model" in names:
-        return f"load_model imported from {module} (use stages.model.load_model, safe mode)"
+        return f"load_model imported from {module} (use movielens.model.keras_model.load_model, safe mode)"
     return None
 
 
@@ -336,7 +338,7 @@ def _unsafe_call(node: ast.Call) -> str | None:
         loader_name = getattr(loader, "attr", getattr(loader, "id", None))
         return None if loader_name in SAFE_YAML_LOADERS else f"yaml.{name}, Loader={loader_name}"
     # keras' load_model is called by attribute (keras.saving.load_model); a bare load_model(path)
-    # is stages.model's, which always passes safe_mode=True, and an import of keras' own is caught.
+    # is movielens.model.keras_model's, which always passes safe_mode=True, and an import of keras' own is caught.
     keras_call = name == "load_model" and isinstance(node.func, ast.Attribute)
     if (keras_call or "safe_mode" in keywords) and not is_constant("safe_mode", True):
         return f"{ast.unparse(node.func)} without safe_mode=True"

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from stages import kernels
-from stages.common import PipelineError
-from stages.epochs import carve_validation, fitted_ratings
-from stages.fit import AdamTrainer, objective_of
-from stages.model import build_model, model_inputs
-from stages.train import fit_model
+from movielens.model import kernels
+from movielens.model.compiled_fit import AdamTrainer, objective_of
+from movielens.model.epochs import carve_validation, fitted_ratings
+from movielens.model.keras_model import build_model, model_inputs
+from movielens.model.training import fit_model
+from movielens.plumbing.errors import PipelineError
 
 N_USERS, N_MOVIES, DIM = 6, 9, 4
 SCALE = (0.5, 5.0)
@@ -257,7 +257,7 @@ def test_gather_is_numpy_fancy_indexing():
 KERNEL_RUN = """
 import hashlib, json
 import numpy as np
-from stages import kernels
+from movielens.model import kernels
 f = np.float32
 rng = np.random.default_rng(0)
 dim, n_users, n_movies, n = 12, 40, 70, 3000

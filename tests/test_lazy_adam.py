@@ -16,13 +16,13 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from stages import kernels
-from stages.baseline import fit_bias_model
-from stages.common import params_schema
-from stages.fit import EPOCHS, AdamTrainer
-from stages.model import build_model, model_inputs, predict_ratings
-from stages.optimizers import LazyAdam
-from stages.train import fit_model
+from movielens.model import kernels
+from movielens.model.baseline import fit_bias_model
+from movielens.model.compiled_fit import EPOCHS, AdamTrainer
+from movielens.model.keras_model import build_model, model_inputs, predict_ratings
+from movielens.model.optimizers import LazyAdam
+from movielens.model.training import fit_model
+from movielens.params import params_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 LR, BETA_1, BETA_2, EPSILON = 0.05, 0.9, 0.999, 1e-7
@@ -273,7 +273,7 @@ def test_train_stage_refuses_lazy_adam_with_embeddings_l2_in_one_line(tmp_path):
 
 def generated_split(n_ratings: int, seed: int):
     """Generated ml-25m-shaped ratings (latent dim 8 interaction) as index frames: train, test."""
-    from benchmarks import synth
+    from movielens import synth
 
     n_users, n_movies = synth.default_counts("ml-25m", n_ratings)
     ratings = synth.generate_ratings(n_ratings, n_users, n_movies, seed)

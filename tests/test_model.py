@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from stages.model import build_model, load_model, model_inputs, predict_ratings
+from movielens.model.keras_model import build_model, load_model, model_inputs, predict_ratings
 
 N_USERS, N_MOVIES, DIM = 7, 11, 4
 SCALE = (0.5, 5.0)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import PipelineError, load_params, validate_params
+from movielens.params import load_params, validate_params
+from movielens.plumbing.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))

@@ -19,9 +19,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages import paths, preprocess
-from stages.common import PipelineError
-from stages.datasets import get_dataset
+from movielens.data import preprocess
+from movielens.data.releases import get_dataset
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError
+from stages import preprocess as preprocess_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = get_dataset("ml-latest-small")
@@ -403,7 +405,7 @@ def pairs(frame: pd.DataFrame) -> set[tuple]:
 def run_main(root: Path, monkeypatch, **prep) -> dict:
     write_project(root, GOOD_RATINGS, GOOD_MOVIES, **prep)
     monkeypatch.chdir(root)
-    preprocess.main()
+    preprocess_stage.main()
     return json.loads(paths.PREPROCESS_SUMMARY.read_text(encoding="utf-8"))
 
 
@@ -553,7 +555,7 @@ def test_bad_files_raise_and_keep_earlier_outputs(tmp_path, monkeypatch, case):
     old.write_text("{}")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError) as caught:
-        preprocess.main()
+        preprocess_stage.main()
     assert words in str(caught.value)
     assert "\n" not in str(caught.value)
     assert old.read_text() == "{}"

@@ -1,12 +1,12 @@
-"""Tests for stages.ranking: top-k with ties, and ranking metrics against hand-computed values."""
+"""Tests for movielens.evaluation.ranking: top-k with ties, and ranking metrics against hand-computed values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.common import PipelineError
-from stages.ranking import Factors, ranking_metrics, top_k
+from movielens.evaluation.ranking import Factors, ranking_metrics, top_k
+from movielens.plumbing.errors import PipelineError
 
 
 def scored(scores: np.ndarray, user_bias=None, movie_bias=None) -> Factors:

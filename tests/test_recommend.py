@@ -1,4 +1,4 @@
-"""Tests for stages.recommend (and the evaluate stage's scorer) on tiny saved models and hand-made files."""
+"""Tests for movielens.recommend (and the evaluate stage's scorer) on tiny saved models and hand-made files."""
 
 from __future__ import annotations
 
@@ -16,15 +16,23 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import evaluate, paths
-from stages.baseline import BiasModel, save_bias_model
-from stages.common import PipelineError
-from stages.datasets import get_dataset
-from stages.epochs import carve_validation
-from stages.layers import MOVIE_INPUT, USER_INPUT
-from stages.model import build_model, model_inputs
-from stages.ranking import Factors, PairScorer, factors_from_model, ranking_metrics, scorer_of
-from stages.recommend import FILTERED, IN_TEST, load_scorer, main, recommend, top_n
+from movielens.data.releases import get_dataset
+from movielens.evaluation import evaluate
+from movielens.evaluation.ranking import (
+    Factors,
+    PairScorer,
+    factors_from_model,
+    ranking_metrics,
+    scorer_of,
+)
+from movielens.model.baseline import BiasModel, save_bias_model
+from movielens.model.epochs import carve_validation
+from movielens.model.keras_model import build_model, model_inputs
+from movielens.model.layers import MOVIE_INPUT, USER_INPUT
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError
+from movielens.recommend import FILTERED, IN_TEST, load_scorer, main, recommend, top_n
+from stages import evaluate as evaluate_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = get_dataset("ml-latest-small")
@@ -345,7 +353,7 @@ def test_cli_errors_are_one_line_and_exit_1(workdir, args, remove, message):
 NO_TENSORFLOW = textwrap.dedent(
     """
     import sys
-    from stages.recommend import main
+    from movielens.recommend import main
     for args in (["--user", "10"], ["--user", "50"], ["--similar-to", "100"], ["--user", "20", "--json"]):
         main(args)
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
@@ -486,7 +494,7 @@ def test_recommendations_of_an_edited_model_are_those_of_keras_predict(
 
 
 def test_evaluate_ranks_an_edited_model_with_keras_predict(edited_workdir, edited_model):
-    evaluate.main()
+    evaluate_stage.main()
     p = yaml.safe_load(Path(paths.PARAMS).read_text())["evaluate"]
     train = pd.read_parquet(paths.TRAIN)
     test = pd.read_parquet(paths.TEST)
@@ -503,8 +511,8 @@ def test_evaluate_predicts_cold_pairs_with_the_saved_bias_model_and_fits_nothing
         raise AssertionError("evaluate fitted a bias model")
 
     for name in ("fit_biases", "fit_bias_model"):
-        monkeypatch.setattr(f"stages.baseline.{name}", no_fitting)
-    evaluate.main()
+        monkeypatch.setattr(f"movielens.model.baseline.{name}", no_fitting)
+    evaluate_stage.main()
     test = pd.read_parquet(paths.TEST)
     cold = test["cold"].to_numpy()
     assert cold.sum() == 2

@@ -1,6 +1,6 @@
 """Every MovieLens release, through the download and preprocess stages, from a tiny generated mirror.
 
-tests/test_synth.py checks that each layout reads back through stages.datasets; here each goes
+tests/test_synth.py checks that each layout reads back through movielens.data.releases; here each goes
 through the stages themselves (MOVIELENS_MIRROR, checksums, extraction, validation, split) and
 must come out in the one normalised schema.
 """
@@ -18,11 +18,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks import synth
-from stages import datasets, download, paths, preprocess
-from stages.common import PipelineError
-from stages.datasets import DATASETS
-from stages.train import rating_scale_of
+from movielens import synth
+from movielens.data import download
+from movielens.data import releases as datasets
+from movielens.data.releases import DATASETS
+from movielens.model.training import rating_scale_of
+from movielens.plumbing import paths
+from movielens.plumbing.errors import PipelineError
+from stages import download as download_stage
+from stages import preprocess as preprocess_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"n_ratings": 300, "n_users": 20, "n_movies": 40}
@@ -62,8 +66,8 @@ def run_stages(name: str, mirror: Path, monkeypatch, trust: bool) -> None:
     monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
     if trust:
         monkeypatch.setenv(download.TRUST_MD5_ENV, "1")
-    download.main()
-    preprocess.main()
+    download_stage.main()
+    preprocess_stage.main()
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -127,7 +131,7 @@ def test_a_generated_mirror_of_a_frozen_release_needs_the_opt_in(
     tiny_mirror(name, tmp_path / "mirror")
     monkeypatch.setenv(download.MIRROR_ENV, str(tmp_path / "mirror"))
     with pytest.raises(PipelineError, match=f"was expected.*{download.TRUST_MD5_ENV}=1"):
-        download.main()
+        download_stage.main()
     assert not paths.raw_dir(name).exists()
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from benchmarks import bench_scale
-from stages.preprocess import drop_duplicates, index_in, sorted_unique
-from stages.ranking import Factors, ranking_metrics, sample_users
+from movielens.data.preprocess import drop_duplicates, index_in, sorted_unique
+from movielens.evaluation.ranking import Factors, ranking_metrics, sample_users
 
 
 def drop_duplicates_reference(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:

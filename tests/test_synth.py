@@ -1,4 +1,4 @@
-"""The synthetic MovieLens generator: each release's layout reads back through stages.datasets."""
+"""The synthetic MovieLens generator: each release's layout reads back through movielens.data.releases."""
 
 import hashlib
 import json
@@ -9,8 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import synth
-from stages.datasets import DATASETS, MOVIE_COLUMNS, RATING_COLUMNS, read_movies, read_ratings
+from movielens import synth
+from movielens.data.releases import (
+    DATASETS,
+    MOVIE_COLUMNS,
+    RATING_COLUMNS,
+    read_movies,
+    read_ratings,
+)
 
 TINY = {"n_ratings": 300, "n_users": 20, "n_movies": 40}
 LATIN1_DATASETS = [name for name, d in DATASETS.items() if d.encoding == "latin-1"]

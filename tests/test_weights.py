@@ -1,4 +1,4 @@
-"""Tests for stages.weights: a .keras file's tables read with h5py, or refused, never misread."""
+"""Tests for movielens.model.weights: a .keras file's tables read with h5py, or refused, never misread."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from stages.common import PipelineError
-from stages.layers import MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING
-from stages.model import build_model
-from stages.weights import read_config, rescaling_of, snake_case, weight_paths, weight_tables
+from movielens.model.keras_model import build_model
+from movielens.model.layers import MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING
+from movielens.model.weights import (
+    read_config,
+    rescaling_of,
+    snake_case,
+    weight_paths,
+    weight_tables,
+)
+from movielens.plumbing.errors import PipelineError
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,14 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from stages import paths
-from stages.common import PipelineError, load_params, run_stage
-from stages.datasets import OFFICIAL_BASE_URL, Dataset, get_dataset
+from movielens.data.releases import OFFICIAL_BASE_URL, Dataset
+from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "MOVIELENS_MIRROR"
 # Opt-in for synthetic or repackaged mirrors (benchmarks/bench_scale.py): check a frozen release's
-# zip against the mirror's own .md5 instead of the MD5 pinned in stages.datasets, with a warning.
+# zip against the mirror's own .md5 instead of the MD5 pinned in movielens.data.releases, with a warning.
 TRUST_MD5_ENV = "MOVIELENS_MIRROR_TRUST_MD5"
 LICENSE_FILE = "README.txt"
 CHUNK_BYTES = 1024**2
@@ -442,18 +441,3 @@ def download_dataset(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [target / file.name for file in files]
-
-
-def main() -> None:
-    params = load_params()
-    dataset = get_dataset(params["data"]["dataset"])
-    mirror = os.environ.get(MIRROR_ENV)
-    trust = trusts_mirror_md5(os.environ.get(TRUST_MD5_ENV), mirror)
-    base = resolve_base(mirror)
-    files = download_dataset(dataset, base, paths.raw_dir(dataset.name), trust_mirror_md5=trust)
-    sizes = ", ".join(f"{file.name} ({file.stat().st_size} bytes)" for file in files)
-    log.info("%s ready in %s: %s", dataset.name, paths.raw_dir(dataset.name), sizes)
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -9,12 +9,17 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from stages import kernels, paths
-from stages.baseline import fit_bias_model
-from stages.common import PipelineError, load_params, require, run_stage, write_json
-from stages.evaluate import mae, predict_test, rmse
-from stages.preprocess import encode_splits, index_in, ranks_within_users, sorted_unique, time_order
-from stages.train import fit_model
+from movielens.data.preprocess import (
+    encode_splits,
+    index_in,
+    ranks_within_users,
+    sorted_unique,
+    time_order,
+)
+from movielens.evaluation.evaluate import mae, predict_test, rmse
+from movielens.model.baseline import fit_bias_model
+from movielens.model.training import fit_model
+from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,7 @@ def fold_splits(
     """Each fold's training and held-out ratings, encoded on its training part only.
 
     Yields:
-        train and test as stages.preprocess.encode_splits gives them (user_index, movie_index;
+        train and test as movielens.data.preprocess.encode_splits gives them (user_index, movie_index;
         test also `cold`), and the numbers of encoded users and movies.
 
     Raises:
@@ -148,9 +153,9 @@ def cross_validate(
 ) -> dict:
     """Fit and score the model and the bias baseline on each fold, as train and evaluate do.
 
-    Each fold's model is stages.train.fit_model on its training part (with its own validation
-    part for early stopping), its bias model stages.baseline.fit_bias_model on the same part;
-    the held-out ratings are predicted by stages.evaluate.predict_test (cold pairs by the bias
+    Each fold's model is movielens.model.training.fit_model on its training part (with its own validation
+    part for early stopping), its bias model movielens.model.baseline.fit_bias_model on the same part;
+    the held-out ratings are predicted by movielens.evaluation.evaluate.predict_test (cold pairs by the bias
     model).
 
     Args:
@@ -185,33 +190,3 @@ def cross_validate(
             time.perf_counter() - start,
         )  # fmt: skip
     return summarize(rows, split)
-
-
-def main() -> None:
-    params = load_params()
-    cv = params["crossvalidate"]
-    split = params["preprocess"]["split"]
-    require(paths.RATINGS)
-    ratings = pd.read_parquet(paths.RATINGS)
-    log.info("%d-fold cross-validation (split=%s) of %d ratings", cv["folds"], split, len(ratings))
-    start = time.perf_counter()
-    kernels.warm_up()
-    log.info("training kernels ready in %.1f s", time.perf_counter() - start)
-    result = cross_validate(
-        ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"]
-    )
-    write_json(paths.CV_METRICS, result)
-    log.info(
-        "model RMSE %.4f +- %.4f over %d folds; bias baseline %.4f; model - baseline %.4f +- %.4f",
-        result["rmse_mean"],
-        result["rmse_std"],
-        result["folds"],
-        result["user_movie_biases"]["rmse_mean"],
-        result["model_minus_user_movie_biases"]["rmse_mean"],
-        result["model_minus_user_movie_biases"]["rmse_std"],
-    )
-
-
-if __name__ == "__main__":
-    logging.getLogger("stages.train").setLevel(logging.WARNING)  # one line per fold, not per epoch
-    run_stage(main)

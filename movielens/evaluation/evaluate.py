@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from stages import paths
-from stages.baseline import BiasModel, load_bias_model
-from stages.common import load_params, require, run_stage, write_csv, write_json
-from stages.ranking import Factors, Scorer, ranking_metrics, sample_users, scorer_of
+from movielens.evaluation.ranking import Factors, Scorer, ranking_metrics, sample_users, scorer_of
+from movielens.model.baseline import BiasModel
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +156,7 @@ def predict_test(
         float64 (n_test,) predictions of the model with the fallback, and the same of the bias
         model alone.
     """
-    from stages.model import predict_ratings
+    from movielens.model.keras_model import predict_ratings
 
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
     fallback = biases.predict(users, movies)
@@ -167,18 +166,31 @@ def predict_test(
     return predicted, fallback
 
 
-def main() -> None:
-    from stages.model import load_model
+@dataclass(frozen=True)
+class Evaluation:
+    """What the evaluate stage writes: the scores, and the data of two plots."""
 
-    p = load_params()["evaluate"]
-    require(paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MODEL, paths.BASELINE)
-    train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
-    test = pd.read_parquet(paths.TEST, columns=["user_index", "movie_index", "rating"])
-    n_users = len(pd.read_parquet(paths.USER_IDS))
-    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
-    model = load_model(paths.MODEL)
-    biases = load_bias_model(paths.BASELINE, n_users, n_movies)
+    scores: dict
+    predictions: pd.DataFrame  # actual and predicted ratings of at most plot_points test pairs
+    rmse_by_activity: pd.DataFrame
 
+
+def evaluate_split(
+    model,
+    biases: BiasModel,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    n_users: int,
+    n_movies: int,
+    p: dict,
+) -> Evaluation:
+    """Score the model and the baselines on the test split, and rank for the sampled users.
+
+    Args:
+        model: the trained Keras model; biases: the saved user+movie bias model (cold pairs).
+        train, test: user_index, movie_index and rating of the splits (-1: a cold id).
+        p: the `evaluate` params section.
+    """
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
     actual = test["rating"].to_numpy(np.float64)
     predicted, baseline = predict_test(model, biases, test, p["batch_size"])
@@ -216,17 +228,11 @@ def main() -> None:
         "cold_pairs": int((~warm).sum()),
         "cold_fallback": "user_movie_biases",
     }
-    write_json(paths.SCORES, result)
     rows = sample_rows(len(actual), p["plot_points"])
-    write_csv(
-        paths.PREDICTIONS,
-        pd.DataFrame({"actual": actual[rows], "predicted": predicted[rows].round(4)}),
-    )
+    predictions = pd.DataFrame({"actual": actual[rows], "predicted": predicted[rows].round(4)})
     train_counts = np.bincount(train["user_index"].to_numpy(), minlength=n_users)
     counts = np.where(users >= 0, train_counts[np.maximum(users, 0)], 0)
-    write_csv(
-        paths.RMSE_BY_ACTIVITY, rmse_by_activity(actual, predicted, counts, p["activity_buckets"])
-    )
+    by_activity = rmse_by_activity(actual, predicted, counts, p["activity_buckets"])
     log.info("%-18s %8s %8s", "model", "RMSE", "MAE")
     for name, row in table.items():
         log.info("%-18s %8.4f %8.4f", name, row["rmse"], row["mae"])
@@ -237,7 +243,4 @@ def main() -> None:
     )
     for name, row in ranking.items():
         log.info("%-18s %s", name, "  ".join(f"{k}={v}" for k, v in row.items() if "@" in k))
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return Evaluation(result, predictions, by_activity)

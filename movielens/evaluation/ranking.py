@@ -1,7 +1,7 @@
 """Top-k ranking and the ranking metrics precision@k, recall@k, NDCG@k and coverage.
 
 Movies are scored by a Scorer: the NumPy formula of the standard architecture (Factors), valid only
-for a model that stages.architecture.standard_problem accepts, or the trained model itself
+for a model that movielens.model.architecture.standard_problem accepts, or the trained model itself
 (PairScorer) for any other; scorer_of picks the one a model allows.
 """
 
@@ -14,9 +14,15 @@ from typing import Protocol
 
 import numpy as np
 
-from stages.architecture import standard_problem
-from stages.common import PipelineError
-from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING, rating_scale
+from movielens.model.architecture import standard_problem
+from movielens.model.layers import (
+    MOVIE_BIAS,
+    MOVIE_EMBEDDING,
+    USER_BIAS,
+    USER_EMBEDDING,
+    rating_scale,
+)
+from movielens.plumbing.errors import PipelineError
 
 
 class Scorer(Protocol):
@@ -146,7 +152,7 @@ def factors_from_tables(tables: dict[str, np.ndarray], scale: tuple[float, float
 
 
 def factors_from_model(model) -> Factors:
-    """Read the embedding tables, biases and rating scale out of a model from stages.model.build_model.
+    """Read the embedding tables, biases and rating scale out of a model from movielens.model.keras_model.build_model.
 
     Raises:
         PipelineError: when a weight is NaN or infinite (training diverged).
@@ -165,7 +171,9 @@ def scorer_of(model, n_users: int, n_movies: int, batch_size: int) -> Scorer:
     """
     if standard_problem(model.get_config()) is None:
         return factors_from_model(model)
-    from stages.model import predict_ratings  # TensorFlow is loaded already: `model` is Keras
+    from movielens.model.keras_model import (
+        predict_ratings,  # TensorFlow is loaded already: `model` is Keras
+    )
 
     return PairScorer(lambda u, m: predict_ratings(model, u, m, batch_size), n_users, n_movies)
 

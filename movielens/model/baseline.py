@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.common import PipelineError, atomic_path
+from movielens.plumbing.errors import PipelineError
+from movielens.plumbing.files import atomic_path
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same arrays give the same bytes
 

@@ -1,4 +1,4 @@
-"""Fast training of the rating model: mini-batch Adam in compiled loops (stages.kernels).
+"""Fast training of the rating model: mini-batch Adam in compiled loops (movielens.model.kernels).
 
 Keras `fit` pays a dispatch per step and updates both tables through generic kernels. This module
 minimises exactly the objective the Keras model declares (its MSE plus its L2 terms, read from the
@@ -23,23 +23,29 @@ import keras
 import numpy as np
 import pandas as pd
 
-from stages import kernels
-from stages.architecture import standard_problem
-from stages.epochs import TrainingData, check_finite, epoch_orders, format_row
-from stages.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING, rating_scale
+from movielens.model import kernels
+from movielens.model.architecture import standard_problem
+from movielens.model.epochs import TrainingData, check_finite, epoch_orders, format_row
+from movielens.model.layers import (
+    MOVIE_BIAS,
+    MOVIE_EMBEDDING,
+    USER_BIAS,
+    USER_EMBEDDING,
+    rating_scale,
+)
 
 log = logging.getLogger(__name__)
 
 TABLES = (USER_EMBEDDING, USER_BIAS, MOVIE_EMBEDDING, MOVIE_BIAS)
 # train.optimizer -> the compiled epoch: Keras' Adam on the dense gradient, or lazy Adam (only the
-# rows a batch looked up; stages.optimizers.LazyAdam is the same update for Keras).
+# rows a batch looked up; movielens.model.optimizers.LazyAdam is the same update for Keras).
 EPOCHS = {"adam": kernels.adam_epoch, "lazy_adam": kernels.lazy_adam_epoch}
 
 
 def compiled_problem(model: keras.Model) -> str | None:
     """Why the compiled engine cannot train `model` exactly, or None when it can.
 
-    It implements the standard architecture of stages.model and nothing else: the four tables,
+    It implements the standard architecture of movielens.model.keras_model and nothing else: the four tables,
     Dot without normalisation, Add, sigmoid, Rescaling, L2 regularizers only, no other layers,
     constraints or trainable weights.
     """
@@ -220,7 +226,7 @@ def fit_compiled(
 
     Args:
         model: a model that compiled_problem accepts.
-        data: the ratings, fitting and validation rows (stages.epochs).
+        data: the ratings, fitting and validation rows (movielens.model.epochs).
         p: the `train` params section (learning_rate, batch_size, epochs, patience, seed).
         check_rows: positions of the ratings to score the final weights on.
         epochs: how many epochs to run instead of p["epochs"] (the refit).

@@ -1,6 +1,6 @@
 """What both training engines read: the validation carve and the order of the ratings in each epoch.
 
-One home for both, so that the Keras engine (stages.keras_fit) and the compiled one (stages.fit)
+One home for both, so that the Keras engine (movielens.model.keras_fit) and the compiled one (movielens.model.compiled_fit)
 fit the same rows in the same batches when they are given the same params.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.common import PipelineError
+from movielens.plumbing.errors import PipelineError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""The Keras engine: `model.compile` and `model.fit`, for any model stages.model can build.
+"""The Keras engine: `model.compile` and `model.fit`, for any model movielens.model.keras_model can build.
 
 The model is compiled with Adam, MSE loss and an RMSE metric and fitted on a tf.data pipeline that
-yields each epoch's ratings in the order stages.epochs draws from train.seed (the compiled engine
+yields each epoch's ratings in the order movielens.model.epochs draws from train.seed (the compiled engine
 reads the same order), with early stopping on the validation part that restores the best weights.
 Each epoch's steps run in one call of Keras' compiled train step (`steps_per_execution`), with
 TensorFlow's op determinism on: the same params and data give the same weights, bit for bit. The
@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from stages.epochs import TrainingData, check_finite, epoch_orders, format_row
-from stages.layers import MOVIE_INPUT, USER_INPUT
-from stages.model import model_inputs
+from movielens.model.epochs import TrainingData, check_finite, epoch_orders, format_row
+from movielens.model.keras_model import model_inputs
+from movielens.model.layers import MOVIE_INPUT, USER_INPUT
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def validation_batches(data: TrainingData) -> tf.data.Dataset:
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     """train.optimizer as a Keras optimizer: `adam` (DenseAdam) or `lazy_adam` (LazyAdam)."""
     if name == "lazy_adam":
-        from stages.optimizers import LazyAdam
+        from movielens.model.optimizers import LazyAdam
 
         return LazyAdam(learning_rate=learning_rate)
     return DenseAdam(learning_rate=learning_rate)
@@ -226,7 +226,7 @@ def fit_keras(
     Args:
         model: any Keras model taking the user and movie index inputs and returning ratings,
             built in the distribution strategy's scope when there is one.
-        data: the ratings, fitting and validation rows (stages.epochs).
+        data: the ratings, fitting and validation rows (movielens.model.epochs).
         p: the `train` params section (learning_rate, batch_size, epochs, patience, seed).
         epochs: how many epochs to run instead of p["epochs"] (the refit).
 

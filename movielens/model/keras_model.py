@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from stages.layers import (
+from movielens.model.layers import (
     MOVIE_BIAS,
     MOVIE_EMBEDDING,
     MOVIE_INPUT,

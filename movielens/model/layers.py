@@ -1,6 +1,6 @@
-"""The names stages.model.build_model gives its layers, for the code that reads a trained model.
+"""The names movielens.model.keras_model.build_model gives its layers, for the code that reads a trained model.
 
-Kept apart from stages.model so that reading them does not import TensorFlow.
+Kept apart from movielens.model.keras_model so that reading them does not import TensorFlow.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """LazyAdam for Keras (TensorFlow backend): Adam that updates only the embedding rows a batch looked up.
 
-The same update as stages.kernels.lazy_adam_epoch, for a model trained through Keras itself.
+The same update as movielens.model.kernels.lazy_adam_epoch, for a model trained through Keras itself.
 """
 
 from __future__ import annotations

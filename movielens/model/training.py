@@ -6,7 +6,6 @@ import json
 import logging
 import re
 import shutil
-import time
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -18,21 +17,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from stages import kernels, paths
-from stages.baseline import fit_bias_model, save_bias_model
-from stages.common import (
-    PipelineError,
-    atomic_path,
-    load_params,
-    require,
-    run_stage,
-    write_csv,
-    write_json,
-)
-from stages.epochs import TrainingData, fitted_ratings, training_data
-from stages.fit import compiled_problem, fit_compiled
-from stages.keras_fit import fit_keras, restart
-from stages.model import build_model, model_inputs
+from movielens.model.compiled_fit import compiled_problem, fit_compiled
+from movielens.model.epochs import TrainingData, fitted_ratings, training_data
+from movielens.model.keras_fit import fit_keras, restart
+from movielens.model.keras_model import build_model, model_inputs
+from movielens.plumbing.errors import PipelineError
+from movielens.plumbing.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +196,7 @@ def train_model(
         n_users, n_movies: sizes of the encoded id spaces.
         p: the `train` params section.
         build: builds the model from (n_users, n_movies, embedding_dim, embeddings_l2,
-            activity_l2, rating_scale); stages.model.build_model unless a test edits the model.
+            activity_l2, rating_scale); movielens.model.keras_model.build_model unless a test edits the model.
         strategy: where the Keras engine trains; by default MirroredStrategy over the GPUs when
             there are several.
     """
@@ -356,40 +346,7 @@ def normalise_entry(name: str, data: bytes) -> bytes:
     return data
 
 
-def main() -> None:
-    p = load_params()["train"]
-    check_optimizer(p)
-    require(paths.TRAIN, paths.USER_IDS, paths.MOVIE_IDS)
-    train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
-    n_users = len(pd.read_parquet(paths.USER_IDS))
-    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
-    log.info("training on %d ratings of %d users and %d movies", len(train), n_users, n_movies)
-    if p["engine"] != "keras":
-        start = time.perf_counter()
-        kernels.warm_up()
-        log.info(
-            "training kernels ready in %.1f s (compiled once, then cached)",
-            time.perf_counter() - start,
-        )
-    start = time.perf_counter()
-    fit = train_model(train, n_users, n_movies, p)
-    seconds = time.perf_counter() - start
-    log.info(
-        "fit took %.1f s (%.0f ratings/s) with the %s engine, %d epochs in all",
-        seconds, ratings_processed(fit, len(train), p) / seconds, fit.engine, fit.epochs_in_all,
-    )  # fmt: skip
-    save_model(fit.model, paths.MODEL)
-    save_bias_model(fit_bias_model(train, n_users, n_movies, p), paths.BASELINE)
-    plot_model(fit.model, paths.MODEL_PLOT, paths.MODEL_DOT)
-    write_csv(paths.HISTORY, fit.history)
-    write_json(paths.TRAIN_METRICS, summarize_fit(fit))
-
-
 def ratings_processed(fit: Fit, n_train: int, p: dict) -> int:
     """Ratings the engines went through: each epoch of the selection run, then the refit's."""
     selection = fitted_ratings(n_train, p["validation_size"]) * len(fit.history)
     return selection + (n_train * fit.best_epoch if fit.refit else 0)
-
-
-if __name__ == "__main__":
-    run_stage(main)

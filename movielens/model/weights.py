@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stages.common import PipelineError
+from movielens.plumbing.errors import PipelineError
 
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"

@@ -18,7 +18,7 @@ MODELS_DIR = Path("models")
 MODEL = MODELS_DIR / "model.keras"
 MODEL_PLOT = MODELS_DIR / "model.png"
 MODEL_DOT = MODELS_DIR / "model.dot"
-BASELINE = MODELS_DIR / "baseline.npz"  # the user+movie bias model (stages.baseline)
+BASELINE = MODELS_DIR / "baseline.npz"  # the user+movie bias model (movielens.model.baseline)
 
 METRICS_DIR = Path("metrics")
 TRAIN_METRICS = METRICS_DIR / "train.json"

@@ -1,0 +1,39 @@
+"""The `movielens` command: what users run by hand, beside the pipeline's stages.
+
+movielens recommend --user 1 [-n 10] [--json]    top-n movies for a user, from the trained model
+movielens similar 1 [-n 10] [--json]             the movies most like a movieId (its embedding)
+movielens synth --dataset ml-25m --out DIR ...   MovieLens-shaped generated data, with its floor
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = __doc__.split("\n\n", 1)[1].rstrip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; exit status 1 with one `error:` line on bad input, as the stages do."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage:\n{USAGE}")
+        return 0 if argv else 1
+    command, rest = argv[0], argv[1:]
+    if command == "synth":
+        from movielens import synth
+
+        return synth.main(rest)
+    if command in ("recommend", "similar"):
+        from movielens import recommend
+        from movielens.plumbing.errors import run_stage
+
+        if command == "similar" and rest and not rest[0].startswith("-"):
+            rest = ["--similar-to", rest[0], *rest[1:]]
+        run_stage(lambda: recommend.main(rest, prog=f"movielens {command}"))
+        return 0
+    print(f"error: unknown command {command!r}; run `movielens --help`", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scoring a trained model: error metrics, ranking metrics and cross-validation."""

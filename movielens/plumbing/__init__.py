@@ -1,0 +1,1 @@
+"""Where things live on disk, the errors users see, atomic writes."""

@@ -1,0 +1,49 @@
+"""The crossvalidate stage: fit and score the model on K folds of the kept ratings, beside the bias baseline."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pandas as pd
+
+from movielens.evaluation.crossvalidation import cross_validate
+from movielens.model import kernels
+from movielens.params import load_params
+from movielens.plumbing import paths
+from movielens.plumbing.errors import require, run_stage
+from movielens.plumbing.files import write_json
+
+log = logging.getLogger(__name__)
+
+
+def main() -> None:
+    params = load_params()
+    cv = params["crossvalidate"]
+    split = params["preprocess"]["split"]
+    require(paths.RATINGS)
+    ratings = pd.read_parquet(paths.RATINGS)
+    log.info("%d-fold cross-validation (split=%s) of %d ratings", cv["folds"], split, len(ratings))
+    start = time.perf_counter()
+    kernels.warm_up()
+    log.info("training kernels ready in %.1f s", time.perf_counter() - start)
+    result = cross_validate(
+        ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"]
+    )
+    write_json(paths.CV_METRICS, result)
+    log.info(
+        "model RMSE %.4f +- %.4f over %d folds; bias baseline %.4f; model - baseline %.4f +- %.4f",
+        result["rmse_mean"],
+        result["rmse_std"],
+        result["folds"],
+        result["user_movie_biases"]["rmse_mean"],
+        result["model_minus_user_movie_biases"]["rmse_mean"],
+        result["model_minus_user_movie_biases"]["rmse_std"],
+    )
+
+
+if __name__ == "__main__":
+    logging.getLogger("movielens.model").setLevel(
+        logging.WARNING
+    )  # one line per fold, not per epoch
+    run_stage(main)

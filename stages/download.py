@@ -1,0 +1,35 @@
+"""The download stage: fetch the release that data.dataset names (or MOVIELENS_MIRROR's copy), check it, extract it."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from movielens.data.download import (
+    MIRROR_ENV,
+    TRUST_MD5_ENV,
+    download_dataset,
+    resolve_base,
+    trusts_mirror_md5,
+)
+from movielens.data.releases import get_dataset
+from movielens.params import load_params
+from movielens.plumbing import paths
+from movielens.plumbing.errors import run_stage
+
+log = logging.getLogger(__name__)
+
+
+def main() -> None:
+    params = load_params()
+    dataset = get_dataset(params["data"]["dataset"])
+    mirror = os.environ.get(MIRROR_ENV)
+    trust = trusts_mirror_md5(os.environ.get(TRUST_MD5_ENV), mirror)
+    base = resolve_base(mirror)
+    files = download_dataset(dataset, base, paths.raw_dir(dataset.name), trust_mirror_md5=trust)
+    sizes = ", ".join(f"{file.name} ({file.stat().st_size} bytes)" for file in files)
+    log.info("%s ready in %s: %s", dataset.name, paths.raw_dir(dataset.name), sizes)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,53 @@
+"""The preprocess stage: validate the raw ratings, keep the top users and movies, split them and encode the ids."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from movielens.data.preprocess import encode_splits, keep_top, load_release, split_ratings
+from movielens.data.releases import RATING_COLUMNS, get_dataset
+from movielens.params import load_params
+from movielens.plumbing import paths
+from movielens.plumbing.errors import run_stage
+from movielens.plumbing.files import write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def main() -> None:
+    params = load_params()
+    prep = params["preprocess"]
+    dataset = get_dataset(params["data"]["dataset"])
+    ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
+    kept = keep_top(ratings, prep["top_users"], prep["top_movies"])
+    train, test, user_ids, movie_ids = encode_splits(
+        *split_ratings(kept, prep["test_size"], prep["seed"], prep["split"])
+    )
+    summary = {
+        "dataset": dataset.name,
+        "split": prep["split"],
+        **counts,
+        "ratings_kept": len(train) + len(test),
+        "users": len(user_ids),
+        "movies": len(movie_ids),
+        "train_ratings": len(train),
+        "test_ratings": len(test),
+        "test_cold_pairs": int(test["cold"].sum()),
+        "test_cold_users": int((test["user_index"] < 0).sum()),
+        "test_cold_movies": int((test["movie_index"] < 0).sum()),
+    }
+    log.info("%s", summary)
+    write_parquet(paths.TRAIN, train)
+    write_parquet(paths.TEST, test)
+    write_parquet(paths.USER_IDS, pd.DataFrame({"userId": user_ids.astype(np.int32)}))
+    write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": movie_ids.astype(np.int32)}))
+    write_parquet(paths.MOVIES, movies)
+    write_parquet(paths.RATINGS, kept[list(RATING_COLUMNS)])
+    write_json(paths.PREPROCESS_SUMMARY, summary)
+
+
+if __name__ == "__main__":
+    run_stage(main)
