@@ -9,11 +9,10 @@ import pandas as pd
 
 from movielens.model import kernels
 from movielens.model.baseline import fit_bias_model, save_bias_model
+from movielens.model.saving import plot_model, save_model
 from movielens.model.training import (
     check_optimizer,
-    plot_model,
     ratings_processed,
-    save_model,
     summarize_fit,
     train_model,
 )

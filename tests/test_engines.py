@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from movielens.model import compiled_fit
+from movielens.model import compiled_fit, saving
 from movielens.model import training as train
 from movielens.model.epochs import carve_validation, epoch_orders, training_data
 from movielens.model.keras_fit import EpochBatches, fit_keras
@@ -146,7 +146,7 @@ def test_the_keras_engine_gives_the_same_weights_run_after_run(ratings):
 def test_the_saved_keras_model_holds_no_optimizer(ratings, tmp_path):
     fitted = fit_with(ratings, engine="keras", epochs=1).model
     assert getattr(fitted, "optimizer", None) is None
-    train.save_model(fitted, tmp_path / "model.keras")  # as the train stage saves it
+    saving.save_model(fitted, tmp_path / "model.keras")  # as the train stage saves it
 
 
 @pytest.mark.parametrize("engine", ["keras", "auto"])

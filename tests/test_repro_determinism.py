@@ -16,7 +16,7 @@ STAGE_NAMES = ("download", "preprocess", "train", "evaluate", "crossvalidate")
 FAST_TRAIN = {"epochs": 3, "embedding_dim": 8}  # tiny and quick; determinism does not need quality
 # Keras writes the save time into model.keras (metadata.json "date_saved", the weights' zip
 # entry time) and Python object ids into it (config.json "shared_object_id") and into model.dot
-# (the node names model_to_dot takes from id(layer)): stages/train.py has to canonicalise them.
+# (the node names model_to_dot takes from id(layer)): movielens/model/saving.py has to canonicalise them.
 MODEL_FILES = ("models/model.keras", "models/model.dot")
 
 pytestmark = pytest.mark.slow
