@@ -830,8 +830,8 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset, n_ratings, n_users, n_movies, args.seed, args.out, args.compress_level
         )
     except ValueError as err:
-        print(f"synth: {err}", file=sys.stderr)
-        return 2
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     with zipfile.ZipFile(path) as archive:
         declared = sum(info.file_size for info in archive.infolist())
     if declared > DATASETS[args.dataset].extracted_bytes:

@@ -1,0 +1,87 @@
+"""The `movielens` command: each subcommand reaches its tool; bad input is one line and status 1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from movielens import cli
+from movielens import recommend as recommend_module
+
+MOVIELENS = shutil.which("movielens", path=str(Path(sys.executable).parent))
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "movielens.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_the_console_script_is_installed():
+    """make installs the package in editable mode; its `movielens` script is the cli module."""
+    assert MOVIELENS is not None
+    done = subprocess.run([MOVIELENS, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "movielens recommend --user" in done.stdout
+
+
+def test_no_command_prints_the_usage_and_fails():
+    done = run_cli()
+    assert done.returncode == 1 and done.stdout.startswith("usage:")
+
+
+def test_an_unknown_command_is_one_line_and_status_1():
+    done = run_cli("recomend")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown command 'recomend'; run `movielens --help`"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["recommend", "--user", "7", "-n", "3"], ["--user", "7", "-n", "3"]),
+        (["similar", "12", "-n", "4", "--json"], ["--similar-to", "12", "-n", "4", "--json"]),
+        (["similar", "--similar-to", "12"], ["--similar-to", "12"]),
+    ],
+)
+def test_recommend_and_similar_reach_recommend_with_its_options(monkeypatch, argv, expected):
+    calls = []
+    monkeypatch.setattr(recommend_module, "main", lambda args, prog: calls.append((args, prog)))
+    assert cli.main(argv) == 0
+    assert calls == [(expected, f"movielens {argv[0]}")]
+
+
+def test_a_usage_error_names_the_subcommand(tmp_path):
+    done = run_cli("recommend", "--user", "x", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "--user" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_synth_writes_a_release_and_its_floor(tmp_path):
+    done = run_cli(
+        "synth", "--dataset", "ml-latest-small", "--ratings", "2000", "--users", "100",
+        "--movies", "80", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ml-latest-small.zip").is_file()
+    assert (tmp_path / "ml-latest-small.zip.md5").is_file()
+    floor = json.loads((tmp_path / "ml-latest-small.floor.json").read_text())
+    assert 0 < floor["floor_rmse"] < 1.5
+
+
+def test_synth_refuses_impossible_counts_in_one_line(tmp_path):
+    done = run_cli(
+        "synth", "--dataset", "ml-latest-small", "--ratings", "2000", "--users", "40",
+        "--movies", "60", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: n_ratings=2000 is more than n_users=40 can give")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
