@@ -311,6 +311,24 @@ def test_the_keras_refit_equals_a_fresh_model_fitted_on_every_row(ratings):
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_keras_engine_traces_its_train_step_once_selection_and_refit_together(
+    ratings, monkeypatch
+):
+    """A trace costs about half a second: the optimizer's slots are made before the first step
+    (else TensorFlow traces a variable-creating step twice) and the refit reuses the trace."""
+    traces = []
+    train_step = keras.Model.train_step
+
+    def counted(self, data):
+        traces.append(1)  # Python runs only while TensorFlow traces the step
+        return train_step(self, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counted)
+    fit = fit_with(ratings, engine="keras", refit=True, epochs=3, patience=1)
+    assert fit.refit and len(fit.history) >= 2
+    assert len(traces) == 1
+
+
 def test_the_refitted_models_of_both_engines_agree(ratings):
     changes = {"epochs": 4, "patience": 1, "refit": True}
     compiled = fit_with(ratings, engine="compiled", **changes)
