@@ -353,13 +353,40 @@ def test_an_extra_iterator_does_not_shift_the_epoch_orders(ratings):
         3,
     )
     batches = EpochBatches(data, 256, seed=7)
-    peeked = next(batches())
-    first = list(batches())
+    dataset = batches.dataset()
+    peeked = next(dataset.as_numpy_iterator())
+    first = list(dataset.as_numpy_iterator())
     batches.epoch = 1
-    second = list(batches())
+    second = list(dataset.as_numpy_iterator())
     orders = epoch_orders(data.fit_rows, 7)
     for got in (first, second):
-        users = data.users[next(orders)]
+        order = next(orders)
         assert len(got) == batches.steps == -(-len(data.fit_rows) // 256)
-        np.testing.assert_array_equal(np.concatenate([x[USER_INPUT] for x, _ in got]), users)
+        assert [len(r) for _, r in got] == [256] * (batches.steps - 1) + [
+            len(order) - 256 * (batches.steps - 1)
+        ]
+        np.testing.assert_array_equal(
+            np.concatenate([x[USER_INPUT] for x, _ in got]), data.users[order]
+        )
+        np.testing.assert_array_equal(
+            np.concatenate([x[MOVIE_INPUT] for x, _ in got]), data.movies[order]
+        )
+        np.testing.assert_array_equal(np.concatenate([r for _, r in got]), data.ratings[order])
     np.testing.assert_array_equal(peeked[0][USER_INPUT], first[0][0][USER_INPUT])
+
+
+def test_an_epoch_of_whole_batches_ends_without_an_empty_batch(ratings):
+    data = training_data(
+        ratings["user_index"].to_numpy(),
+        ratings["movie_index"].to_numpy(),
+        ratings["rating"].to_numpy(),
+        0.0,
+        3,
+    )
+    size = next(b for b in range(200, 2, -1) if len(data.fit_rows) % b == 0)
+    batches = EpochBatches(data, size, seed=7)
+    got = list(batches.dataset().as_numpy_iterator())
+    assert [len(r) for _, r in got] == [size] * (len(data.fit_rows) // size)
+    np.testing.assert_array_equal(
+        np.concatenate([r for _, r in got]), data.ratings[next(epoch_orders(data.fit_rows, 7))]
+    )
