@@ -106,6 +106,7 @@ class EpochBatches:
         self.data = data
         self.batch_size = batch_size
         self.steps = math.ceil(len(data.fit_rows) / batch_size)
+        self.rest = len(data.fit_rows) % batch_size  # ratings in the short last batch; 0: none
         self.epoch = 0  # set by EpochStart
         self._orders = epoch_orders(data.fit_rows, seed)
         self._drawn = -1
@@ -123,7 +124,7 @@ class EpochBatches:
     def __call__(self):
         """The current epoch as one element: users, movies, ratings in whole batches, then the rest."""
         columns = self.data.part(self.order(self.epoch))
-        whole = len(columns[2]) // self.batch_size * self.batch_size
+        whole = len(columns[2]) - self.rest
         yield (
             *(column[:whole].reshape(-1, self.batch_size) for column in columns),
             *(column[whole:] for column in columns),
@@ -131,7 +132,6 @@ class EpochBatches:
 
     def dataset(self) -> tf.data.Dataset:
         """One epoch of batches (the cardinality known to Keras), prefetched."""
-        rest = len(self.data.fit_rows) % self.batch_size > 0
         # Batch shapes stay unknown, so that the refit's epochs (another length) reuse the trace.
         signature = tuple(
             tf.TensorSpec(shape, dtype)
@@ -139,13 +139,14 @@ class EpochBatches:
             for dtype in (tf.int32, tf.int32, tf.float32)
         )
 
+        def labelled(users, movies, ratings):
+            return {USER_INPUT: users, MOVIE_INPUT: movies}, ratings
+
         def batches(users, movies, ratings, users_rest, movies_rest, ratings_rest):
-            whole = tf.data.Dataset.from_tensor_slices(
-                ({USER_INPUT: users, MOVIE_INPUT: movies}, ratings)
-            )
-            if not rest:
+            whole = tf.data.Dataset.from_tensor_slices(labelled(users, movies, ratings))
+            if not self.rest:
                 return whole
-            last = ({USER_INPUT: users_rest, MOVIE_INPUT: movies_rest}, ratings_rest)
+            last = labelled(users_rest, movies_rest, ratings_rest)
             return whole.concatenate(tf.data.Dataset.from_tensors(last))
 
         epoch = tf.data.Dataset.from_generator(self, output_signature=signature)
