@@ -1,7 +1,8 @@
 """The `movielens` command: what users run by hand, beside the pipeline's stages.
 
-movielens recommend --user 1 [-n 10] [--json]    top-n movies for a user, from the trained model
-movielens similar 1 [-n 10] [--json]             the movies most like a movieId (its embedding)
+movielens recommend --user 1 [-n 10] [--json]    top-n movies for a user: will watch x will like
+movielens recommend --all-users -n 10 --out F    every user's list into F (.csv or .parquet)
+movielens similar 1 [-n 10] [--json]             the movies most like a movieId
 movielens synth --dataset ml-25m --out DIR ...   MovieLens-shaped generated data, with its floor
 """
 
@@ -24,12 +25,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return synth.main(rest)
     if command in ("recommend", "similar"):
-        from movielens import recommend
         from movielens.plumbing.errors import run_stage
+        from movielens.serve import command as serve
 
         if command == "similar" and rest and not rest[0].startswith("-"):
             rest = ["--similar-to", rest[0], *rest[1:]]
-        run_stage(lambda: recommend.main(rest, prog=f"movielens {command}"))
+        run_stage(lambda: serve.main(rest, prog=f"movielens {command}"))
         return 0
     print(f"error: unknown command {command!r}; run `movielens --help`", file=sys.stderr)
     return 1

@@ -18,6 +18,8 @@ from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+WATCH_MODELS = ("ease", "als")  # watch.model: movielens.model.watch fits either
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -112,6 +114,18 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "baseline_reg_movies": Spec(float, low=0.0),
             "baseline_iterations": positive_int,
             "seed": seed,
+        },
+        "watch": {
+            "model": Spec(str, choices=WATCH_MODELS),
+            "min_ratings": positive_int,
+            "ease_l2": Spec(float, low=0.0, low_inclusive=False),
+            "ease_max_movies": positive_int,
+            "als_factors": positive_int,
+            "als_regularization": Spec(float, low=0.0),
+            "als_alpha": Spec(float, low=0.0),
+            "als_iterations": positive_int,
+            "seed": seed,
+            "like_weight": Spec(float, low=0.0),
         },
         "evaluate": {
             "batch_size": positive_int,

@@ -1,65 +1,45 @@
-"""Recommend: a user's top-N movies not yet rated, or the N movies most similar to a movie.
+"""Recommendations as served: a user's top-N unrated movies, every user's lists, a movie's neighbours.
 
-Usage, from the project root after `dvc repro`:
-  python -m stages.recommend --user USER_ID -n N [--json]
-  python -m stages.recommend --similar-to MOVIE_ID -n N [--json]
-
-A user's list leaves out every movie the user rated anywhere in data/processed (training split,
-its validation part included, and test split). A user the model does not know (every rating in the
+A user's list is ranked by movielens.ranker (will-watch x will-like), the same lists the evaluate
+stage scores, and leaves out every movie the user rated anywhere in data/processed (training split,
+its validation part included, and test split). A user the models do not know (every rating in the
 test split, or filtered out by preprocess.top_users / top_movies) gets a list that is not
-personalised, from the saved bias model (mu + b_m), and the output says so. Equal scores go to the
-lower movieId. For the standard architecture the weights are read from models/model.keras with
-h5py, without TensorFlow; any other model scores with Keras itself. Bad input and missing
-artifacts exit 1 with one `error:` line on stderr.
+personalised, by popularity and the average user's predicted rating, and the answer says so. Equal
+scores go to the lower movieId.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from movielens.data.releases import get_dataset
-from movielens.evaluation.ranking import TABLES, Scorer, factors_from_tables, scorer_of, top_k
-from movielens.model import weights
-from movielens.model.architecture import standard_problem
+from movielens.evaluation.ranking import Scorer, top_k, top_lists
 from movielens.model.baseline import load_bias_model
-from movielens.model.layers import MOVIE_EMBEDDING, RATING, USER_EMBEDDING
 from movielens.params import load_params
 from movielens.plumbing import paths
-from movielens.plumbing.errors import PipelineError, require, run_stage
+from movielens.plumbing.errors import PipelineError
+from movielens.plumbing.files import write_csv, write_parquet
+from movielens.ranker import lists_frame, ranked_by
+from movielens.serve.load import (
+    Catalogue,
+    explain_unknown_movie,
+    load_catalogue,
+    load_movie_vectors,
+    load_non_personal,
+    load_ranker,
+    load_watch_model,
+    unknown_user,
+)
+from movielens.serve.text import movie_info, neighbours, recommendations
 
 log = logging.getLogger(__name__)
 
-EXAMPLES = """examples:
-  python -m stages.recommend --user 1 -n 10
-  python -m stages.recommend --user 1 -n 10 --json
-  python -m stages.recommend --similar-to 1 -n 10"""
-
-
-@dataclasses.dataclass(frozen=True)
-class Recommendation:
-    """One recommended movie; `score` is the predicted rating."""
-
-    movieId: int  # camelCase: the column and JSON field name
-    title: str
-    genres: str
-    score: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Neighbour:
-    """One similar movie; `similarity` is the cosine of the two movies' embeddings."""
-
-    movieId: int
-    title: str
-    genres: str
-    similarity: float
+NON_PERSONAL = "popularity (training ratings) x the average user's predicted rating (mu + b_m)"
+LIST_WRITERS = {".csv": write_csv, ".parquet": write_parquet}
 
 
 def top_n(scores: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
@@ -82,14 +62,15 @@ def top_n(scores: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
 def recommend(
     scorer: Scorer, user_index: int, seen_movie_indices: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score every movie for one user and keep the n best unseen ones.
+    """One user's list: top_lists for that user alone, the path every user's lists take.
 
     Returns:
-        int64 (m,) movie indices, best first, and float64 (m,) their predicted ratings; m <= n.
+        int64 (m,) movie indices, best first, and float32 (m,) their scores; m <= n.
     """
-    scores = scorer.scores(np.array([user_index]))[0]
-    best = top_n(scores, seen_movie_indices, n)
-    return best, np.asarray(scorer.ratings(scores[best]), dtype=np.float64)
+    seen = np.asarray(seen_movie_indices, dtype=np.int64)
+    lists = top_lists(scorer, np.array([user_index]), (np.full(len(seen), user_index), seen), n, 1)
+    kept = lists.movies[0] >= 0
+    return lists.movies[0][kept], lists.scores[0][kept]
 
 
 def similar_movies(vectors: np.ndarray, movie_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,65 +93,6 @@ def similar_movies(vectors: np.ndarray, movie_index: int, n: int) -> tuple[np.nd
     return best, similarity[best]
 
 
-# Why a user or movie the ratings hold has no row in the model.
-IN_TEST = "all its ratings fell in the test split"
-FILTERED = "preprocess.top_users / top_movies filtered out its ratings"
-
-
-def ratings_of(column: str, value: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The training and test rows (userId, movieId) whose `column` equals `value`."""
-    require(paths.TRAIN, paths.TEST)
-    frames = (
-        pd.read_parquet(split, columns=["userId", "movieId"], filters=[(column, "==", value)])
-        for split in (paths.TRAIN, paths.TEST)
-    )
-    return next(frames), next(frames)
-
-
-def raw_ratings_of(column: str, value: int, kind: str) -> pd.DataFrame:
-    """The raw ratings whose `column` equals `value`, for a user or movie missing from the splits.
-
-    Raises:
-        PipelineError: when there are none, or the raw ratings are absent (then the cause is unknown).
-    """
-    dataset = get_dataset(load_params()["data"]["dataset"])
-    raw = paths.raw_dir(dataset.name) / dataset.ratings
-    if not raw.is_file():
-        raise PipelineError(
-            f"{kind} {value} is not in data/processed: either no such {column} exists or "
-            f"preprocess.top_users / top_movies filtered it out ({raw} is absent, so which is unknown)"
-        )
-    from movielens.data.preprocess import read_raw  # only for ids absent from the splits
-
-    ratings = read_raw(paths.raw_dir(dataset.name), dataset)[0]
-    found = ratings[ratings[column] == value]
-    if found.empty:
-        raise PipelineError(
-            f"unknown {kind} {value}: {dataset.name} has no ratings by that {column}"
-        )
-    return found
-
-
-def unknown_user(user_id: int, test: pd.DataFrame) -> tuple[str, np.ndarray]:
-    """Why the model does not know a user, and the movieIds the user rated.
-
-    Raises:
-        PipelineError: for a userId absent from the ratings (or when that cannot be told).
-    """
-    if len(test):
-        return IN_TEST, test["movieId"].to_numpy()
-    return FILTERED, raw_ratings_of("userId", user_id, "user")["movieId"].to_numpy()
-
-
-def explain_unknown_movie(movie_id: int) -> str:
-    """Why the model has no vector for `movie_id`: the error message."""
-    _, test = ratings_of("movieId", movie_id)
-    if len(test):
-        return f"movie {movie_id} is unknown to the model: {IN_TEST}"
-    raw_ratings_of("movieId", movie_id, "movie")
-    return f"movie {movie_id} is unknown to the model: {FILTERED}"
-
-
 def index_of(value: int, ids: np.ndarray) -> int | None:
     """The position of `value` in the sorted `ids` (row i holds index i's id), or None."""
     position = int(np.searchsorted(ids, value))
@@ -183,224 +105,137 @@ def indices_of(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return position[ids[position] == values] if len(ids) else np.zeros(0, np.int64)
 
 
-def load_scorer(path: Path, n_users: int, n_movies: int) -> Scorer:
-    """The saved model's scorer, checked against the processed data's id tables.
-
-    The standard architecture's tables are read with h5py (no TensorFlow); any other model is
-    loaded with Keras and scores with its own predict.
-    """
-    config = weights.read_config(path)
-    problem = standard_problem(config)
-    if problem is None:
-        scorer = factors_from_tables(
-            weights.weight_tables(path, config, list(TABLES)), weights.rescaling_of(config, RATING)
-        )
-        check_sizes(path, scorer.n_users, scorer.n_movies, n_users, n_movies)
-        return scorer
-    log.info("the model is not the standard architecture (%s): scoring with Keras", problem)
-    model = load_keras(path)
-    names = {layer.name for layer in model.layers}
-    if {USER_EMBEDDING, MOVIE_EMBEDDING} <= names:
-        tables = (model.get_layer(name).input_dim for name in (USER_EMBEDDING, MOVIE_EMBEDDING))
-        check_sizes(path, *tables, n_users, n_movies)
-    return scorer_of(model, n_users, n_movies, load_params()["evaluate"]["batch_size"])
-
-
-def check_sizes(path: Path, users: int, movies: int, n_users: int, n_movies: int) -> None:
-    if (users, movies) != (n_users, n_movies):
-        raise PipelineError(
-            f"{path} has {users} users and {movies} movies but data/processed "
-            f"has {n_users} and {n_movies}; rerun the pipeline (dvc repro)"
-        )
-
-
-def load_keras(path: Path):
-    """The Keras model (imports TensorFlow), for models the NumPy reader does not cover."""
-    from movielens.model.keras_model import load_model
-
-    try:
-        return load_model(path)
-    except (OSError, ValueError, KeyError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PipelineError(f"{path} cannot be loaded ({first}); rebuild it (dvc repro)") from None
-
-
-def load_movie_vectors(path: Path, n_movies: int) -> np.ndarray:
-    """The model's movie embedding table, float32 (n_movies, dim)."""
-    config = weights.read_config(path)
-    if standard_problem(config) is None:
-        vectors = weights.weight_tables(path, config, [MOVIE_EMBEDDING])[MOVIE_EMBEDDING]
-    else:
-        model = load_keras(path)
-        if MOVIE_EMBEDDING not in {layer.name for layer in model.layers}:
-            raise PipelineError(f"{path} has no '{MOVIE_EMBEDDING}' layer to compare movies by")
-        vectors = np.asarray(model.get_layer(MOVIE_EMBEDDING).get_weights()[0], np.float32)
-    if len(vectors) != n_movies:
-        raise PipelineError(
-            f"{path} has {len(vectors)} movies but data/processed has {n_movies}; "
-            "rerun the pipeline (dvc repro)"
-        )
-    if not np.isfinite(vectors).all():
-        raise PipelineError(f"{path} has NaN or infinite weights; retrain (dvc repro train)")
-    return vectors
-
-
-def movie_info(movie_ids: np.ndarray, movies: pd.DataFrame) -> pd.DataFrame:
-    """title and genres of each movieId, in order, from `movies` (movieId, title, genres)."""
-    info = movies.drop_duplicates("movieId").set_index("movieId").reindex(movie_ids)
-    if info["title"].isna().any():
-        raise PipelineError(f"{paths.MOVIES} lacks some movies; rerun the pipeline (dvc repro)")
-    return info
-
-
-def describe(movie_ids: np.ndarray, values: np.ndarray, movies: pd.DataFrame, kind=Recommendation):
-    """`kind` rows (Recommendation or Neighbour) with title and genres from `movies`."""
-    info = movie_info(movie_ids, movies)
-    return [
-        kind(int(m), str(t), str(g), round(float(v), 4))
-        for m, t, g, v in zip(movie_ids, info["title"], info["genres"], values, strict=True)
-    ]
-
-
-def format_table(rows: list, value_header: str = "predicted", digits: int = 2) -> str:
-    """An aligned text table: rank, movieId and the value right-aligned, text left-aligned."""
-    header = ("#", "movieId", value_header, "title", "genres")
-    cells = [
-        (str(i), str(r.movieId), f"{dataclasses.astuple(r)[3]:.{digits}f}", r.title, r.genres)
-        for i, r in enumerate(rows, 1)
-    ]
-    widths = [max(len(row[c]) for row in [header, *cells]) for c in range(len(header))]
-    lines = []
-    for row in [header, *cells]:
-        line = [row[c].rjust(widths[c]) for c in range(3)] + [row[3].ljust(widths[3]), row[4]]
-        lines.append("  ".join(line).rstrip())
-    return "\n".join(lines)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors become a PipelineError: one `error:` line and exit 1."""
-
-    def error(self, message: str):
-        raise PipelineError(f"{message} (see --help)")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def parse_args(
-    argv: list[str] | None = None, prog: str = "movielens recommend"
-) -> argparse.Namespace:
-    parser = _Parser(
-        prog=prog,
-        description=__doc__.splitlines()[0],
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--user", type=int, help="recommend for this userId (as in the ratings)")
-    target.add_argument(
-        "--similar-to", type=int, metavar="MOVIE_ID", help="list the movies most like this movieId"
-    )
-    parser.add_argument("-n", type=positive_int, default=10, help="how many movies (default 10)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser.parse_args(argv)
-
-
 def user_list(user_id: int, n: int) -> dict:
-    """The --user answer: userId, personalised, reason, rated (count) and the recommendations."""
-    require(paths.USER_IDS, paths.MOVIE_IDS, paths.TRAIN, paths.TEST, paths.MOVIES, paths.MODEL)
-    user_ids = pd.read_parquet(paths.USER_IDS)["userId"].to_numpy()
-    movie_ids = pd.read_parquet(paths.MOVIE_IDS)["movieId"].to_numpy()
-    train, test = ratings_of("userId", user_id)
-    user = index_of(user_id, user_ids)
+    """The --user answer: userId, personalised, reason, ranked_by, rated (count), recommendations."""
+    catalogue = load_catalogue()
+    rows = catalogue.ratings[catalogue.ratings["userId"] == user_id]
+    user = index_of(user_id, catalogue.user_ids)
     if user is not None:
-        reason, rated = None, np.concatenate([train["movieId"], test["movieId"]])
-        scorer = load_scorer(paths.MODEL, len(user_ids), len(movie_ids))
-        best, ratings = recommend(scorer, user, indices_of(rated, movie_ids), n)
+        ranker = load_ranker(catalogue)
+        rated = rows["movie_index"].to_numpy()
+        best, scores = recommend(ranker, user, rated[rated >= 0], n)
+        predicted = ranker.predicted_ratings(user, best)
+        reason, how, count = None, ranked_by(ranker.watch.watch.kind, ranker.like_weight), len(rows)
     else:
-        reason, rated = unknown_user(user_id, test)
-        require(paths.BASELINE)
-        biases = load_bias_model(paths.BASELINE, len(user_ids), len(movie_ids))
-        popular = biases.mu + biases.movie_bias  # an average user's predicted rating
-        best = top_n(popular, indices_of(rated, movie_ids), n)
-        ratings = popular[best]
+        reason, rated_ids = unknown_user(user_id, rows)
+        scores_all = load_non_personal(catalogue, load_params()["watch"]["like_weight"])
+        best = top_n(scores_all, indices_of(rated_ids, catalogue.movie_ids), n)
+        scores, predicted = scores_all[best], non_personal_ratings(catalogue)[best]
+        how, count = NON_PERSONAL, len(np.unique(rated_ids))
     if len(best) < n:
         log.warning("user %d has only %d unrated movies left", user_id, len(best))
-    found = describe(movie_ids[best], ratings, pd.read_parquet(paths.MOVIES))
+    found = recommendations(catalogue.movie_ids[best], scores, predicted, catalogue.movies)
     return {
         "userId": user_id,
         "personalised": reason is None,
         "reason": reason,
-        "rated": len(np.unique(rated)),
-        "recommendations": [dataclasses.asdict(r) for r in found],
+        "ranked_by": how,
+        "rated": count,
+        "recommendations": [vars(r) for r in found],
     }
 
 
-def user_header(answer: dict, n_rows: int) -> str:
-    """The table's first line: whose list it is, what it leaves out, and whether it is personal."""
-    who = f"Top {n_rows} movies for user {answer['userId']} among those it has not rated"
-    if answer["personalised"]:
-        lo, hi = load_scorer_scale()
-        return f"{who} ({answer['rated']} rated; predicted rating on the {lo:g}-{hi:g} scale)"
-    return (
-        f"{who} ({answer['rated']} rated). NOT PERSONALISED: the model does not know this user "
-        f"({answer['reason']}); ranked by the saved bias model's mu + b_m, the predicted rating "
-        "of an average user"
-    )
+def non_personal_ratings(catalogue: Catalogue) -> np.ndarray:
+    """The average user's predicted rating of every movie: the bias model's mu + b_m."""
+    biases = load_bias_model(paths.BASELINE, len(catalogue.user_ids), len(catalogue.movie_ids))
+    return biases.mu + biases.movie_bias
 
 
-def load_scorer_scale() -> tuple[float, float]:
-    """The rating scale of the saved model, from its Rescaling layer's config."""
-    return weights.rescaling_of(weights.read_config(paths.MODEL), RATING)
+def check_list_path(out: Path) -> None:
+    """Refuse an --out path that cannot be written, before any work is done.
+
+    Raises:
+        PipelineError: for another extension than .csv or .parquet, or a folder that is missing
+            or not writable.
+    """
+    if out.suffix not in LIST_WRITERS:
+        raise PipelineError(
+            f"--out {out}: use a .csv or .parquet file name (the format follows it)"
+        )
+    folder = out.parent
+    if not folder.is_dir():
+        raise PipelineError(f"--out {out}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise PipelineError(f"--out {out}: the folder {folder} is not writable; choose another")
+
+
+def all_user_lists(n: int) -> tuple[pd.DataFrame, str]:
+    """Every user's served list: userId, movieId, rank, score, title; and what it is ranked by.
+
+    Users the models know are ranked in blocks of evaluate.block_size (one matrix product each);
+    a user with ratings only in the test split gets the non-personal list.
+    """
+    catalogue = load_catalogue()
+    ranker = load_ranker(catalogue)
+    ratings = catalogue.ratings
+    known = ratings[(ratings["user_index"] >= 0) & (ratings["movie_index"] >= 0)]
+    excluded = (known["user_index"].to_numpy(), known["movie_index"].to_numpy())
+    users = np.arange(len(catalogue.user_ids))
+    block_size = load_params()["evaluate"]["block_size"]
+    lists = top_lists(ranker, users, excluded, n, block_size)
+    frames = [lists_frame(lists, catalogue.user_ids, catalogue.movie_ids)]
+    strangers = ratings[ratings["user_index"] < 0]
+    if len(strangers):
+        log.info(
+            "%d users are unknown to the models: not personalised", strangers["userId"].nunique()
+        )
+        scores = load_non_personal(catalogue, ranker.like_weight)
+        for user_id, rows in strangers.groupby("userId", sort=True):
+            rated = rows["movie_index"].to_numpy()
+            best = top_n(scores, rated[rated >= 0], n)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "userId": np.full(len(best), user_id, dtype=catalogue.user_ids.dtype),
+                        "movieId": catalogue.movie_ids[best],
+                        "rank": np.arange(1, len(best) + 1, dtype=np.int32),
+                        "score": scores[best],
+                    }
+                )
+            )
+    frame = pd.concat(frames, ignore_index=True).sort_values(["userId", "rank"], kind="stable")
+    frame["title"] = movie_info(frame["movieId"].to_numpy(), catalogue.movies)["title"].to_numpy()
+    return frame.reset_index(drop=True), ranked_by(ranker.watch.watch.kind, ranker.like_weight)
+
+
+def write_lists(frame: pd.DataFrame, out: Path) -> None:
+    """Write the lists atomically, as CSV or parquet by the file's extension."""
+    LIST_WRITERS[out.suffix](out, frame)
 
 
 def similar_list(movie_id: int, n: int) -> dict:
-    """The --similar-to answer: the movie's movieId, title, genres and its `similar` movies."""
-    require(paths.MOVIE_IDS, paths.MOVIES, paths.MODEL)
-    movie_ids = pd.read_parquet(paths.MOVIE_IDS)["movieId"].to_numpy()
-    movie = index_of(movie_id, movie_ids)
+    """The --similar-to answer: the movie, what similarity means, and its `similar` movies.
+
+    Movies are compared by the watch model's representation (what people watch together: it
+    gives neighbours that share genres and co-ratings more often than the rating model's
+    embeddings, docs/recommendations.md), or by the rating model's embeddings for a movie the
+    watch model does not score.
+    """
+    catalogue = load_catalogue()
+    movie = index_of(movie_id, catalogue.movie_ids)
     if movie is None:
-        raise PipelineError(explain_unknown_movie(movie_id))
-    vectors = load_movie_vectors(paths.MODEL, len(movie_ids))
-    best, similarity = similar_movies(vectors, movie, n)
-    movies = pd.read_parquet(paths.MOVIES)
-    info = movie_info(np.array([movie_id]), movies)
-    found = describe(movie_ids[best], similarity, movies, Neighbour)
+        raise PipelineError(explain_unknown_movie(movie_id, catalogue))
+    n_users, n_movies = len(catalogue.user_ids), len(catalogue.movie_ids)
+    watch = load_watch_model(n_users, n_movies)
+    similarity = watch.similarity(movie)
+    if similarity is not None:
+        best = top_n(similarity, np.array([movie]), n)
+        values = similarity[best]
+        how = {"ease": "EASE's item-item weight", "als": "cosine of ALS item factors"}[watch.kind]
+        how = f"the watch model: {how} (how watching it goes with watching each other movie)"
+    else:
+        best, values = similar_movies(load_movie_vectors(paths.MODEL, n_movies), movie, n)
+        how = (
+            "cosine similarity of the rating model's movie embeddings (the watch model does "
+            "not score movies with fewer than watch.min_ratings training ratings)"
+        )
+    info = movie_info(np.array([movie_id]), catalogue.movies)
     return {
         "movieId": movie_id,
         "title": str(info["title"].iloc[0]),
         "genres": str(info["genres"].iloc[0]),
-        "similar": [dataclasses.asdict(r) for r in found],
+        "similar_by": how,
+        "similar": [
+            vars(r) for r in neighbours(catalogue.movie_ids[best], values, catalogue.movies)
+        ],
     }
-
-
-def main(argv: list[str] | None = None, prog: str = "movielens recommend") -> None:
-    args = parse_args(argv, prog)
-    if args.user is not None:
-        answer = user_list(args.user, args.n)
-        rows = [Recommendation(**r) for r in answer["recommendations"]]
-        header, value, digits = user_header(answer, len(rows)), "predicted", 2
-    else:
-        answer = similar_list(args.similar_to, args.n)
-        rows = [Neighbour(**r) for r in answer["similar"]]
-        value, digits = "similarity", 3
-        header = (
-            f"{len(rows)} movies most similar to {answer['movieId']} {answer['title']} "
-            f"({answer['genres']}), by cosine similarity of the model's movie embeddings"
-        )
-    if args.json:
-        print(json.dumps(answer, indent=2, ensure_ascii=False))
-        return
-    print(f"{header}\n")
-    print(format_table(rows, value, digits))
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -16,7 +16,7 @@ from benchmarks.bench_train import COMPILED, KERAS, OURS
 from movielens.data import download
 from movielens.evaluation import crossvalidation as crossvalidate
 from movielens.evaluation.crossvalidation import fold_splits
-from movielens.evaluation.evaluate import rmse
+from movielens.evaluation.accuracy import rmse
 from movielens.model.baseline import fit_biases, predict_biases
 from movielens.params import load_params
 from movielens.plumbing import paths

@@ -4,17 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from movielens.evaluation.evaluate import (
-    activity_buckets,
-    mae,
-    popularity_factors,
-    predict_with_fallback,
-    ranking_table,
-    rmse,
-    rmse_by_activity,
-    sample_rows,
-    scores,
-)
+from movielens.evaluation.accuracy import mae, predict_with_fallback, rmse, scores
+from movielens.evaluation.evaluate import activity_buckets, rmse_by_activity, sample_rows
+from movielens.evaluation.topn import popularity_factors, ranking_summary, ranking_table
 from movielens.model.baseline import fit_biases, predict_biases
 
 
@@ -94,6 +86,7 @@ def test_most_popular_ranks_by_training_count_and_names_metrics_by_k():
     # User 2 has not rated movies 1-3; its top-1 by count is movie 1 (tie with 2: lower index).
     test = pd.DataFrame({"user_index": [2], "movie_index": [1], "rating": [5.0]})
     params = {"k": 1, "relevance_threshold": 4.0, "block_size": 2}
-    table = ranking_table({"most_popular": factors}, train, test, params)["most_popular"]
+    metrics = ranking_table({"most_popular": factors}, train, test, **params)["most_popular"]
+    table = ranking_summary(metrics)
     assert table["precision@1"] == 1.0 and table["recall@1"] == 1.0 and table["ndcg@1"] == 1.0
     assert "relevance_threshold" not in table

@@ -451,7 +451,7 @@ def test_a_movie_unknown_to_the_model_is_refused_with_the_reason(
 
 def lookup(matrix: np.ndarray) -> PairScorer:
     """A scorer that reads a precomputed (n_users, n_movies) score matrix."""
-    return PairScorer(lambda u, m: matrix[u, m], *matrix.shape)
+    return PairScorer(lambda u, m: matrix[u, m], *matrix.shape, (0.5, 5.0))
 
 
 def train_pairs() -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, ndcg_score
 
-from movielens.evaluation.evaluate import mae, rmse
+from movielens.evaluation.accuracy import mae, rmse
 from movielens.evaluation.ranking import Factors, ranking_metrics
 
 

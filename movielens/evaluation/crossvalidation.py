@@ -16,7 +16,7 @@ from movielens.data.preprocess import (
     sorted_unique,
     time_order,
 )
-from movielens.evaluation.evaluate import mae, predict_test, rmse
+from movielens.evaluation.accuracy import mae, predict_test, rmse
 from movielens.model.baseline import fit_bias_model
 from movielens.model.training import fit_model
 from movielens.plumbing.errors import PipelineError
@@ -155,7 +155,7 @@ def cross_validate(
 
     Each fold's model is movielens.model.training.fit_model on its training part (with its own validation
     part for early stopping), its bias model movielens.model.baseline.fit_bias_model on the same part;
-    the held-out ratings are predicted by movielens.evaluation.evaluate.predict_test (cold pairs by the bias
+    the held-out ratings are predicted by movielens.evaluation.accuracy.predict_test (cold pairs by the bias
     model).
 
     Args:

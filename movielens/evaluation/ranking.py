@@ -34,6 +34,9 @@ class Scorer(Protocol):
     @property
     def n_movies(self) -> int: ...
 
+    @property
+    def rating_scale(self) -> tuple[float, float]: ...
+
     def scores(self, user_index: np.ndarray) -> np.ndarray:
         """float32 (len(user_index), n_movies), a new array, ordered as the predicted ratings."""
         ...
@@ -112,11 +115,13 @@ class PairScorer:
     Attributes:
         predict: callable(user_index, movie_index) -> float (n,) predicted ratings.
         n_users, n_movies: sizes of the model's id spaces.
+        rating_scale: (lo, hi), the model's lowest and highest rating.
     """
 
     predict: Callable[[np.ndarray, np.ndarray], np.ndarray]
     n_users: int
     n_movies: int
+    rating_scale: tuple[float, float]
 
     def scores(self, user_index: np.ndarray) -> np.ndarray:
         users = np.asarray(user_index)
@@ -175,7 +180,12 @@ def scorer_of(model, n_users: int, n_movies: int, batch_size: int) -> Scorer:
         predict_ratings,  # TensorFlow is loaded already: `model` is Keras
     )
 
-    return PairScorer(lambda u, m: predict_ratings(model, u, m, batch_size), n_users, n_movies)
+    return PairScorer(
+        lambda u, m: predict_ratings(model, u, m, batch_size),
+        n_users,
+        n_movies,
+        rating_scale(model),
+    )
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -239,6 +249,7 @@ class RankingMetrics:
     coverage: float
     n_users: int
     relevant_cold_pairs: int
+    lists: TopLists | None = None
 
     def summary(self) -> dict[str, float | int]:
         """Means over the evaluated users (NaN when there are none) and the counts, rounded."""
@@ -327,6 +338,96 @@ def _block_metrics(
     return rows, n_hits / k, n_hits / n_relevant, (hits @ discount) / ideal
 
 
+@dataclass(frozen=True)
+class TopLists:
+    """Each ranked user's top-k list, what evaluate scores and recommend serves.
+
+    Attributes:
+        users: int64 (n,), the users, in the order ranked.
+        movies: int64 (n, k), each user's movies best first; -1 pads a list with fewer than k.
+        scores: float32 (n, k), their scores; -inf where movies is -1.
+    """
+
+    users: np.ndarray
+    movies: np.ndarray
+    scores: np.ndarray
+
+
+def top_lists(
+    scorer: Scorer,
+    users: np.ndarray,
+    excluded: tuple[np.ndarray, np.ndarray],
+    k: int,
+    block_size: int,
+) -> TopLists:
+    """Rank every movie for each user, leave out the excluded pairs, keep the k best.
+
+    Users are scored block_size at a time, so memory is O(block_size * n_movies), and a user's
+    list does not depend on which block it falls in.
+
+    Args:
+        scorer: scores of every movie for a block of users (higher is better).
+        users: int (n,), distinct users to rank.
+        excluded: int (m,) users and int (m,) movies never to list (what the user has rated).
+        k: the list length, >= 1.
+        block_size: users scored per block, >= 1.
+    """
+    if k < 1 or block_size < 1:
+        raise ValueError(f"k={k} and block_size={block_size} must be positive")
+    users = np.asarray(users, dtype=np.int64)
+    excluded = _by_user(*_only(users, excluded, scorer.n_users))  # rows: positions in `users`
+    movies, scores = [], []
+    for start in range(0, len(users), block_size):
+        stop = min(start + block_size, len(users))
+        block = np.asarray(scorer.scores(users[start:stop]), dtype=np.float32)
+        block[_rows_of(*excluded, start, stop)] = -np.inf
+        top = top_k(block, k)
+        movies.append(top)
+        scores.append(np.where(top >= 0, np.take_along_axis(block, np.maximum(top, 0), 1), -np.inf))
+    width = min(k, scorer.n_movies)
+    return TopLists(
+        users,
+        np.concatenate(movies) if movies else np.zeros((0, width), np.int64),
+        np.concatenate(scores).astype(np.float32) if scores else np.zeros((0, width), np.float32),
+    )
+
+
+def metrics_of_lists(
+    lists: TopLists,
+    relevant: tuple[np.ndarray, np.ndarray],
+    n_movies: int,
+    k: int,
+    relevance_threshold: float,
+    relevant_cold_pairs: int = 0,
+) -> RankingMetrics:
+    """precision@k, recall@k, NDCG@k and coverage of given top-k lists.
+
+    Args:
+        lists: the lists (top_lists), k columns or fewer.
+        relevant: int (m,) users and int (m,) movies of the relevant test pairs.
+        n_movies: the catalogue size, for coverage.
+    """
+    relevant = _by_user(*_only(lists.users, relevant, _id_space(lists.users, relevant[0])))
+    rows, precision, recall, ndcg = _block_metrics(lists.movies, relevant, n_movies, k)
+    listed = lists.movies[lists.movies >= 0]
+    return RankingMetrics(
+        k=k,
+        relevance_threshold=relevance_threshold,
+        user_index=lists.users[rows],
+        precision=precision.astype(np.float64),
+        recall=recall.astype(np.float64),
+        ndcg=ndcg.astype(np.float64),
+        coverage=float(len(np.unique(listed)) / n_movies) if n_movies else float("nan"),
+        n_users=len(lists.users),
+        relevant_cold_pairs=relevant_cold_pairs,
+        lists=lists,
+    )
+
+
+def _id_space(*index: np.ndarray) -> int:
+    return int(max((int(np.max(i)) + 1 for i in index if len(i)), default=0))
+
+
 def ranking_metrics(
     scorer: Scorer,
     train_users: np.ndarray,
@@ -343,7 +444,7 @@ def ranking_metrics(
 
     Every ranked user gets a top-k list (for coverage); precision, recall and NDCG are kept only for
     users with at least one relevant test movie, since they are undefined or zero by construction
-    for the others. Users are scored block_size at a time, so memory is O(block_size * n_movies).
+    for the others.
 
     Args:
         scorer: the model's scores (scorer_of: Factors, or the model itself).
@@ -372,34 +473,10 @@ def ranking_metrics(
         ("test movie", test_movies[warm], n_movies),
     ):
         _check_range(name, np.asarray(index), size)
-    seen = (np.asarray(train_users), np.asarray(train_movies))
-    relevant = (test_users[liked & warm], test_movies[liked & warm])
     ranked = np.arange(n_users) if users is None else np.asarray(users)
-    if users is not None:  # rows are positions in the sample
-        seen, relevant = _only(ranked, seen, n_users), _only(ranked, relevant, n_users)
-    seen, relevant = _by_user(*seen), _by_user(*relevant)
-
-    recommended = np.zeros(n_movies, dtype=bool)
-    parts = []
-    for start in range(0, len(ranked), block_size):
-        stop = min(start + block_size, len(ranked))
-        scores = np.asarray(scorer.scores(ranked[start:stop]), dtype=np.float32)
-        scores[_rows_of(*seen, start, stop)] = -np.inf
-        top = top_k(scores, k)
-        recommended[top[top >= 0]] = True
-        rows, *values = _block_metrics(top, _rows_of(*relevant, start, stop), n_movies, k)
-        parts.append((rows + start, *values))
-    user_index, precision, recall, ndcg = (
-        np.concatenate(column) for column in zip(*parts, strict=True)
-    )
-    return RankingMetrics(
-        k=k,
-        relevance_threshold=relevance_threshold,
-        user_index=ranked[user_index].astype(np.int64),
-        precision=precision.astype(np.float64),
-        recall=recall.astype(np.float64),
-        ndcg=ndcg.astype(np.float64),
-        coverage=float(recommended.sum() / n_movies) if n_movies else float("nan"),
-        n_users=len(ranked),
-        relevant_cold_pairs=int((liked & ~warm).sum()),
+    seen = (np.asarray(train_users), np.asarray(train_movies))
+    lists = top_lists(scorer, ranked, seen, k, block_size)
+    relevant = (test_users[liked & warm], test_movies[liked & warm])
+    return metrics_of_lists(
+        lists, relevant, n_movies, k, relevance_threshold, int((liked & ~warm).sum())
     )

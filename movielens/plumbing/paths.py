@@ -19,15 +19,20 @@ MODEL = MODELS_DIR / "model.keras"
 MODEL_PLOT = MODELS_DIR / "model.png"
 MODEL_DOT = MODELS_DIR / "model.dot"
 BASELINE = MODELS_DIR / "baseline.npz"  # the user+movie bias model (movielens.model.baseline)
+WATCH_MODEL = MODELS_DIR / "watch.npz"  # the will-watch model (movielens.model.watch)
 
 METRICS_DIR = Path("metrics")
 TRAIN_METRICS = METRICS_DIR / "train.json"
 CV_METRICS = METRICS_DIR / "cv.json"
 SCORES = METRICS_DIR / "scores.json"
+WATCH_METRICS = METRICS_DIR / "watch.json"
 PLOTS_DIR = METRICS_DIR / "plots"
 HISTORY = PLOTS_DIR / "history.csv"
 PREDICTIONS = PLOTS_DIR / "predictions.csv"
 RMSE_BY_ACTIVITY = PLOTS_DIR / "rmse_by_activity.csv"
+
+EVALUATION_DIR = Path("data/evaluation")
+TOPN = EVALUATION_DIR / "topn.parquet"  # the top-k lists the evaluate stage scored
 
 
 def raw_dir(dataset: str) -> Path:

@@ -1,0 +1,91 @@
+"""Top-N evaluation: the served ranking beside the rating model alone, the watch model alone and
+popularity, each ranked over the same users and scored against the test split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from movielens.evaluation.ranking import Factors, RankingMetrics, Scorer, ranking_metrics, scorer_of
+from movielens.model.watch import WatchModel
+from movielens.ranker import served_ranker
+
+
+def popularity_factors(train_movies: np.ndarray, n_users: int, n_movies: int) -> Factors:
+    """A non-personal ranker: every user's list is the movies with the most training ratings."""
+    counts = np.bincount(train_movies, minlength=n_movies).astype(np.float32)
+    return Factors(
+        np.zeros((n_users, 1), np.float32),
+        np.zeros((n_movies, 1), np.float32),
+        np.zeros(n_users, np.float32),
+        counts,
+        (0.0, 1.0),
+    )
+
+
+def ranking_table(
+    rankers: dict[str, Scorer],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    k: int,
+    relevance_threshold: float,
+    block_size: int,
+    users: np.ndarray | None = None,
+) -> dict[str, RankingMetrics]:
+    """precision@k, recall@k, NDCG@k and coverage of each ranker over the same test users.
+
+    Args:
+        users: the user indices to rank, the same for every ranker (sample_users); None: all.
+    """
+    return {
+        name: ranking_metrics(
+            scorer,
+            train["user_index"].to_numpy(),
+            train["movie_index"].to_numpy(),
+            test["user_index"].to_numpy(),
+            test["movie_index"].to_numpy(),
+            test["rating"].to_numpy(),
+            k=k,
+            relevance_threshold=relevance_threshold,
+            block_size=block_size,
+            users=users,
+        )
+        for name, scorer in rankers.items()
+    }
+
+
+def ranking_summary(metrics: RankingMetrics) -> dict:
+    """One ranker's row of metrics/scores.json: precision@k, ..., coverage@k, then the counts."""
+    summary = metrics.summary()
+    k = summary.pop("k")
+    del summary["relevance_threshold"]  # a param, not a result
+    named = ("precision", "recall", "ndcg", "coverage")
+    return {f"{key}@{k}" if key in named else key: value for key, value in summary.items()}
+
+
+def rank_test_users(
+    model,
+    watch: WatchModel,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    like_weight: float,
+    batch_size: int,
+    k: int,
+    relevance_threshold: float,
+    block_size: int,
+    users: np.ndarray | None,
+) -> dict[str, RankingMetrics]:
+    """The served ranking beside the rating model alone, the watch model alone and popularity."""
+    n_users, n_movies = watch.n_users, watch.n_movies
+    # NumPy for the standard architecture, the model's own predict for any other
+    rating = scorer_of(model, n_users, n_movies, batch_size)
+    served = served_ranker(
+        rating, watch, train["user_index"].to_numpy(), train["movie_index"].to_numpy(), like_weight
+    )
+    rankers = {
+        "served": served,
+        "model": rating,
+        "watch": served.watch,
+        "most_popular": popularity_factors(train["movie_index"].to_numpy(), n_users, n_movies),
+    }
+    return ranking_table(rankers, train, test, k, relevance_threshold, block_size, users)
