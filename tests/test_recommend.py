@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from movielens.data.releases import get_dataset
-from movielens.evaluation import evaluate
+from movielens.evaluation import topn
 from movielens.evaluation.ranking import (
     Factors,
     PairScorer,
@@ -29,9 +29,12 @@ from movielens.model.baseline import BiasModel, save_bias_model
 from movielens.model.epochs import carve_validation
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.layers import MOVIE_INPUT, USER_INPUT
+from movielens.model.watch import WatchModel, save_watch
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
-from movielens.recommend import FILTERED, IN_TEST, load_scorer, main, recommend, top_n
+from movielens.recommend import recommend, top_n
+from movielens.serve.command import main
+from movielens.serve.load import FILTERED, IN_TEST, load_scorer
 from stages import evaluate as evaluate_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,14 +96,25 @@ def split_frame(pairs: list[tuple[int, int]], user_ids=USER_IDS, movie_ids=MOVIE
     )
 
 
-def write_project(root: Path, model, user_ids, movie_ids, train, test, raw_only, biases) -> Path:
-    """A project root: params.yaml, raw ratings, data/processed, models/{model.keras,baseline.npz}."""
-    params = yaml.safe_load((ROOT / paths.PARAMS).read_text(encoding="utf-8"))
+def write_project(
+    root: Path, model, user_ids, movie_ids, train, test, raw_only, biases, params=None, frames=None
+) -> Path:
+    """A project root: params.yaml, raw ratings, data/processed, models/{model.keras,baseline.npz,watch.npz}.
+
+    Args:
+        params: params.yaml's content (default: the project's own).
+        frames: (train, test, user_ids, movie_ids) already encoded, instead of the pairs.
+    """
+    if params is None:
+        params = yaml.safe_load((ROOT / paths.PARAMS).read_text(encoding="utf-8"))
     params["data"]["dataset"] = DATASET.name
     (root / paths.PARAMS).write_text(yaml.safe_dump(params), encoding="utf-8")
     raw = root / paths.raw_dir(DATASET.name)
     raw.mkdir(parents=True)
     rows = [*train, *test, *raw_only]
+    if frames is not None:
+        user_ids, movie_ids = frames[2], frames[3]
+        rows += list(zip(frames[1]["userId"], frames[1]["movieId"], strict=True))
     all_movies = sorted({m for _, m in rows} | set(movie_ids))
     pd.DataFrame(
         {"userId": [u for u, _ in rows], "movieId": [m for _, m in rows], "rating": 4.0}
@@ -109,18 +123,29 @@ def write_project(root: Path, model, user_ids, movie_ids, train, test, raw_only,
     movies = pd.DataFrame({"movieId": np.int32(all_movies), "title": titles, "genres": "Drama"})
     movies.to_csv(raw / DATASET.movies, index=False)
     (root / paths.PROCESSED_DIR).mkdir(parents=True)
-    split_frame(train, user_ids, movie_ids).to_parquet(root / paths.TRAIN, index=False)
-    test_frame = split_frame(test, user_ids, movie_ids)
-    test_frame.assign(cold=(test_frame["user_index"] < 0) | (test_frame["movie_index"] < 0)).to_parquet(
-        root / paths.TEST, index=False
-    )  # fmt: skip
+    if frames is None:
+        test_frame = split_frame(test, user_ids, movie_ids)
+        test_frame = test_frame.assign(
+            cold=(test_frame["user_index"] < 0) | (test_frame["movie_index"] < 0)
+        )
+        frames = (split_frame(train, user_ids, movie_ids), test_frame, user_ids, movie_ids)
+    train_frame, test_frame, user_ids, movie_ids = frames
+    train_frame.to_parquet(root / paths.TRAIN, index=False)
+    test_frame.to_parquet(root / paths.TEST, index=False)
     pd.DataFrame({"userId": np.int32(user_ids)}).to_parquet(root / paths.USER_IDS, index=False)
     pd.DataFrame({"movieId": np.int32(movie_ids)}).to_parquet(root / paths.MOVIE_IDS, index=False)
     movies.to_parquet(root / paths.MOVIES, index=False)
     (root / paths.MODELS_DIR).mkdir()
     model.save(root / paths.MODEL)
     save_bias_model(biases, root / paths.BASELINE)
+    save_watch(flat_watch(len(user_ids), len(movie_ids)), root / paths.WATCH_MODEL)
     return root
+
+
+def flat_watch(n_users: int, n_movies: int) -> WatchModel:
+    """A watch model that expects every movie equally (score 1): lists follow the predicted rating."""
+    ones = np.ones((n_users, 1), np.float32), np.ones((n_movies, 1), np.float32)
+    return WatchModel("als", np.arange(n_movies), n_users, n_movies, ones[1], ones[0])
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +183,7 @@ def edited_workdir(workdir, edited_model) -> Path:
 def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOGLEVEL": "ERROR"}
     return subprocess.run(
-        [sys.executable, "-m", "stages.recommend", *args],
+        [sys.executable, "-m", "movielens.cli", "recommend", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -200,11 +225,10 @@ def test_top_n_skips_seen_and_breaks_ties_by_lower_index():
 def test_recommend_leaves_out_the_seen_movies_and_sorts(model, user_index):
     factors = factors_from_model(model)
     seen = [MOVIE_IDS.index(m) for u, m in TRAIN if u == USER_IDS[user_index]]
-    best, ratings = recommend(factors, user_index, np.array(seen), len(MOVIE_IDS))
+    best, scores = recommend(factors, user_index, np.array(seen), len(MOVIE_IDS))
     assert sorted([*best, *seen]) == list(range(len(MOVIE_IDS)))  # every unseen movie, once
-    assert np.all(np.diff(ratings) <= 0)
-    all_ratings = factors.ratings(factors.logits(np.array([user_index]))[0])
-    np.testing.assert_allclose(ratings, all_ratings[best], rtol=1e-6)
+    assert np.all(np.diff(scores) <= 0)
+    np.testing.assert_array_equal(scores, factors.logits(np.array([user_index]))[0][best])
 
 
 def test_a_user_with_ratings_in_all_three_parts_is_offered_none_of_them(workdir, capsys):
@@ -220,14 +244,21 @@ def test_a_user_with_ratings_in_all_three_parts_is_offered_none_of_them(workdir,
 
 def test_json_output_is_an_object_with_the_recommendations(workdir, capsys):
     found = answer("--user", "20", "-n", "3", capsys=capsys)
-    assert set(found) == {"userId", "personalised", "reason", "rated", "recommendations"}
+    keys = {"userId", "personalised", "reason", "ranked_by", "rated", "recommendations"}
+    assert set(found) == keys
     assert (found["userId"], found["personalised"], found["reason"]) == (20, True, None)
+    assert found["ranked_by"].startswith("will-watch (als) x predicted rating")
     recommendations = found["recommendations"]
     assert len(recommendations) == 3
-    assert all(set(r) == {"movieId", "title", "genres", "score"} for r in recommendations)
+    fields = {"movieId", "title", "genres", "score", "predicted"}
+    assert all(set(r) == fields for r in recommendations)
     assert not {r["movieId"] for r in recommendations} & {200}  # rated in training
     scores = [r["score"] for r in recommendations]
-    assert scores == sorted(scores, reverse=True) and all(0.5 <= s <= 5.0 for s in scores)
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    # The flat watch model scores every movie 1: the served score is like ** like_weight.
+    weight = yaml.safe_load(Path(paths.PARAMS).read_text())["watch"]["like_weight"]
+    predicted = np.array([r["predicted"] for r in recommendations])
+    np.testing.assert_allclose(scores, ((predicted - 0.5) / 4.5) ** weight, atol=2e-4)
     first = recommendations[0]["movieId"]
     assert recommendations[0]["title"] == f"Movie {first} ({1990 + MOVIE_IDS.index(first)})"
 
@@ -235,9 +266,11 @@ def test_json_output_is_an_object_with_the_recommendations(workdir, capsys):
 def test_table_output_is_aligned(workdir, capsys):
     main(["--user", "20", "-n", "2"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("Top 2 movies for user 20 among those it has not rated (2 rated;")
+    assert lines[0].startswith(
+        "Top 2 movies for user 20 among those it has not rated (2 rated), ranked by will-watch"
+    )
     header, *rows = lines[2:]
-    assert header.split() == ["#", "movieId", "predicted", "title", "genres"]
+    assert header.split() == ["#", "movieId", "score", "predicted", "title", "genres"]
     assert len(rows) == 2
     title_column = header.index("title")
     assert all(row[title_column:].startswith("Movie ") for row in rows)
@@ -253,14 +286,26 @@ def test_a_user_unknown_to_the_model_gets_the_flagged_bias_list(workdir, capsys,
     found = answer("--user", str(user), "-n", "9", capsys=capsys)
     assert (found["personalised"], found["reason"]) == (False, reason)
     # Movie 100 is left out: both users rated it (in the test split, in the raw ratings).
-    assert [r["movieId"] for r in found["recommendations"]] == [200, 600, 400, 500, 300]
-    assert [r["score"] for r in found["recommendations"]] == [3.5, 3.4, 3.3, 3.0, 2.8]
+    # Watch: training ratings / the most (2): 200, 300, 400 1; 500 0.5; 600 0 (never rated).
+    # Like: (mu + b_m - 0.5) / 4.5 with mu + b_m 3.5, 2.8, 3.3, 3.0, 3.4 (BIASES).
+    weight = yaml.safe_load(Path(paths.PARAMS).read_text())["watch"]["like_weight"]
+    watch = {200: 1.0, 300: 1.0, 400: 1.0, 500: 0.5, 600: 0.0}
+    average = {200: 3.5, 300: 2.8, 400: 3.3, 500: 3.0, 600: 3.4}
+    score = {m: watch[m] * ((average[m] - 0.5) / 4.5) ** weight for m in watch}
+    assert weight > 0 and score[300] > score[500]  # the formula, not popularity alone, orders them
+    order = sorted(score, key=lambda m: (-score[m], m))
+    found_rows = found["recommendations"]
+    assert [r["movieId"] for r in found_rows] == order == [200, 400, 300, 500, 600]
+    np.testing.assert_allclose(
+        [r["score"] for r in found_rows], [score[m] for m in order], atol=1e-6
+    )
+    assert [r["predicted"] for r in found_rows] == [average[m] for m in order]
 
 
 def test_the_cold_table_says_it_is_not_personalised_and_why(workdir, capsys):
     main(["--user", "50", "-n", "2"])
     first = capsys.readouterr().out.splitlines()[0]
-    assert "NOT PERSONALISED: the model does not know this user" in first
+    assert "NOT PERSONALISED: the models do not know this user" in first
     assert f"({IN_TEST})" in first and "mu + b_m" in first
 
 
@@ -291,7 +336,10 @@ def test_model_and_data_of_different_runs_are_reported(workdir):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-n", "3"], "one of the arguments --user --similar-to is required (see --help)"),
+        (
+            ["-n", "3"],
+            "one of the arguments --user --all-users --similar-to is required (see --help)",
+        ),
         (["--user", "x"], "argument --user: invalid int value: 'x' (see --help)"),
         (["--user", "10", "-n", "x"], "argument -n: 'x' is not an integer (see --help)"),
         (
@@ -353,9 +401,10 @@ def test_cli_errors_are_one_line_and_exit_1(workdir, args, remove, message):
 NO_TENSORFLOW = textwrap.dedent(
     """
     import sys
-    from movielens.recommend import main
+    from movielens.serve.command import main
     for args in (["--user", "10"], ["--user", "50"], ["--similar-to", "100"], ["--user", "20", "--json"]):
         main(args)
+    main(["--all-users", "-n", "2", "--out", "lists.csv"])
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
     print("IMPORTED", heavy)
     """
@@ -399,7 +448,23 @@ def cluster_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clusters")
     biases = BiasModel(3.0, np.zeros(len(user_ids)), np.zeros(len(movie_ids)))
     test = [(1, 21)]  # movie 21 is only in the test split
-    return write_project(root, model, user_ids, movie_ids, pairs, test, [(99, 22)], biases)
+    root = write_project(root, model, user_ids, movie_ids, pairs, test, [(99, 22)], biases)
+    # Every user rated every movie: watching says nothing, so the watch model scores no movie
+    # and similar falls back on the rating model's embeddings.
+    n_users, n_movies = len(user_ids), len(movie_ids)
+    empty = np.zeros((0, 1), np.float32)
+    save_watch(
+        WatchModel(
+            "als",
+            np.zeros(0, np.int64),
+            n_users,
+            n_movies,
+            empty,
+            np.ones((n_users, 1), np.float32),
+        ),
+        root / paths.WATCH_MODEL,
+    )
+    return root
 
 
 @pytest.mark.parametrize("movie", [1, 7, 12, 20])
@@ -424,7 +489,9 @@ def test_similar_table_names_the_movie_and_the_similarity(cluster_project, monke
     monkeypatch.chdir(cluster_project)
     main(["--similar-to", "3", "-n", "2"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("2 movies most similar to 3 Movie 3 (1992) (Drama), by cosine")
+    assert lines[0].startswith(
+        "2 movies most similar to 3 Movie 3 (1992) (Drama), by cosine similarity of the rating model's"
+    )
     assert lines[2].split() == ["#", "movieId", "similarity", "title", "genres"]
     assert len(lines) == 5
 
@@ -490,7 +557,7 @@ def test_recommendations_of_an_edited_model_are_those_of_keras_predict(
     order = [m for m in np.lexsort((np.arange(len(row)), -row)) if m not in rated]
     found = answer("--user", "10", "-n", "3", capsys=capsys)["recommendations"]
     assert [r["movieId"] for r in found] == [MOVIE_IDS[m] for m in order]
-    np.testing.assert_allclose([r["score"] for r in found], row[order], atol=1e-4)
+    np.testing.assert_allclose([r["predicted"] for r in found], row[order], atol=1e-4)
 
 
 def test_evaluate_ranks_an_edited_model_with_keras_predict(edited_workdir, edited_model):
@@ -499,7 +566,10 @@ def test_evaluate_ranks_an_edited_model_with_keras_predict(edited_workdir, edite
     train = pd.read_parquet(paths.TRAIN)
     test = pd.read_parquet(paths.TEST)
     expected = predicted_matrix(edited_model, len(USER_IDS), len(MOVIE_IDS))
-    want = evaluate.ranking_table({"model": lookup(expected)}, train, test, p)["model"]
+    ranking = topn.ranking_table(
+        {"model": lookup(expected)}, train, test, p["k"], p["relevance_threshold"], p["block_size"]
+    )
+    want = topn.ranking_summary(ranking["model"])
     scores = json.loads(Path(paths.SCORES).read_text())
     assert scores["ranking"]["model"] == want
 
@@ -522,3 +592,105 @@ def test_evaluate_predicts_cold_pairs_with_the_saved_bias_model_and_fits_nothing
     # (50, 100): unknown user, mu + b_m = 3.1; (20, 700): unknown movie, mu + b_u = 3.2. A bias
     # model fitted on the training split (every rating 4.0) would predict 4.0 for both.
     np.testing.assert_allclose(saved[cold], [3.1, 3.2])
+
+
+# --- every user's list in one call ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extension", [".csv", ".parquet"])
+def test_all_users_writes_one_list_per_user_never_a_rated_movie(workdir, capsys, extension):
+    out = workdir / f"lists{extension}"
+    main(["--all-users", "-n", "3", "--out", str(out)])
+    assert f"to {out}, ranked by will-watch" in capsys.readouterr().out
+    lists = pd.read_parquet(out) if extension == ".parquet" else pd.read_csv(out)
+    assert list(lists.columns) == ["userId", "movieId", "rank", "score", "title"]
+    # Every user of the splits: the four the models know, and user 50 (test split only).
+    assert sorted(lists["userId"].unique()) == [10, 20, 30, 40, 50]
+    rated = {(u, m) for u, m in TRAIN + TEST}
+    assert not rated & set(zip(lists["userId"], lists["movieId"], strict=True))
+    for user, rows in lists.groupby("userId"):
+        assert list(rows["rank"]) == list(range(1, len(rows) + 1))
+        assert list(rows["score"]) == sorted(rows["score"], reverse=True)
+        one = answer("--user", str(user), "-n", "3", capsys=capsys)["recommendations"]
+        assert list(rows["movieId"]) == [r["movieId"] for r in one]  # the same lists as --user
+        assert list(rows["title"]) == [r["title"] for r in one]
+        np.testing.assert_allclose(rows["score"], [r["score"] for r in one], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "0", "--out", "lists.csv"], "argument -n: must be a positive integer, got 0"),
+        (["--out", "missing/lists.csv"], "the folder missing does not exist"),
+        (["--out", "lists.txt"], "use a .csv or .parquet file name"),
+    ],
+)
+def test_all_users_bad_input_is_one_line_and_writes_nothing(workdir, args, message):
+    result = run_cli(workdir, "--all-users", *args)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(workdir.rglob("lists*"))
+
+
+def test_all_users_without_out_is_refused(workdir):
+    with pytest.raises(PipelineError, match="--all-users and --out go together"):
+        main(["--all-users"])
+
+
+# --- evaluate scores the served lists it writes ---------------------------------------------------
+
+
+def hand_metrics(lists: pd.DataFrame, relevant: set[tuple[int, int]], k: int) -> dict[str, float]:
+    """precision@k, recall@k and NDCG@k of written lists, in plain Python, over users with a relevant movie."""
+    precision, recall, ndcg = [], [], []
+    for user, rows in lists.groupby("userId"):
+        wanted = {m for u, m in relevant if u == user}
+        if not wanted:
+            continue
+        hits = [m in wanted for m in rows.sort_values("rank")["movieId"]]
+        precision.append(sum(hits) / k)
+        recall.append(sum(hits) / len(wanted))
+        dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
+        ndcg.append(dcg / sum(1 / np.log2(r + 2) for r in range(min(k, len(wanted)))))
+    return {
+        f"precision@{k}": np.mean(precision),
+        f"recall@{k}": np.mean(recall),
+        f"ndcg@{k}": np.mean(ndcg),
+    }
+
+
+def test_the_written_top_lists_are_the_ones_the_metrics_were_computed_from(tmp_path, monkeypatch):
+    from movielens.data.preprocess import encode_splits, split_ratings
+    from movielens.model.watch import fit_watch, history_matrix
+    from movielens.synth import generate_ratings
+
+    ratings = generate_ratings(3000, 60, 150, seed=1)
+    train, test, user_ids, movie_ids = encode_splits(*split_ratings(ratings, 0.2, seed=1))
+    params = yaml.safe_load((ROOT / paths.PARAMS).read_text(encoding="utf-8"))
+    params["watch"] = {**params["watch"], "min_ratings": 2, "ease_l2": 10.0}
+    model = randomised(build_model(len(user_ids), len(movie_ids), 3, 0.0, 0.0, (0.5, 5.0)))
+    biases = BiasModel(3.5, np.zeros(len(user_ids)), np.zeros(len(movie_ids)))
+    frames = (train, test, user_ids, movie_ids)
+    monkeypatch.chdir(write_project(tmp_path, model, [], [], [], [], [], biases, params, frames))
+    history = history_matrix(
+        train["user_index"], train["movie_index"], len(user_ids), len(movie_ids)
+    )
+    watch_params = {key: v for key, v in params["watch"].items() if key != "like_weight"}
+    save_watch(fit_watch(history, **watch_params), paths.WATCH_MODEL)
+    evaluate_stage.main()
+    scores = json.loads(Path(paths.SCORES).read_text())
+    lists = pd.read_parquet(paths.TOPN)
+    assert list(lists.columns) == ["userId", "movieId", "rank", "score"]
+    assert lists.groupby("userId").size().max() == params["evaluate"]["k"]
+    assert not set(zip(lists["userId"], lists["movieId"], strict=True)) & set(
+        zip(train["userId"], train["movieId"], strict=True)
+    )
+    threshold = params["evaluate"]["relevance_threshold"]
+    liked = test[(test["rating"] >= threshold) & ~test["cold"]]
+    relevant = set(zip(liked["userId"], liked["movieId"], strict=True))
+    served = scores["ranking"]["served"]
+    assert served["users_evaluated"] > 20
+    for metric, value in hand_metrics(lists, relevant, params["evaluate"]["k"]).items():
+        assert served[metric] == pytest.approx(value, abs=1e-6), metric
+        assert scores[metric] == served[metric]  # the top-level figures are the served lists'
