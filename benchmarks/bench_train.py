@@ -31,8 +31,8 @@ from surprise.prediction_algorithms.algo_base import AlgoBase
 
 from movielens.data.preprocess import load_release, preprocess
 from movielens.data.releases import get_dataset
-from movielens.evaluation.crossvalidation import fold_splits
 from movielens.evaluation.accuracy import predict_test, scores
+from movielens.evaluation.crossvalidation import fold_splits
 from movielens.model import kernels
 from movielens.model.baseline import fit_bias_model
 from movielens.model.keras_model import build_model, model_inputs

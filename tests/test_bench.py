@@ -15,8 +15,8 @@ from benchmarks import bench_train, search
 from benchmarks.bench_train import COMPILED, KERAS, OURS
 from movielens.data import download
 from movielens.evaluation import crossvalidation as crossvalidate
-from movielens.evaluation.crossvalidation import fold_splits
 from movielens.evaluation.accuracy import rmse
+from movielens.evaluation.crossvalidation import fold_splits
 from movielens.model.baseline import fit_biases, predict_biases
 from movielens.params import load_params
 from movielens.plumbing import paths
@@ -25,6 +25,7 @@ from stages import download as download_stage
 from stages import evaluate as evaluate_stage
 from stages import preprocess as preprocess_stage
 from stages import train as train_stage
+from stages import train_watch as train_watch_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = {"embedding_dim": 4, "epochs": 3, "patience": 2, "batch_size": 512}
@@ -141,6 +142,7 @@ def test_cross_validation_fits_every_model_on_the_crossvalidate_stages_folds(
 def test_our_rmse_is_what_the_evaluate_stage_writes(in_project):
     row = bench_train.bench_ours(bench_train.load_split(), load_params())
     train_stage.main()
+    train_watch_stage.main()
     evaluate_stage.main()
     written = json.loads(paths.SCORES.read_text(encoding="utf-8"))
     assert (row["rmse"], row["mae"]) == (written["rmse"], written["mae"])

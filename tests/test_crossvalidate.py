@@ -23,6 +23,7 @@ from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 from stages import evaluate as evaluate_stage
 from stages import train as train_stage
+from stages import train_watch as train_watch_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = {"embedding_dim": 4, "epochs": 3, "patience": 2, "batch_size": 256}
@@ -191,6 +192,7 @@ def test_each_fold_scores_what_the_train_and_evaluate_stages_give(tmp_path, monk
     pd.DataFrame({"userId": np.sort(fitted["userId"].unique())}).to_parquet(paths.USER_IDS)
     pd.DataFrame({"movieId": np.sort(fitted["movieId"].unique())}).to_parquet(paths.MOVIE_IDS)
     train_stage.main()
+    train_watch_stage.main()
     evaluate_stage.main()
     scores = json.loads(paths.SCORES.read_text(encoding="utf-8"))
     row = result["per_fold"][1]

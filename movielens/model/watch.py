@@ -110,11 +110,20 @@ def catalogue_of(history: sp.csr_matrix, min_ratings: int) -> np.ndarray:
 def fit_ease(history: sp.csr_matrix, ease_l2: float) -> np.ndarray:
     """EASE's item-item matrix B of the columns of `history`, float32 (n, n), zero diagonal.
 
-    Solved in float64 (the Gram matrix of a large catalogue loses precision in float32).
+    Solved in float64 (the Gram matrix of a large catalogue loses precision in float32), through
+    its Cholesky factor (it is symmetric positive definite): half the work of a general inverse.
     """
+    from scipy.linalg import lapack
+
     gram = (history.T @ history).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += ease_l2
-    precision = np.linalg.inv(gram)
+    factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True)
+    precision, info2 = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info or info2:
+        raise PipelineError(
+            f"EASE's Gram matrix is not positive definite (LAPACK info {info or info2})"
+        )
+    precision = np.triu(precision) + np.triu(precision, 1).T  # dpotri fills the upper triangle
     weights = precision / -np.diag(precision)
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
