@@ -40,15 +40,17 @@ clean-venv:  ## remove .venv
 plots: deps  ## dvc plots show into plots/ offline, checked in headless chromium, with a screenshot
 	$(BIN)/python scripts/plots_page.py --out plots --screenshot plots/screenshot.png
 
-bench: deps  ## training benchmark vs Surprise on the pipeline's split and the CV folds; recommend's start-up vs the TensorFlow import
+bench: deps  ## training vs Surprise, top-N vs EASE/ALS/popularity on the pipeline's split; recommend's start-up
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m benchmarks.bench_train
-	$(BIN)/dvc repro train
+	$(BIN)/dvc repro evaluate
+	$(BIN)/python -m benchmarks.bench_topn
 	$(BIN)/python -m benchmarks.bench_recommend
 
-search: deps  ## grid search over train params, scored on the validation part only
+search: deps  ## grid search over train params, then the watch model and like_weight, on the validation part only
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m benchmarks.search
+	$(BIN)/python -m benchmarks.bench_topn --search
 
 .PHONY: bench-scale
 bench-scale: deps  ## whole pipeline on 25M generated ml-25m-layout ratings: time, memory per stage
