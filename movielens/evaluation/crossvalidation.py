@@ -1,4 +1,5 @@
-"""Cross-validation stage: K folds of the kept ratings, the model and the bias baseline on each."""
+"""K-fold cross-validation: the model and the bias baseline fitted and scored on each fold of the
+kept ratings (folds dealt by movielens.data.splits), and the summary over the folds."""
 
 from __future__ import annotations
 
@@ -9,62 +10,14 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from movielens.data.preprocess import (
-    encode_splits,
-    index_in,
-    ranks_within_users,
-    sorted_unique,
-    time_order,
-)
+from movielens.data.preprocess import encode_splits
+from movielens.data.splits import assign_folds, fold_parts
 from movielens.evaluation.evaluate import mae, predict_test, rmse
 from movielens.model.baseline import fit_bias_model
 from movielens.model.training import fit_model
 from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
-
-NEVER_HELD_OUT = -1  # the fold of a rating that is in every fold's training part
-
-
-def assign_folds(ratings: pd.DataFrame, folds: int, seed: int, split: str) -> np.ndarray:
-    """The fold 0..folds-1 that holds each rating out, or NEVER_HELD_OUT.
-
-    - random: a seeded permutation dealt round-robin, so fold sizes differ by at most one.
-    - user: each user's ratings shuffled (seeded) and dealt round-robin from a random fold, so a
-      held-out fold takes at most one rating in `folds` of each user and every held-out user has
-      training ratings; a user with one rating is never held out.
-    - time: the ratings in time_order (ties by userId, then movieId) cut into folds + 1 equal
-      blocks; fold k holds out block k + 1 and trains on the blocks before it (expanding window,
-      as scikit-learn's TimeSeriesSplit); block 0 is never held out; `seed` plays no part.
-
-    Returns:
-        int64 (n,).
-    """
-    n = len(ratings)
-    fold = np.empty(n, np.int64)
-    rng = np.random.default_rng(seed)
-    if split == "random":
-        fold[rng.permutation(n)] = np.arange(n) % folds
-    elif split == "user":
-        user_ids = ratings["userId"].to_numpy()
-        rank, count = ranks_within_users(user_ids, rng)
-        users = sorted_unique(user_ids)
-        offset = rng.integers(0, folds, len(users))[index_in(users, user_ids)]
-        fold = np.where(count > 1, (rank + offset) % folds, NEVER_HELD_OUT)
-    elif split == "time":
-        fold[time_order(ratings)] = np.arange(n) * (folds + 1) // n - 1
-    else:
-        raise PipelineError(f"preprocess.split={split!r} is unknown")
-    return fold
-
-
-def fold_parts(fold: np.ndarray, k: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of fold k's training and held-out ratings.
-
-    Under `time` only earlier blocks train; under the other rules every rating not held out does.
-    """
-    held_out = fold == k
-    return (fold < k) if split == "time" else ~held_out, held_out
 
 
 def fold_splits(
