@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -265,6 +266,16 @@ def encode_splits(
     return train, test, users, movies
 
 
+class Preprocessed(NamedTuple):
+    """What preprocess gives: the kept ratings, both splits encoded, and the id tables."""
+
+    kept: pd.DataFrame  # the ratings filter_top kept, in their original order
+    train: pd.DataFrame  # encode_splits' training split
+    test: pd.DataFrame  # encode_splits' test split, with `cold`
+    user_ids: np.ndarray  # the sorted training userIds: index i holds the id of user index i
+    movie_ids: np.ndarray  # the same for movieIds
+
+
 def preprocess(
     ratings: pd.DataFrame,
     top_users: int | None,
@@ -272,11 +283,13 @@ def preprocess(
     test_size: float,
     seed: int,
     split: str = "random",
-) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
-    """Filter, split and encode validated ratings; see filter_top, split_ratings, encode_splits."""
-    return encode_splits(
-        *split_ratings(keep_top(ratings, top_users, top_movies), test_size, seed, split)
-    )
+) -> Preprocessed:
+    """Keep the top users and movies of validated ratings, split them and encode the ids.
+
+    See keep_top, split_ratings and encode_splits.
+    """
+    kept = keep_top(ratings, top_users, top_movies)
+    return Preprocessed(kept, *encode_splits(*split_ratings(kept, test_size, seed, split)))
 
 
 def keep_top(ratings: pd.DataFrame, top_users: int | None, top_movies: int | None) -> pd.DataFrame:
