@@ -68,31 +68,28 @@ def mean_and_std(values: list[float]) -> dict:
     return {"mean": round(float(values.mean()), 6), "std": round(float(values.std(ddof=1)), 6)}
 
 
+def fold_means(rows: list[dict], names: tuple[str, ...], column: str = "{}") -> dict:
+    """`<name>_mean` and `<name>_std` over the folds (mean_and_std) of each named fold score,
+    read from the column `column.format(name)` of the rows."""
+    out = {}
+    for name in names:
+        stats = mean_and_std([row[column.format(name)] for row in rows])
+        out[f"{name}_mean"], out[f"{name}_std"] = stats["mean"], stats["std"]
+    return out
+
+
 def summarize(rows: list[dict], split: str) -> dict:
     """metrics/cv.json: mean and std over the folds of every fold score, then the folds themselves.
 
     rmse_mean and rmse_std (the model, cold pairs by the bias baseline) come first, so that
     `dvc metrics show` and `dvc exp show` list them first.
     """
-    stats = {name: mean_and_std([row[name] for row in rows]) for name in rows[0] if name != "fold"}
-
-    def pair(name: str) -> dict:
-        return {f"{name}_mean": stats[name]["mean"], f"{name}_std": stats[name]["std"]}
-
+    scores = ("rmse", "mae")
     return {
-        **pair("rmse"),
-        **pair("mae"),
-        "user_movie_biases": {
-            "rmse_mean": stats["baseline_rmse"]["mean"],
-            "rmse_std": stats["baseline_rmse"]["std"],
-            "mae_mean": stats["baseline_mae"]["mean"],
-            "mae_std": stats["baseline_mae"]["std"],
-        },
+        **fold_means(rows, scores),
+        "user_movie_biases": fold_means(rows, scores, "baseline_{}"),
         "model_minus_user_movie_biases": {
-            "rmse_mean": stats["rmse_difference"]["mean"],
-            "rmse_std": stats["rmse_difference"]["std"],
-            "mae_mean": stats["mae_difference"]["mean"],
-            "mae_std": stats["mae_difference"]["std"],
+            **fold_means(rows, scores, "{}_difference"),
             "rmse_folds_lower": sum(row["rmse_difference"] < 0 for row in rows),
         },
         "folds": len(rows),
