@@ -1,5 +1,4 @@
-"""Read and validate a release's ratings and movies, keep the top users and movies, split the
-ratings (movielens.data.splits) and encode the ids on the training split."""
+"""Validate a release's ratings and movies, keep the top users and movies, split, encode the ids."""
 
 from __future__ import annotations
 

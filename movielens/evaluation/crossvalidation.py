@@ -1,5 +1,4 @@
-"""K-fold cross-validation: the model and the bias baseline fitted and scored on each fold of the
-kept ratings (folds dealt by movielens.data.splits), and the summary over the folds."""
+"""K-fold cross-validation: the model and the bias baseline on each fold of the kept ratings."""
 
 from __future__ import annotations
 
