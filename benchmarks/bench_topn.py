@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bench_train import machine_info
-from movielens.data.preprocess import held_out_mask
+from movielens.data.splits import held_out_mask
 from movielens.evaluation.ranking import Scorer, scorer_of
 from movielens.evaluation.topn import popularity_factors, ranking_summary, ranking_table
 from movielens.model.watch import WatchModel, fit_watch, history_matrix

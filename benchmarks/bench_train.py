@@ -32,7 +32,7 @@ from surprise.prediction_algorithms.algo_base import AlgoBase
 from movielens.data.preprocess import load_release, preprocess
 from movielens.data.releases import get_dataset
 from movielens.evaluation.accuracy import predict_test, scores
-from movielens.evaluation.crossvalidation import fold_splits
+from movielens.evaluation.crossvalidation import fold_means, fold_splits, mean_and_std
 from movielens.model import kernels
 from movielens.model.baseline import fit_bias_model
 from movielens.model.keras_model import build_model, model_inputs
@@ -151,7 +151,7 @@ def release_ratings(params: dict) -> pd.DataFrame:
 
 def resplit(ratings: pd.DataFrame, prep: dict, seed: int) -> Split:
     """Split `ratings` as the preprocess stage does with the `preprocess` params, but with `seed`."""
-    train, test, user_ids, movie_ids = preprocess(
+    _, train, test, user_ids, movie_ids = preprocess(
         ratings, prep["top_users"], prep["top_movies"], prep["test_size"], seed
     )
     return Split(train, test, len(user_ids), len(movie_ids))
@@ -483,23 +483,11 @@ def cross_validation(params: dict, models: list[str]) -> dict:
     }
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for one value), rounded."""
-    array = np.asarray(values, np.float64)
-    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
-    return round(float(array.mean()), 6), round(std, 6)
-
-
 def fold_summary(rows: list[dict]) -> dict:
     """A model's folds with the mean and standard deviation of its RMSE and MAE over them."""
-    rmse_mean, rmse_std = mean_std([r["rmse"] for r in rows])
-    mae_mean, mae_std = mean_std([r["mae"] for r in rows])
     return {
-        "rmse_mean": rmse_mean,
-        "rmse_std": rmse_std,
-        "mae_mean": mae_mean,
-        "mae_std": mae_std,
-        "fit_seconds_mean": mean_std([r["fit_seconds"] for r in rows])[0],
+        **fold_means(rows, ("rmse", "mae")),
+        "fit_seconds_mean": mean_and_std([row["fit_seconds"] for row in rows])["mean"],
         "per_fold": rows,
     }
 
@@ -512,11 +500,11 @@ def paired_differences(runs: dict[str, list[dict]]) -> dict:
         if name == OURS:
             continue
         differences = ours - np.array([r["rmse"] for r in rows])
-        mean, std = mean_std(differences.tolist())
+        stats = mean_and_std(differences.tolist())
         out[name] = {
             "rmse_differences": [round(float(d), 6) for d in differences],
-            "rmse_mean": mean,
-            "rmse_std": std,
+            "rmse_mean": stats["mean"],
+            "rmse_std": stats["std"],
             "folds_lower": int(np.sum(differences < 0)),
         }
     return out

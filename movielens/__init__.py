@@ -1,8 +1,10 @@
 """MovieLens rating prediction: data, the Keras model and its engines, evaluation, recommendations.
 
-Layers, each importing only the ones before it: plumbing (paths, errors, atomic files), params,
-data, model, evaluation, then recommend, synth and the command line (cli). The pipeline's stage
-scripts in stages/ read params and paths and call this package.
+Layers, each importing only the ones before it: plumbing (paths, errors, atomic files), data,
+model, evaluation, then recommend, synth and the command line (cli). params.py, params.yaml's
+schema and loader, stands beside them: it takes the dataset names from data.releases, and
+data.splits takes the split rules' names from it. The pipeline's stage scripts in stages/ read
+params and paths and call this package.
 """
 
 import os

@@ -12,12 +12,13 @@ from typing import Any
 
 import yaml
 
-from movielens.data.splits import SPLITS
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+# The split rules (movielens.data.splits) by name: the values preprocess.split takes.
+SPLITS = ("random", "user", "time")
 WATCH_MODELS = ("ease", "als")  # watch.model: movielens.model.watch fits either
 
 

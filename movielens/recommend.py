@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from movielens.data.ids import index_in
 from movielens.evaluation.ranking import Scorer, top_k, top_lists
 from movielens.model.baseline import load_bias_model
 from movielens.params import load_params
@@ -95,14 +96,14 @@ def similar_movies(vectors: np.ndarray, movie_index: int, n: int) -> tuple[np.nd
 
 def index_of(value: int, ids: np.ndarray) -> int | None:
     """The position of `value` in the sorted `ids` (row i holds index i's id), or None."""
-    position = int(np.searchsorted(ids, value))
-    return position if position < len(ids) and ids[position] == value else None
+    position = int(index_in(ids, np.array([value]))[0])
+    return None if position < 0 else position
 
 
 def indices_of(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The positions in the sorted `ids` of those `values` that it holds."""
-    position = np.minimum(np.searchsorted(ids, values), max(len(ids) - 1, 0))
-    return position[ids[position] == values] if len(ids) else np.zeros(0, np.int64)
+    positions = index_in(ids, np.asarray(values))
+    return positions[positions >= 0]
 
 
 def user_list(user_id: int, n: int) -> dict:

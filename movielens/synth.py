@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -27,6 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
+from movielens.data.download import file_md5
+from movielens.data.ids import index_in, sorted_unique
 from movielens.data.releases import DATASETS, ML100K_GENRES, Dataset
 
 log = logging.getLogger(__name__)
@@ -401,7 +402,7 @@ def _draw_pairs(
     n_users, n_movies = len(per_user), len(popularity)
     alias = _alias_table(popularity)
     users = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
-    keys = _sorted_unique(users * n_movies + _sample(alias, len(users), rng))
+    keys = sorted_unique(users * n_movies + _sample(alias, len(users), rng))
     del users
     have = np.bincount(keys // n_movies, minlength=n_users)
     extra = np.empty(0, dtype=np.int64)
@@ -415,12 +416,6 @@ def _draw_pairs(
         extra = np.sort(np.concatenate([extra, taken]))
         have += np.bincount(taken // n_movies, minlength=n_users)
     raise RuntimeError(f"could not draw distinct pairs in {MAX_ROUNDS} rounds")
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """np.unique without its cost: numpy 2.3+ hashes int64 arrays, ~50x slower than sorting."""
-    values = np.sort(values)
-    return values[np.concatenate([[True], values[1:] != values[:-1]])]
 
 
 def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -479,21 +474,15 @@ def _top_up(
         movies = rng.integers(n_movies, size=len(users))
     else:
         movies = _sample(alias, len(users), rng)
-    candidates = _sorted_unique(users * n_movies + movies)
-    candidates = candidates[~(_contains(known[0], candidates) | _contains(known[1], candidates))]
+    candidates = sorted_unique(users * n_movies + movies)
+    candidates = candidates[
+        (index_in(known[0], candidates) < 0) & (index_in(known[1], candidates) < 0)
+    ]
     owner = candidates // n_movies
     order = np.argsort(owner + rng.random(len(owner)))  # random order within each user
     candidates, owner = candidates[order], owner[order]
     rank = np.arange(len(candidates)) - np.searchsorted(owner, owner, side="left")
     return candidates[rank < deficit[owner]]
-
-
-def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Whether each of `values` is in the sorted array `sorted_keys`, (len(values),) bool."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(values), dtype=bool)
-    position = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return sorted_keys[position] == values
 
 
 def _score(
@@ -596,15 +585,6 @@ def write_release(
     md5_partial.write_text(f"MD5 ({path.name}) = {file_md5(path)}\n", encoding="utf-8")
     os.replace(md5_partial, md5)
     return path
-
-
-def file_md5(path: Path) -> str:
-    """Hex MD5 of a file, read in 1 MiB blocks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(1024**2):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _zip_info(name: str, compress_level: int, directory: bool = False) -> zipfile.ZipInfo:

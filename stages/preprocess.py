@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from movielens.data.preprocess import encode_splits, keep_top, load_release, split_ratings
+from movielens.data.preprocess import load_release, preprocess
 from movielens.data.releases import RATING_COLUMNS, get_dataset
 from movielens.params import load_params
 from movielens.plumbing import paths
@@ -22,9 +22,13 @@ def main() -> None:
     prep = params["preprocess"]
     dataset = get_dataset(params["data"]["dataset"])
     ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
-    kept = keep_top(ratings, prep["top_users"], prep["top_movies"])
-    train, test, user_ids, movie_ids = encode_splits(
-        *split_ratings(kept, prep["test_size"], prep["seed"], prep["split"])
+    kept, train, test, user_ids, movie_ids = preprocess(
+        ratings,
+        prep["top_users"],
+        prep["top_movies"],
+        prep["test_size"],
+        prep["seed"],
+        prep["split"],
     )
     summary = {
         "dataset": dataset.name,

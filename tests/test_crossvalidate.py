@@ -12,13 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from movielens.data.splits import NEVER_HELD_OUT, assign_folds, fold_parts
 from movielens.evaluation import crossvalidation as crossvalidate
-from movielens.evaluation.crossvalidation import (
-    NEVER_HELD_OUT,
-    assign_folds,
-    fold_parts,
-    fold_splits,
-)
+from movielens.evaluation.crossvalidation import fold_splits
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 from stages import evaluate as evaluate_stage

@@ -136,16 +136,17 @@ def test_run_stage_lets_unexpected_errors_through(capsys, error):
     assert capsys.readouterr().err == ""
 
 
-# A bug deep inside a real stage: split_ratings replaced by one that divides by zero.
+# A bug deep inside a real stage: the library's split_ratings replaced by one that divides by zero.
 BUGGY_PREPROCESS = textwrap.dedent(
     """
+    from movielens.data import preprocess
     from movielens.plumbing.errors import run_stage
     from stages import preprocess as preprocess_stage
 
     def split_ratings(ratings, test_size, seed, split):
         return 1 / 0
 
-    preprocess_stage.split_ratings = split_ratings
+    preprocess.split_ratings = split_ratings
     run_stage(preprocess_stage.main)
     """
 )

@@ -200,6 +200,16 @@ def test_filter_top_applies_both_rankings_to_the_full_table():
     assert preprocess.filter_top(ratings, 1, None)["userId"].tolist() == [1, 1, 1]
 
 
+def test_preprocess_returns_the_kept_ratings_it_split():
+    ratings = ratings_frame([(u, m, 4.0, 0) for u in (1, 2, 3) for m in (10, 20, 30)][:-1])
+    kept, train, test, user_ids, movie_ids = preprocess.preprocess(ratings, 2, 2, 0.25, 0)
+    assert kept[["userId", "movieId"]].to_numpy().tolist() == [[1, 10], [1, 20], [2, 10], [2, 20]]
+    both = pd.concat([train, test])[["userId", "movieId"]].to_numpy().tolist()
+    assert sorted(both) == kept[["userId", "movieId"]].to_numpy().tolist()
+    assert user_ids.tolist() == sorted(set(train["userId"]))
+    assert movie_ids.tolist() == sorted(set(train["movieId"]))
+
+
 def test_preprocess_refuses_a_filter_that_keeps_nothing():
     ratings = ratings_frame([(1, 1, 4.0, 0), (1, 2, 4.0, 0), (2, 3, 4.0, 0), (3, 3, 4.0, 0)])
     with pytest.raises(PipelineError, match="top_users=1 and top_movies=1 leave no ratings"):
@@ -426,6 +436,7 @@ def test_main_writes_the_known_split(tmp_path, monkeypatch):
     assert pairs(train) | pairs(test) == KEPT
 
     assert user_ids.tolist() == sorted(set(train["userId"]))
+    assert movie_ids.tolist() == sorted(set(train["movieId"]))
     assert movie_ids.tolist() == sorted(set(train["movieId"]))
     assert (user_ids[train["user_index"]] == train["userId"]).all()
     assert (movie_ids[train["movie_index"]] == train["movieId"]).all()

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from benchmarks import bench_scale
-from movielens.data.preprocess import drop_duplicates, index_in, sorted_unique
+from movielens.data.ids import index_in, sorted_unique
+from movielens.data.preprocess import drop_duplicates
 from movielens.evaluation.ranking import Factors, ranking_metrics, sample_users
 
 

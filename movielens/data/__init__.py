@@ -1,1 +1,1 @@
-"""The MovieLens releases: their table, the download and the preprocessing (parsing, splitting, encoding)."""
+"""The MovieLens releases: their table, download, preprocessing, split rules and id tables."""

@@ -1,4 +1,4 @@
-"""Download stage: fetch a MovieLens zip, verify its MD5 and extract the needed files into data/raw."""
+"""Fetch a MovieLens zip (GroupLens or a mirror), verify its MD5, extract the needed files safely."""
 
 from __future__ import annotations
 

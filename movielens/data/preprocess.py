@@ -1,14 +1,16 @@
-"""Preprocess stage: validate the raw ratings, keep the top users and movies, split, encode ids."""
+"""Validate a release's ratings and movies, keep the top users and movies, split, encode the ids."""
 
 from __future__ import annotations
 
 import codecs
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from movielens.data.ids import index_in, sorted_unique
 from movielens.data.releases import (
     MOVIE_COLUMNS,
     RATING_COLUMNS,
@@ -16,7 +18,7 @@ from movielens.data.releases import (
     read_movies,
     read_ratings,
 )
-from movielens.data.splits import SPLITS
+from movielens.data.splits import held_out_mask
 from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -24,8 +26,6 @@ log = logging.getLogger(__name__)
 UNKNOWN_GENRES = "(no genres listed)"
 ID_RANGE = (0, int(np.iinfo(np.int32).max))
 TIMESTAMP_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
-# Ids are encoded through a table with one slot per id when max id < 2 * count + this many.
-DENSE_ID_SLOTS = 1 << 20
 
 
 def _first_bad_row(mask: np.ndarray) -> int:
@@ -221,89 +221,14 @@ def filter_top(
     return ratings[keep.to_numpy()].reset_index(drop=True)
 
 
-def time_order(ratings: pd.DataFrame) -> np.ndarray:
-    """Row positions from the earliest rating to the latest; ties by userId, then movieId.
-
-    After drop_duplicates a (userId, movieId) pair is unique, so the order is total: the same
-    ratings give the same order whatever their order in the file.
-    """
-    return np.lexsort(
-        (
-            ratings["movieId"].to_numpy(),
-            ratings["userId"].to_numpy(),
-            ratings["timestamp"].to_numpy(),
-        )
-    )
-
-
-def ranks_within_users(
-    user_ids: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """A random rank of each rating among its user's ratings, and its user's number of ratings.
-
-    Returns:
-        rank int64 (n,): 0..n_u - 1 over each user's n_u ratings, a random order drawn from `rng`;
-        count int64 (n,): n_u of the rating's user.
-    """
-    n = len(user_ids)
-    order = rng.permutation(n)
-    order = order[np.argsort(user_ids[order], kind="stable")]  # grouped by user, shuffled within
-    grouped = user_ids[order]
-    starts = np.flatnonzero(np.append(True, grouped[1:] != grouped[:-1]))
-    sizes = np.diff(np.append(starts, n))
-    rank, count = np.empty(n, np.int64), np.empty(n, np.int64)
-    rank[order] = np.arange(n) - np.repeat(starts, sizes)
-    count[order] = np.repeat(sizes, sizes)
-    return rank, count
-
-
-def _refuse_empty(test_size: float, n: int, n_test: int, split: str) -> None:
-    if n_test == 0 or n_test == n:
-        raise PipelineError(
-            f"test_size={test_size} of {n} ratings leaves {'no test' if n_test == 0 else 'no training'} "
-            f"ratings{'' if split == 'random' else f' with preprocess.split={split}'}; "
-            "change preprocess.test_size or keep more users and movies"
-        )
-
-
-def held_out_mask(ratings: pd.DataFrame, test_size: float, seed: int, split: str) -> np.ndarray:
-    """Which ratings the test split takes under each protocol (see split_ratings); bool (n,)."""
-    n = len(ratings)
-    is_test = np.zeros(n, dtype=bool)
-    if split == "random":
-        n_test = round(n * test_size)
-        _refuse_empty(test_size, n, n_test, split)
-        is_test[np.random.default_rng(seed).permutation(n)[:n_test]] = True
-    elif split == "user":
-        rank, count = ranks_within_users(ratings["userId"].to_numpy(), np.random.default_rng(seed))
-        # np.rint rounds half to even, as round() does for the other rules.
-        is_test = rank < np.minimum(np.rint(count * test_size), count - 1)
-        _refuse_empty(test_size, n, int(is_test.sum()), split)
-    elif split == "time":
-        n_test = round(n * test_size)
-        _refuse_empty(test_size, n, n_test, split)
-        is_test[time_order(ratings)[n - n_test :]] = True
-    else:
-        raise PipelineError(
-            f"preprocess.split={split!r} is unknown; use one of {', '.join(SPLITS)}"
-        )
-    return is_test
-
-
 def split_ratings(
     ratings: pd.DataFrame, test_size: float, seed: int, split: str = "random"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split ratings into train and test under one protocol; both keep the rows' order.
-
-    - random: round(n * test_size) ratings drawn at random (seeded) go to test.
-    - user: each user's ratings are split apart: min(round(n_u * test_size), n_u - 1) of them,
-      drawn at random (seeded), go to test, so every test user has training ratings; a user
-      with one rating stays in training.
-    - time: the latest round(n * test_size) ratings go to test, in time_order (ties by userId,
-      then movieId), so no test rating is earlier than a training rating; `seed` plays no part.
+    """Split ratings into train and test under one rule (movielens.data.splits.held_out_mask);
+    both keep the rows' order.
 
     Raises:
-        PipelineError: when either part would be empty.
+        PipelineError: when either part would be empty, or `split` is unknown.
     """
     is_test = held_out_mask(ratings, test_size, seed, split)
     return ratings[~is_test].reset_index(drop=True), ratings[is_test].reset_index(drop=True)
@@ -327,39 +252,6 @@ def encode_ids(
     )
 
 
-def _dense(high: int, n: int) -> bool:
-    """Whether a table with one slot per id 0..high is cheap next to n values (MovieLens ids are)."""
-    return high < 2 * n + DENSE_ID_SLOTS
-
-
-def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """The distinct values of an integer array, ascending, in the array's dtype.
-
-    Counting (O(n + max)) when the values are non-negative and dense, sorting otherwise; both are
-    much faster than np.unique's hash table at tens of millions of ids.
-    """
-    if len(values) == 0:
-        return values[:0].copy()
-    if values.min() >= 0 and _dense(int(values.max()), len(values)):
-        return np.flatnonzero(np.bincount(values)).astype(values.dtype)
-    ordered = np.sort(values)
-    return ordered[np.append(True, ordered[1:] != ordered[:-1])]
-
-
-def index_in(vocabulary: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The position of each value in the sorted, distinct `vocabulary`, int32; -1 where absent."""
-    if len(vocabulary) == 0:
-        return np.full(len(values), -1, dtype=np.int32)
-    high = int(vocabulary[-1])
-    if vocabulary[0] >= 0 and _dense(high, len(values)):
-        # Slot high + 1 answers -1; values below 0 clip to -1, which also indexes that last slot.
-        table = np.full(high + 2, -1, dtype=np.int32)
-        table[vocabulary] = np.arange(len(vocabulary), dtype=np.int32)
-        return table[np.clip(values, -1, high + 1)]
-    position = np.minimum(np.searchsorted(vocabulary, values), len(vocabulary) - 1)
-    return np.where(vocabulary[position] == values, position, -1).astype(np.int32)
-
-
 def encode_splits(
     train: pd.DataFrame, test: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
@@ -373,6 +265,16 @@ def encode_splits(
     return train, test, users, movies
 
 
+class Preprocessed(NamedTuple):
+    """What preprocess gives: the kept ratings, both splits encoded, and the id tables."""
+
+    kept: pd.DataFrame  # the ratings filter_top kept, in their original order
+    train: pd.DataFrame  # encode_splits' training split
+    test: pd.DataFrame  # encode_splits' test split, with `cold`
+    user_ids: np.ndarray  # the sorted training userIds: index i holds the id of user index i
+    movie_ids: np.ndarray  # the same for movieIds
+
+
 def preprocess(
     ratings: pd.DataFrame,
     top_users: int | None,
@@ -380,11 +282,13 @@ def preprocess(
     test_size: float,
     seed: int,
     split: str = "random",
-) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
-    """Filter, split and encode validated ratings; see filter_top, split_ratings, encode_splits."""
-    return encode_splits(
-        *split_ratings(keep_top(ratings, top_users, top_movies), test_size, seed, split)
-    )
+) -> Preprocessed:
+    """Keep the top users and movies of validated ratings, split them and encode the ids.
+
+    See keep_top, split_ratings and encode_splits.
+    """
+    kept = keep_top(ratings, top_users, top_movies)
+    return Preprocessed(kept, *encode_splits(*split_ratings(kept, test_size, seed, split)))
 
 
 def keep_top(ratings: pd.DataFrame, top_users: int | None, top_movies: int | None) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Cross-validation stage: K folds of the kept ratings, the model and the bias baseline on each."""
+"""K-fold cross-validation: the model and the bias baseline on each fold of the kept ratings."""
 
 from __future__ import annotations
 
@@ -9,62 +9,14 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from movielens.data.preprocess import (
-    encode_splits,
-    index_in,
-    ranks_within_users,
-    sorted_unique,
-    time_order,
-)
+from movielens.data.preprocess import encode_splits
+from movielens.data.splits import assign_folds, fold_parts
 from movielens.evaluation.accuracy import mae, predict_test, rmse
 from movielens.model.baseline import fit_bias_model
 from movielens.model.training import fit_model
 from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
-
-NEVER_HELD_OUT = -1  # the fold of a rating that is in every fold's training part
-
-
-def assign_folds(ratings: pd.DataFrame, folds: int, seed: int, split: str) -> np.ndarray:
-    """The fold 0..folds-1 that holds each rating out, or NEVER_HELD_OUT.
-
-    - random: a seeded permutation dealt round-robin, so fold sizes differ by at most one.
-    - user: each user's ratings shuffled (seeded) and dealt round-robin from a random fold, so a
-      held-out fold takes at most one rating in `folds` of each user and every held-out user has
-      training ratings; a user with one rating is never held out.
-    - time: the ratings in time_order (ties by userId, then movieId) cut into folds + 1 equal
-      blocks; fold k holds out block k + 1 and trains on the blocks before it (expanding window,
-      as scikit-learn's TimeSeriesSplit); block 0 is never held out; `seed` plays no part.
-
-    Returns:
-        int64 (n,).
-    """
-    n = len(ratings)
-    fold = np.empty(n, np.int64)
-    rng = np.random.default_rng(seed)
-    if split == "random":
-        fold[rng.permutation(n)] = np.arange(n) % folds
-    elif split == "user":
-        user_ids = ratings["userId"].to_numpy()
-        rank, count = ranks_within_users(user_ids, rng)
-        users = sorted_unique(user_ids)
-        offset = rng.integers(0, folds, len(users))[index_in(users, user_ids)]
-        fold = np.where(count > 1, (rank + offset) % folds, NEVER_HELD_OUT)
-    elif split == "time":
-        fold[time_order(ratings)] = np.arange(n) * (folds + 1) // n - 1
-    else:
-        raise PipelineError(f"preprocess.split={split!r} is unknown")
-    return fold
-
-
-def fold_parts(fold: np.ndarray, k: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of fold k's training and held-out ratings.
-
-    Under `time` only earlier blocks train; under the other rules every rating not held out does.
-    """
-    held_out = fold == k
-    return (fold < k) if split == "time" else ~held_out, held_out
 
 
 def fold_splits(
@@ -115,31 +67,28 @@ def mean_and_std(values: list[float]) -> dict:
     return {"mean": round(float(values.mean()), 6), "std": round(float(values.std(ddof=1)), 6)}
 
 
+def fold_means(rows: list[dict], names: tuple[str, ...], column: str = "{}") -> dict:
+    """`<name>_mean` and `<name>_std` over the folds (mean_and_std) of each named fold score,
+    read from the column `column.format(name)` of the rows."""
+    out = {}
+    for name in names:
+        stats = mean_and_std([row[column.format(name)] for row in rows])
+        out[f"{name}_mean"], out[f"{name}_std"] = stats["mean"], stats["std"]
+    return out
+
+
 def summarize(rows: list[dict], split: str) -> dict:
     """metrics/cv.json: mean and std over the folds of every fold score, then the folds themselves.
 
     rmse_mean and rmse_std (the model, cold pairs by the bias baseline) come first, so that
     `dvc metrics show` and `dvc exp show` list them first.
     """
-    stats = {name: mean_and_std([row[name] for row in rows]) for name in rows[0] if name != "fold"}
-
-    def pair(name: str) -> dict:
-        return {f"{name}_mean": stats[name]["mean"], f"{name}_std": stats[name]["std"]}
-
+    scores = ("rmse", "mae")
     return {
-        **pair("rmse"),
-        **pair("mae"),
-        "user_movie_biases": {
-            "rmse_mean": stats["baseline_rmse"]["mean"],
-            "rmse_std": stats["baseline_rmse"]["std"],
-            "mae_mean": stats["baseline_mae"]["mean"],
-            "mae_std": stats["baseline_mae"]["std"],
-        },
+        **fold_means(rows, scores),
+        "user_movie_biases": fold_means(rows, scores, "baseline_{}"),
         "model_minus_user_movie_biases": {
-            "rmse_mean": stats["rmse_difference"]["mean"],
-            "rmse_std": stats["rmse_difference"]["std"],
-            "mae_mean": stats["mae_difference"]["mean"],
-            "mae_std": stats["mae_difference"]["std"],
+            **fold_means(rows, scores, "{}_difference"),
             "rmse_folds_lower": sum(row["rmse_difference"] < 0 for row in rows),
         },
         "folds": len(rows),

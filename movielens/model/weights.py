@@ -1,17 +1,20 @@
 """Read a saved .keras model's config and weight tables with json and h5py, without TensorFlow.
 
-A .keras file is a zip of config.json (the architecture) and model.weights.h5. Keras stores each
-layer's weights under `layers/<snake_case class name>[_<n>]/vars/<i>`, numbering the layers of a
-class in the order of the config's layer list, not by the layers' own names; `weight_tables`
-follows that rule and checks every table's shape against the layer's config, so a file laid out
-otherwise is refused rather than misread.
+A .keras file is a zip of config.json (the architecture), metadata.json (the Keras version) and
+model.weights.h5 (keras/src/saving/saving_lib.py:44-46 at v3.15.1). Since Keras 3.6 every
+object's group of variables, `<path>/vars`, carries the object's own name as its HDF5 attribute
+`name` (saving_lib.py:795-802 and H5IOStore._create_h5_group, :1433-1442), the label that the
+public keras.saving.KerasFileEditor shows beside each path (file_editor.py:456-466, :620-625). A
+layer's table is found by that name, not by re-deriving Keras' paths from class names, and an
+Embedding's table is its variable "0" (layers/core/embedding.py:274-277, :393-396). Every table's
+shape is checked against its layer's config, so a file laid out otherwise is refused in one line
+that names the Keras release that wrote it, never misread.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 from pathlib import Path
 
@@ -21,7 +24,9 @@ import numpy as np
 from movielens.plumbing.errors import PipelineError
 
 CONFIG = "config.json"
+METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
+VARS = "vars"  # the group of one object's variables, labelled with its name
 
 
 def _cannot_load(path: Path, reason: str) -> PipelineError:
@@ -44,26 +49,44 @@ def read_config(path: Path) -> dict:
     return saved["config"]
 
 
-def snake_case(class_name: str) -> str:
-    """Keras' name for a layer class in the weights file (keras.src.utils.naming.to_snake_case)."""
-    name = re.sub(r"\W+", "", class_name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+def keras_version(archive: zipfile.ZipFile) -> str:
+    """The Keras release that wrote the archive, from metadata.json, or "unknown"."""
+    try:
+        version = json.loads(archive.read(METADATA)).get("keras_version")
+    except (KeyError, ValueError, AttributeError):
+        return "unknown"
+    return str(version) if version else "unknown"
 
 
-def weight_paths(config: dict) -> dict[str, str]:
-    """layer name -> its group in model.weights.h5, for every layer of a functional config."""
-    used: dict[str, int] = {}
-    groups = {}
-    for layer in config["layers"]:
-        base = snake_case(layer["class_name"])
-        used[base] = used.get(base, -1) + 1
-        groups[layer["name"]] = f"layers/{base}" + (f"_{used[base]}" if used[base] else "")
-    return groups
+def named_groups(weights: h5py.File) -> dict[str, list[str]]:
+    """object name -> the paths of the `vars` groups that carry it, in model.weights.h5."""
+    found: dict[str, list[str]] = {}
+
+    def visit(path: str, item: h5py.HLObject) -> None:
+        name = item.attrs.get("name") if isinstance(item, h5py.Group) else None
+        if path.rsplit("/", 1)[-1] == VARS and isinstance(name, str):
+            found.setdefault(name, []).append(path)
+
+    weights.visititems(visit)
+    return found
+
+
+def _table(weights: h5py.File, groups: dict, layer: dict) -> np.ndarray | str:
+    """The Embedding `layer`'s table from the file, or why it cannot be read."""
+    name, config = layer["name"], layer["config"]
+    expected = (config["input_dim"], config["output_dim"])
+    places = groups.get(name, [])
+    if len(places) != 1:
+        return f"{WEIGHTS} has {len(places) or 'no'} groups of weights named '{name}'"
+    dataset = weights[places[0]].get("0")
+    if not isinstance(dataset, h5py.Dataset) or dataset.shape != expected:
+        found = "nothing" if dataset is None else getattr(dataset, "shape", "a group")
+        return f"{WEIGHTS} has {found} at {places[0]}/0, not the {expected} table of layer '{name}'"
+    return np.asarray(dataset, dtype=np.float32)
 
 
 def weight_tables(path: Path, config: dict, names: list[str]) -> dict[str, np.ndarray]:
-    """The first weight (`vars/0`) of each named Embedding layer, as float32 (input_dim, output_dim).
+    """The table (variable "0") of each named Embedding layer, as float32 (input_dim, output_dim).
 
     Args:
         path: the .keras file.
@@ -71,28 +94,24 @@ def weight_tables(path: Path, config: dict, names: list[str]) -> dict[str, np.nd
         names: Embedding layer names.
 
     Raises:
-        PipelineError: when a table is missing or its shape differs from the layer's config.
+        PipelineError: when a table is missing, named twice, or its shape differs from the
+            layer's config; the message names the Keras release that wrote the file.
     """
     by_name = {layer["name"]: layer for layer in config["layers"]}
-    groups = weight_paths(config)
     try:
         with zipfile.ZipFile(path) as archive:
-            data = archive.read(WEIGHTS)
+            version, data = keras_version(archive), archive.read(WEIGHTS)
         with h5py.File(io.BytesIO(data), "r") as weights:
-            tables = {}
-            for name in names:
-                layer = by_name[name]["config"]
-                expected = (layer["input_dim"], layer["output_dim"])
-                dataset = weights.get(f"{groups[name]}/vars/0")
-                if not isinstance(dataset, h5py.Dataset) or dataset.shape != expected:
-                    found = "nothing" if dataset is None else getattr(dataset, "shape", "a group")
-                    raise _cannot_load(
-                        path, f"{WEIGHTS} has {found} at {groups[name]}/vars/0, not the {expected} "
-                        f"table of layer '{name}'"
-                    )  # fmt: skip
-                tables[name] = np.asarray(dataset, dtype=np.float32)
+            groups = named_groups(weights)
+            tables = {name: _table(weights, groups, by_name[name]) for name in names}
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise _cannot_load(path, str(err).splitlines()[0] or type(err).__name__) from None
+    for problem in tables.values():
+        if isinstance(problem, str):
+            raise _cannot_load(
+                path, f"{problem}; written by Keras {version}, read by the layer names that "
+                "Keras 3.6 and later store with the weights"
+            )  # fmt: skip
     return tables
 
 
