@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from movielens import cli, synth
-from movielens import recommend as recommend_module
+from movielens.serve import command as recommend_module
 from movielens.data.download import file_md5, parse_md5
 
 MOVIELENS = shutil.which("movielens", path=str(Path(sys.executable).parent))
