@@ -80,7 +80,7 @@ TOP_UP_OVERSAMPLING = 1.25
 MAX_ROUNDS = 60
 # taste > 0: popularity draws per wanted rating, which keep_by_taste thins to the wanted count,
 # and draws per chunk of users (memory ~ 100 bytes a draw).
-TASTE_OVERSAMPLING = 4
+TASTE_OVERSAMPLING = 8
 TASTE_DRAWS_PER_CHUNK = 1 << 22
 
 # rating = clip(round_to_grid(GLOBAL_MEAN + b_u + b_m + p_u . q_m + noise))
@@ -400,7 +400,9 @@ def generate_ratings_and_floor(
     """generate_ratings' table (the same for the same arguments) and its Floor."""
     args = (n_ratings, n_users, n_movies, seed, half_stars, min_user_ratings, time_range, taste)
     table, rmse, oracle, (users, movies, rating) = _generate(*args)
+    started = time.perf_counter()
     ranking = estimate_ranking(oracle, users, movies, rating, _rng(seed, _RANKING))
+    log.info("estimated the ranking ceiling in %.1f s", time.perf_counter() - started)
     return table, Floor(*rmse, ranking)
 
 

@@ -65,7 +65,7 @@ def log_inclusion(
     log_taste: np.ndarray | None = None,
     draws: np.ndarray | None = None,
 ) -> np.ndarray:
-    """log P(movie m is among a user's `wanted` picks), (rows, n_movies) float64.
+    """log P(movie m is among a user's `wanted` picks), (rows, n_movies) float32.
 
     Each movie is taken independently with chance pi = 1 - exp(-y), the user's rate r set so
     that sum(pi) = wanted (a Poisson approximation of drawing without replacement):
@@ -80,13 +80,15 @@ def log_inclusion(
         wanted: int (rows,).
         log_taste: float (rows, n_movies), the log of the weight taste gives each pair.
         draws: int (rows,), with log_taste.
+
+    The (rows, n_movies) arithmetic is float32 (4x faster than float64), its sums float64.
     """
-    p = np.asarray(popularity, np.float64) / np.sum(popularity)
+    p = (np.asarray(popularity, np.float64) / np.sum(popularity)).astype(np.float32)
     wanted = np.asarray(wanted, np.float64)[:, None]
     if log_taste is None:
-        return np.log(-np.expm1(-_rate(wanted, lambda r: (r * p, p)) * p))
-    drawn = np.asarray(draws, np.float64)[:, None] * p
-    weight = np.exp(log_taste - log_taste.max(axis=1, keepdims=True))
+        return _log_taken(_rate(wanted, lambda r: (r * p, p)) * p)
+    drawn = np.asarray(draws, np.float32)[:, None] * p
+    weight = np.exp(log_taste - log_taste.max(axis=1, keepdims=True), dtype=np.float32)
     short = -np.expm1(-drawn).sum(axis=1) <= wanted[:, 0]
     y = np.empty_like(drawn)
     if short.any():
@@ -100,34 +102,40 @@ def log_inclusion(
             return d - passed, w * passed
 
         y[~short] = kept(_rate(wanted[~short], kept))[0]
-    return np.log(-np.expm1(-np.maximum(y, 1e-300)))
+    return _log_taken(y)
+
+
+def _log_taken(y: np.ndarray) -> np.ndarray:
+    """log(1 - exp(-y)), y float32 > 0; an underflowing y counts as the least float32."""
+    tiny = np.finfo(np.float32).tiny
+    return np.log(-np.expm1(-np.maximum(y, tiny, dtype=np.float32)))
 
 
 def _rate(wanted: np.ndarray, y_of: Callable) -> np.ndarray:
     """The r >= 0 at which sum(1 - exp(-y(r))) = wanted, (rows, 1), by Newton's method.
 
-    y_of(r) gives y and dy/dr. The sum is concave and increasing in r, so Newton's steps from
-    r = 0 stay below the root and rise to it; where there is none r grows until the last step.
+    y_of(r) gives y and dy/dr. The sum is concave and increasing in r and below `wanted` at
+    r = 0, so Newton's steps from there stay below the root and rise to it.
     """
     rate = np.zeros_like(wanted)
     for _ in range(INCLUSION_ITERATIONS):
-        y, slope = y_of(rate)
+        y, slope = y_of(rate.astype(np.float32))
         missed = np.exp(-y)
-        gap = wanted - (1.0 - missed).sum(axis=1, keepdims=True)
-        step = gap / np.maximum((missed * slope).sum(axis=1, keepdims=True), 1e-300)
-        rate += step
+        gap = wanted - (1.0 - missed).sum(axis=1, keepdims=True, dtype=np.float64)
+        slope = (missed * slope).sum(axis=1, keepdims=True, dtype=np.float64)
+        rate += gap / np.maximum(slope, np.finfo(np.float64).tiny)
         if np.all(np.abs(gap) <= INCLUSION_TOLERANCE * wanted):
             break
-    return rate
+    return rate.astype(np.float32)
 
 
-def log_held_out(log_inclusion: np.ndarray) -> np.ndarray:
+def log_held_out(log_pi: np.ndarray) -> np.ndarray:
     """log P(in the test split | not in the training split), up to a constant, from log pi.
 
     A pair lands in the test split with chance TEST_SHARE * pi and misses training with chance
     1 - (1 - TEST_SHARE) * pi.
     """
-    return log_inclusion - np.log1p(-(1.0 - TEST_SHARE) * np.exp(log_inclusion))
+    return log_pi - np.log1p(-(1.0 - TEST_SHARE) * np.exp(log_pi))
 
 
 class Popularity:

@@ -366,7 +366,7 @@ def test_the_oracle_beats_popularity_by_more_as_taste_grows():
         assert ranking["oracle_precision@10"] > ranking["popularity_precision@10"]
     # Without taste the oracle's edge is only its knowledge of the ratings (P(rating >= 4)).
     assert plain["popularity_ndcg@10"] < plain["oracle_ndcg@10"] < 1.6 * plain["popularity_ndcg@10"]
-    assert tasteful["oracle_ndcg@10"] > 2.0 * tasteful["popularity_ndcg@10"]
+    assert tasteful["oracle_ndcg@10"] > 2.5 * tasteful["popularity_ndcg@10"]
 
 
 def test_the_oracle_that_knows_the_taste_ranks_best():
@@ -379,7 +379,7 @@ def test_the_oracle_that_knows_the_taste_ranks_best():
         ]
 
     best = ndcg(3.0)
-    assert best > 1.1 * ndcg(0.0)  # blind to taste, it still sees it through P(rating >= 4)
+    assert best > 1.2 * ndcg(0.0)  # blind to taste, it still sees it through P(rating >= 4)
     assert best >= max(ndcg(1.5), ndcg(6.0))
 
 
