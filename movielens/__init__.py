@@ -1,8 +1,8 @@
 """MovieLens rating prediction: data, the Keras model and its engines, evaluation, recommendations.
 
 Layers, each importing only the ones before it: plumbing (paths, errors, atomic files), params,
-data, model, evaluation, then recommend, synth and the command line (cli). The pipeline's stage
-scripts in stages/ read params and paths and call this package.
+data, model, evaluation, then recommend, synth (with synth_ranking) and the command line (cli).
+The pipeline's stage scripts in stages/ read params and paths and call this package.
 """
 
 import os

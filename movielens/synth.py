@@ -2,7 +2,9 @@
 
 Run `python -m movielens.synth --dataset ml-25m --ratings 25000000 --out DIR` to get
 `DIR/ml-25m.zip` and `DIR/ml-25m.zip.md5`, a directory usable as MOVIELENS_MIRROR, and
-`DIR/ml-25m.floor.json`: the generator's parameters and the RMSE a perfect model would score.
+`DIR/ml-25m.floor.json`: the generator's parameters, the RMSE a perfect model would score and
+the NDCG@10 a perfect ranker and popularity would (synth_ranking). `--taste T` makes the movies a
+user rates follow the user's taste as well as popularity.
 """
 
 from __future__ import annotations
@@ -397,7 +399,11 @@ def generate_ratings_and_floor(
     time_range: tuple[int, int] | None = None,
     taste: float = 0.0,
 ) -> tuple[pd.DataFrame, Floor]:
-    """generate_ratings' table (the same for the same arguments) and its Floor."""
+    """generate_ratings' table (the same for the same arguments) and its Floor.
+
+    The Floor's ranking estimate scores every movie for synth_ranking.RANKING_USERS users, which
+    takes about 10 to 25 s at 62,000 movies.
+    """
     args = (n_ratings, n_users, n_movies, seed, half_stars, min_user_ratings, time_range, taste)
     table, rmse, oracle, (users, movies, rating) = _generate(*args)
     started = time.perf_counter()
