@@ -83,6 +83,8 @@ MAX_ROUNDS = 60
 # taste > 0: popularity draws per wanted rating, which keep_by_taste thins to the wanted count,
 # and draws per chunk of users (memory ~ 100 bytes a draw).
 TASTE_OVERSAMPLING = 8
+# The correlation of a movie's choice vector with its rating vector q_m (see _choice_factors).
+TASTE_RATING_CORRELATION = 0.3
 TASTE_DRAWS_PER_CHUNK = 1 << 22
 
 # rating = clip(round_to_grid(GLOBAL_MEAN + b_u + b_m + p_u . q_m + noise))
@@ -106,7 +108,7 @@ ZIP64_ABOVE_BYTES = 1024**3
 _FOUR_DIGITS = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), np.uint32)
 
 # Independent random streams, so movies and ratings agree without sharing draws.
-_MOVIE_IDS, _USER_IDS, _TITLES, _MODEL, _PAIRS, _NOISE, _TIMES, _RANKING = range(8)
+_MOVIE_IDS, _USER_IDS, _TITLES, _MODEL, _PAIRS, _NOISE, _TIMES, _RANKING, _CHOICE = range(9)
 
 TITLE_ADJECTIVES = (
     "Silent", "Last", "Broken", "Golden", "Dark", "Lost", "Wild", "Little", "Secret", "Long",
@@ -259,8 +261,20 @@ def _latent_model(n_users: int, n_movies: int, rng: np.random.Generator) -> _Lat
 
 
 def _affinity(model: _LatentModel, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
-    """p_u . q_m, (n,) float32: the interaction term of the rating, and taste's affinity."""
+    """p_u . q_m, (n,) float32: the interaction term of the rating."""
     return np.einsum("ij,ij->i", model.user_factors[users], model.movie_factors[movies])
+
+
+def _choice_factors(model: _LatentModel, rng: np.random.Generator) -> np.ndarray:
+    """Movies' choice vectors c_m, (n_movies, LATENT_DIM) float32: taste's affinity is p_u . c_m.
+
+    c_m = rho * q_m + sqrt(1 - rho^2) * s_m, s_m drawn like q_m and rho TASTE_RATING_CORRELATION:
+    p_u . c_m has the spread of p_u . q_m and correlation rho with it, so users choose movies
+    they like more often without every rating being chosen for being high.
+    """
+    rho = TASTE_RATING_CORRELATION
+    own = rng.standard_normal(model.movie_factors.shape, dtype=np.float32) * FACTOR_STD
+    return (rho * model.movie_factors + np.sqrt(1.0 - rho**2) * own).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -320,6 +334,7 @@ class _Oracle:
     """
 
     model: _LatentModel
+    choice_factors: np.ndarray  # (n_movies, LATENT_DIM) float32, _choice_factors'
     taste: float
     per_user: np.ndarray  # (n_users,) int64
     half_stars: bool
@@ -338,7 +353,7 @@ class _Oracle:
         affinity = model.user_factors[users] @ model.movie_factors.T  # float32
         wanted = self.per_user[users]
         if self.taste:
-            log_taste = self.taste * affinity
+            log_taste = self.taste * (model.user_factors[users] @ self.choice_factors.T)
             chosen = log_inclusion(model.popularity, wanted, log_taste, wanted * TASTE_OVERSAMPLING)
         else:
             chosen = log_inclusion(model.popularity, wanted)
@@ -428,7 +443,13 @@ def _generate(
         raise ValueError(f"taste={taste} must be a finite number >= 0")
     model = _latent_model(n_users, n_movies, _rng(seed, _MODEL))
     per_user = _user_counts(n_ratings, model.activity, min_user_ratings, n_movies)
-    log_taste = (lambda u, m: taste * _affinity(model, u, m)) if taste else None
+    choice = _choice_factors(model, _rng(seed, _CHOICE))
+    log_taste = None
+    if taste:
+
+        def log_taste(u: np.ndarray, m: np.ndarray) -> np.ndarray:
+            return taste * np.einsum("ij,ij->i", model.user_factors[u], choice[m])
+
     keys = _draw_pairs(per_user, model.popularity, _rng(seed, _PAIRS), log_taste)
     users, movies = np.divmod(keys, n_movies)
     del keys
@@ -444,7 +465,7 @@ def _generate(
         "rating": rating,
         "timestamp": timestamp,
     }
-    oracle = _Oracle(model, taste, per_user, half_stars)
+    oracle = _Oracle(model, choice, taste, per_user, half_stars)
     return pd.DataFrame(columns, copy=False), rmse, oracle, (users, movies, rating)
 
 

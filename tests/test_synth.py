@@ -316,22 +316,35 @@ def test_taste_zero_gives_the_table_of_before(args, digest):
     assert column_md5(synth.generate_ratings(**args, taste=0.0)) == digest
 
 
-def pair_affinity(ratings: pd.DataFrame, n_users: int, n_movies: int, seed: int) -> np.ndarray:
-    """p_u . q_m of each rated pair, from the generator's own latent model."""
+def pair_affinities(ratings: pd.DataFrame, n_users: int, n_movies: int, seed: int) -> tuple:
+    """p_u . q_m (the rating's) and p_u . c_m (the choice's) of each rated pair, from the model."""
     model = synth._latent_model(n_users, n_movies, synth._rng(seed, synth._MODEL))
+    choice = synth._choice_factors(model, synth._rng(seed, synth._CHOICE))
     user_ids = synth._sparse_ids(n_users, synth.USER_ID_SPREAD, synth._rng(seed, synth._USER_IDS))
     users = np.searchsorted(user_ids, ratings["userId"])
     movies = np.searchsorted(synth.movie_ids(n_movies, seed), ratings["movieId"])
-    return np.sum(model.user_factors[users] * model.movie_factors[movies], axis=1)
+    p_u = model.user_factors[users]
+    return np.sum(p_u * model.movie_factors[movies], axis=1), np.sum(p_u * choice[movies], axis=1)
+
+
+def test_choice_vectors_correlate_with_rating_vectors_as_set():
+    model = synth._latent_model(2000, 2000, synth._rng(0, synth._MODEL))
+    choice = synth._choice_factors(model, synth._rng(0, synth._CHOICE))
+    rating_affinity = (model.user_factors @ model.movie_factors.T).ravel()
+    choice_affinity = (model.user_factors @ choice.T).ravel()
+    correlation = np.corrcoef(rating_affinity, choice_affinity)[0, 1]
+    assert correlation == pytest.approx(synth.TASTE_RATING_CORRELATION, abs=0.03)
+    assert choice_affinity.std() == pytest.approx(rating_affinity.std(), rel=0.05)
 
 
 def test_taste_makes_users_rate_what_they_like():
     counts = {"n_ratings": 20_000, "n_users": 200, "n_movies": 2000, "seed": 1}
-    plain = pair_affinity(synth.generate_ratings(**counts), 200, 2000, 1)
-    tasteful = pair_affinity(synth.generate_ratings(**counts, taste=3.0), 200, 2000, 1)
-    # p_u . q_m has std ~0.6 over all pairs; the means' standard errors are ~0.004.
-    assert abs(plain.mean()) < 0.02
-    assert tasteful.mean() > plain.mean() + 0.2
+    plain = pair_affinities(synth.generate_ratings(**counts), 200, 2000, 1)
+    tasteful = pair_affinities(synth.generate_ratings(**counts, taste=3.0), 200, 2000, 1)
+    # Both affinities have std ~0.6 over all pairs; the means' standard errors are ~0.004.
+    assert abs(plain[0].mean()) < 0.02 and abs(plain[1].mean()) < 0.02
+    assert tasteful[1].mean() > plain[1].mean() + 0.3  # chosen by taste
+    assert tasteful[0].mean() > plain[0].mean() + 0.08  # and so liked more: ~0.3 of it
 
 
 @pytest.mark.parametrize(
