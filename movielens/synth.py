@@ -328,7 +328,7 @@ def log_relevant(mean: np.ndarray, step: np.ndarray | float) -> np.ndarray:
 class _Oracle:
     """A Scorer that knows the generator: log P(movie in u's test split and rated >= 4).
 
-    The chance to be chosen is log_inclusion's of weight popularity * exp(taste * p_u . q_m)
+    The chance to be chosen is log_inclusion's of weight popularity * exp(taste * p_u . c_m)
     among the user's per_user[u] picks, turned into the chance to be held out given that the
     movie is not in training (log_held_out); the chance of the rating is log_relevant's.
     """
@@ -389,8 +389,9 @@ def generate_ratings(
         min_user_ratings: the least ratings per user; None: 20 where the sample allows it
             (as the releases guarantee), down to 5 for small samples.
         time_range: first and last unix timestamp, seconds; None: ml-25m's.
-        taste: >= 0; user u picks movie m with chance ~ popularity[m] * exp(taste * p_u . q_m),
-            the same p_u . q_m that raises the rating, so users rate more of what they like.
+        taste: >= 0; user u picks movie m with chance ~ popularity[m] * exp(taste * p_u . c_m),
+            c_m a choice vector correlated TASTE_RATING_CORRELATION with the rating's q_m
+            (_choice_factors), so users rate more of what they like.
             0 (popularity alone) gives the same table as before the parameter existed.
 
     Returns:
@@ -977,7 +978,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--taste", default="0",
-        help="a number >= 0: users pick movies ~ popularity * exp(taste * p_u . q_m); 0: popularity",
+        help="a number >= 0: users pick movies ~ popularity * exp(taste * p_u . c_m), c_m a choice "
+        f"vector correlated {TASTE_RATING_CORRELATION:g} with the rating's q_m; 0: by popularity "
+        "alone (the default)",
     )  # fmt: skip
     parser.add_argument("--compress-level", type=int, default=COMPRESS_LEVEL, choices=range(10))
     parser.add_argument("--out", type=Path, required=True, help="directory for <dataset>.zip(.md5)")
