@@ -1,8 +1,9 @@
-"""MovieLens rating prediction: data, the Keras model and its engines, evaluation, recommendations.
+"""MovieLens recommendations: data, the Keras rating model and its engines, the will-watch model,
+the served ranking, evaluation.
 
 Layers, each importing only the ones before it: plumbing (paths, errors, atomic files), data,
-model, evaluation, then recommend, synth and the command line (cli). params.py, params.yaml's
-schema and loader, stands beside them: it takes the dataset names from data.releases, and
+model, evaluation, then ranker, serve and recommend, synth (with synth_ranking) and the command
+line (cli). params.py, params.yaml's schema and loader, stands beside them: it takes the dataset names from data.releases, and
 data.splits takes the split rules' names from it. The pipeline's stage scripts in stages/ read
 params and paths and call this package.
 """

@@ -2,7 +2,9 @@
 
 Run `python -m movielens.synth --dataset ml-25m --ratings 25000000 --out DIR` to get
 `DIR/ml-25m.zip` and `DIR/ml-25m.zip.md5`, a directory usable as MOVIELENS_MIRROR, and
-`DIR/ml-25m.floor.json`: the generator's parameters and the RMSE a perfect model would score.
+`DIR/ml-25m.floor.json`: the generator's parameters, the RMSE a perfect model would score and
+the NDCG@10 a perfect ranker and popularity would (synth_ranking). `--taste T` makes the movies a
+user rates follow the user's taste as well as popularity.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import logging
 import os
@@ -17,9 +20,9 @@ import sys
 import time
 import urllib.parse
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,13 @@ from scipy.special import ndtr
 from movielens.data.download import file_md5
 from movielens.data.ids import index_in, sorted_unique
 from movielens.data.releases import DATASETS, ML100K_GENRES, Dataset
+from movielens.synth_ranking import (
+    RELEVANT_RATING,
+    estimate_ranking,
+    keep_by_taste,
+    log_held_out,
+    log_inclusion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,12 @@ POPULARITY_ROUNDS = 3  # top-up rounds that follow popularity before falling bac
 TOP_UP_HIT_RATE = 0.7  # assumed share of new movies among a top-up's popularity draws
 TOP_UP_OVERSAMPLING = 1.25
 MAX_ROUNDS = 60
+# taste > 0: popularity draws per wanted rating, which keep_by_taste thins to the wanted count,
+# and draws per chunk of users (memory ~ 100 bytes a draw).
+TASTE_OVERSAMPLING = 8
+# The correlation of a movie's choice vector with its rating vector q_m (see _choice_factors).
+TASTE_RATING_CORRELATION = 0.3
+TASTE_DRAWS_PER_CHUNK = 1 << 22
 
 # rating = clip(round_to_grid(GLOBAL_MEAN + b_u + b_m + p_u . q_m + noise))
 LATENT_DIM = 8
@@ -93,7 +109,7 @@ ZIP64_ABOVE_BYTES = 1024**3
 _FOUR_DIGITS = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), np.uint32)
 
 # Independent random streams, so movies and ratings agree without sharing draws.
-_MOVIE_IDS, _USER_IDS, _TITLES, _MODEL, _PAIRS, _NOISE, _TIMES = range(7)
+_MOVIE_IDS, _USER_IDS, _TITLES, _MODEL, _PAIRS, _NOISE, _TIMES, _RANKING, _CHOICE = range(9)
 
 TITLE_ADJECTIVES = (
     "Silent", "Last", "Broken", "Golden", "Dark", "Lost", "Wild", "Little", "Secret", "Long",
@@ -245,9 +261,26 @@ def _latent_model(n_users: int, n_movies: int, rng: np.random.Generator) -> _Lat
     )
 
 
+def _affinity(model: _LatentModel, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
+    """p_u . q_m, (n,) float32: the interaction term of the rating."""
+    return np.einsum("ij,ij->i", model.user_factors[users], model.movie_factors[movies])
+
+
+def _choice_factors(model: _LatentModel, rng: np.random.Generator) -> np.ndarray:
+    """Movies' choice vectors c_m, (n_movies, LATENT_DIM) float32: taste's affinity is p_u . c_m.
+
+    c_m = rho * q_m + sqrt(1 - rho^2) * s_m, s_m drawn like q_m and rho TASTE_RATING_CORRELATION:
+    p_u . c_m has the spread of p_u . q_m and correlation rho with it, so users choose movies
+    they like more often without every rating being chosen for being high.
+    """
+    rho = TASTE_RATING_CORRELATION
+    own = rng.standard_normal(model.movie_factors.shape, dtype=np.float32) * FACTOR_STD
+    return (rho * model.movie_factors + np.sqrt(1.0 - rho**2) * own).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Floor:
-    """How well a perfect model can do on generated ratings (their RMSE, over all of them).
+    """How well a perfect model can do on generated ratings: its RMSE, and its top-N ranking.
 
     floor_rmse: the RMSE of the Bayes-optimal prediction E[rating | user, movie], computed
         exactly from the generator's own noise, rounding and clipping (expected_rating): what a
@@ -255,10 +288,13 @@ class Floor:
     noiseless_rmse: the RMSE of the noiseless rating clip(GLOBAL_MEAN + b_u + b_m + p_u . q_m)
         (clipped to the user's grid); above floor_rmse on average, since rounding and clipping
         shift the rating's mean away from it near the ends of the scale.
+    ranking: synth_ranking.estimate_ranking's precision@10 and NDCG@10 of the oracle (_Oracle,
+        approximately the Bayes-optimal ranker) and of the most-popular ranker, on a sample.
     """
 
     floor_rmse: float
     noiseless_rmse: float
+    ranking: dict[str, float | int]
 
 
 def expected_rating(mean: np.ndarray, step: np.ndarray | float) -> np.ndarray:
@@ -278,6 +314,56 @@ def expected_rating(mean: np.ndarray, step: np.ndarray | float) -> np.ndarray:
     return expected
 
 
+def log_relevant(mean: np.ndarray, step: np.ndarray | float) -> np.ndarray:
+    """log P(clip(round_to_grid(mean + noise)) >= RELEVANT_RATING), exact like expected_rating.
+
+    RELEVANT_RATING is on both grids, so the rating reaches it when mean + noise passes
+    RELEVANT_RATING - step / 2. Computed in mean's precision (float32 is ~5x faster).
+    """
+    mean = np.asarray(mean)
+    threshold = (RELEVANT_RATING - np.asarray(step, mean.dtype) / 2).astype(mean.dtype)
+    return np.log(ndtr((mean - threshold) / mean.dtype.type(NOISE_STD)))
+
+
+@dataclass(frozen=True)
+class _Oracle:
+    """A Scorer that knows the generator: log P(movie in u's test split and rated >= 4).
+
+    The chance to be chosen is log_inclusion's of weight popularity * exp(taste * p_u . c_m)
+    among the user's per_user[u] picks, turned into the chance to be held out given that the
+    movie is not in training (log_held_out); the chance of the rating is log_relevant's.
+    """
+
+    model: _LatentModel
+    choice_factors: np.ndarray  # (n_movies, LATENT_DIM) float32, _choice_factors'
+    taste: float
+    per_user: np.ndarray  # (n_users,) int64
+    half_stars: bool
+
+    @property
+    def n_users(self) -> int:
+        return len(self.per_user)
+
+    @property
+    def n_movies(self) -> int:
+        return len(self.model.popularity)
+
+    def scores(self, user_index: np.ndarray) -> np.ndarray:
+        """float32 (len(user_index), n_movies)."""
+        model, users = self.model, np.asarray(user_index)
+        affinity = model.user_factors[users] @ model.movie_factors.T  # float32
+        wanted = self.per_user[users]
+        if self.taste:
+            log_taste = self.taste * (model.user_factors[users] @ self.choice_factors.T)
+            chosen = log_inclusion(model.popularity, wanted, log_taste, wanted * TASTE_OVERSAMPLING)
+        else:
+            chosen = log_inclusion(model.popularity, wanted)
+        mean = affinity + (GLOBAL_MEAN + model.user_bias[users, None] + model.movie_bias)
+        step = np.where(model.whole_stars_only[users], 1.0, 0.5) if self.half_stars else 1.0
+        liked = log_relevant(mean, np.broadcast_to(step, users.shape)[:, None])
+        return (log_held_out(chosen) + liked).astype(np.float32)
+
+
 def generate_ratings(
     n_ratings: int,
     n_users: int,
@@ -286,11 +372,12 @@ def generate_ratings(
     half_stars: bool = True,
     min_user_ratings: int | None = None,
     time_range: tuple[int, int] | None = None,
+    taste: float = 0.0,
 ) -> pd.DataFrame:
     """Ratings with long-tailed activity and popularity and a learnable latent structure.
 
     Every user rates between `min_user_ratings` and max(min_user_ratings, n_movies / 2) distinct
-    movies, chosen mostly by popularity; each rating is
+    movies, chosen by popularity and, with `taste` > 0, by the user's taste; each rating is
     clip(round_to_grid(GLOBAL_MEAN + b_u + b_m + p_u . q_m + noise)).
 
     Args:
@@ -303,16 +390,20 @@ def generate_ratings(
         min_user_ratings: the least ratings per user; None: 20 where the sample allows it
             (as the releases guarantee), down to 5 for small samples.
         time_range: first and last unix timestamp, seconds; None: ml-25m's.
+        taste: >= 0; user u picks movie m with chance ~ popularity[m] * exp(taste * p_u . c_m),
+            c_m a choice vector correlated TASTE_RATING_CORRELATION with the rating's q_m
+            (_choice_factors), so users rate more of what they like.
+            0 (popularity alone) gives the same table as before the parameter existed.
 
     Returns:
         userId, movieId (int32), rating (float32), timestamp (int64), n_ratings rows sorted by
         userId then movieId, no (userId, movieId) pair twice.
 
     Raises:
-        ValueError: for counts that cannot be met, naming the count to change.
+        ValueError: for counts that cannot be met, naming the count to change, or a bad taste.
     """
-    args = (n_ratings, n_users, n_movies, seed, half_stars, min_user_ratings, time_range)
-    return generate_ratings_and_floor(*args)[0]
+    args = (n_ratings, n_users, n_movies, seed, half_stars, min_user_ratings, time_range, taste)
+    return _generate(*args)[0]
 
 
 def generate_ratings_and_floor(
@@ -323,16 +414,49 @@ def generate_ratings_and_floor(
     half_stars: bool = True,
     min_user_ratings: int | None = None,
     time_range: tuple[int, int] | None = None,
+    taste: float = 0.0,
 ) -> tuple[pd.DataFrame, Floor]:
-    """generate_ratings' table (the same for the same arguments) and its Floor."""
+    """generate_ratings' table (the same for the same arguments) and its Floor.
+
+    The Floor's ranking estimate scores every movie for synth_ranking.RANKING_USERS users, which
+    takes about 10 to 25 s at 62,000 movies.
+    """
+    args = (n_ratings, n_users, n_movies, seed, half_stars, min_user_ratings, time_range, taste)
+    table, rmse, oracle, (users, movies, rating) = _generate(*args)
+    started = time.perf_counter()
+    ranking = estimate_ranking(oracle, users, movies, rating, _rng(seed, _RANKING))
+    log.info("estimated the ranking ceiling in %.1f s", time.perf_counter() - started)
+    return table, Floor(*rmse, ranking)
+
+
+def _generate(
+    n_ratings: int,
+    n_users: int,
+    n_movies: int,
+    seed: int,
+    half_stars: bool,
+    min_user_ratings: int | None,
+    time_range: tuple[int, int] | None,
+    taste: float,
+) -> tuple[pd.DataFrame, tuple[float, float], _Oracle, tuple[np.ndarray, ...]]:
+    """The table, its (floor_rmse, noiseless_rmse), its _Oracle, and its pairs as indices."""
     min_user_ratings = _check_counts(n_ratings, n_users, n_movies, seed, min_user_ratings)
+    if not (np.isfinite(taste) and taste >= 0):
+        raise ValueError(f"taste={taste} must be a finite number >= 0")
     model = _latent_model(n_users, n_movies, _rng(seed, _MODEL))
     per_user = _user_counts(n_ratings, model.activity, min_user_ratings, n_movies)
-    keys = _draw_pairs(per_user, model.popularity, _rng(seed, _PAIRS))
+    choice = _choice_factors(model, _rng(seed, _CHOICE))
+    log_taste = None
+    if taste:
+
+        def log_taste(u: np.ndarray, m: np.ndarray) -> np.ndarray:
+            return taste * np.einsum("ij,ij->i", model.user_factors[u], choice[m])
+
+    keys = _draw_pairs(per_user, model.popularity, _rng(seed, _PAIRS), log_taste)
     users, movies = np.divmod(keys, n_movies)
     del keys
     users, movies = users.astype(np.int32), movies.astype(np.int32)
-    rating, floor = _score(users, movies, model, half_stars, _rng(seed, _NOISE))
+    rating, rmse = _score(users, movies, model, half_stars, _rng(seed, _NOISE))
     shape = RELEASE_SHAPES["ml-25m"]
     time_range = time_range or (shape.first_timestamp, shape.last_timestamp)
     timestamp = _timestamps(users, n_users, time_range, _rng(seed, _TIMES))
@@ -343,7 +467,8 @@ def generate_ratings_and_floor(
         "rating": rating,
         "timestamp": timestamp,
     }
-    return pd.DataFrame(columns, copy=False), floor
+    oracle = _Oracle(model, choice, taste, per_user, half_stars)
+    return pd.DataFrame(columns, copy=False), rmse, oracle, (users, movies, rating)
 
 
 def _check_counts(
@@ -391,19 +516,25 @@ def _user_counts(
 
 
 def _draw_pairs(
-    per_user: np.ndarray, popularity: np.ndarray, rng: np.random.Generator
+    per_user: np.ndarray,
+    popularity: np.ndarray,
+    rng: np.random.Generator,
+    log_taste: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Distinct (user, movie) pairs, `per_user[u]` for user u, as sorted int64 u * n_movies + m.
 
-    One draw per wanted rating by popularity, deduplicated, then top-up rounds for the users
-    left short: by popularity first, then uniformly, which reaches the movies a heavy user's
-    popularity draws keep missing.
+    One draw per wanted rating by popularity, deduplicated (or, with `log_taste`, _draw_by_taste's
+    pairs), then top-up rounds for the users left short: by popularity first, then uniformly,
+    which reaches the movies a heavy user's popularity draws keep missing.
     """
     n_users, n_movies = len(per_user), len(popularity)
     alias = _alias_table(popularity)
-    users = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
-    keys = sorted_unique(users * n_movies + _sample(alias, len(users), rng))
-    del users
+    if log_taste is None:
+        users = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
+        keys = sorted_unique(users * n_movies + _sample(alias, len(users), rng))
+        del users
+    else:
+        keys = _draw_by_taste(per_user, alias, log_taste, rng)
     have = np.bincount(keys // n_movies, minlength=n_users)
     extra = np.empty(0, dtype=np.int64)
     for round_ in range(MAX_ROUNDS):
@@ -416,6 +547,34 @@ def _draw_pairs(
         extra = np.sort(np.concatenate([extra, taken]))
         have += np.bincount(taken // n_movies, minlength=n_users)
     raise RuntimeError(f"could not draw distinct pairs in {MAX_ROUNDS} rounds")
+
+
+def _draw_by_taste(
+    per_user: np.ndarray,
+    alias: tuple[np.ndarray, np.ndarray],
+    log_taste: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """TASTE_OVERSAMPLING popularity draws per wanted rating, thinned by keep_by_taste.
+
+    Users go in chunks of about TASTE_DRAWS_PER_CHUNK draws, which bounds the memory.
+
+    Returns:
+        Sorted int64 keys u * n_movies + m, at most per_user[u] for user u.
+    """
+    n_users, n_movies = len(per_user), len(alias[0])
+    draws = per_user * TASTE_OVERSAMPLING
+    total = np.cumsum(draws)
+    cuts = np.searchsorted(
+        total, np.arange(TASTE_DRAWS_PER_CHUNK, total[-1], TASTE_DRAWS_PER_CHUNK)
+    )
+    bounds = np.unique(np.concatenate([[0], cuts, [n_users]]))
+    parts = []
+    for first, stop in itertools.pairwise(bounds):
+        users = np.repeat(np.arange(first, stop, dtype=np.int64), draws[first:stop])
+        keys = np.sort(users * n_movies + _sample(alias, len(users), rng))
+        parts.append(keep_by_taste(keys, per_user, n_movies, log_taste, rng))
+    return np.concatenate(parts)
 
 
 def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -491,8 +650,8 @@ def _score(
     model: _LatentModel,
     half_stars: bool,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, Floor]:
-    """Ratings on the grid, (n,) float32, computed in chunks to bound memory, and their Floor.
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Ratings on the grid, (n,) float32, in chunks to bound memory; Floor's floor and noiseless RMSE.
 
     With half stars, the users of `model.whole_stars_only` still round to whole stars, as many
     real users do.
@@ -501,7 +660,7 @@ def _score(
     bayes_sse = noiseless_sse = 0.0
     for start in range(0, len(users), ROWS_PER_CHUNK):
         u, m = users[start : start + ROWS_PER_CHUNK], movies[start : start + ROWS_PER_CHUNK]
-        raw = np.einsum("ij,ij->i", model.user_factors[u], model.movie_factors[m])
+        raw = _affinity(model, u, m)
         raw += GLOBAL_MEAN + model.user_bias[u] + model.movie_bias[m]
         mean = raw.astype(np.float64)
         raw += rng.standard_normal(len(u), dtype=np.float32) * NOISE_STD
@@ -511,7 +670,7 @@ def _score(
         bayes_sse += float(np.sum((chunk - expected_rating(mean, step)) ** 2))
         noiseless_sse += float(np.sum((chunk - np.clip(mean, step, MAX_RATING)) ** 2))
     n = max(len(users), 1)
-    return rating, Floor(float(np.sqrt(bayes_sse / n)), float(np.sqrt(noiseless_sse / n)))
+    return rating, (float(np.sqrt(bayes_sse / n)), float(np.sqrt(noiseless_sse / n)))
 
 
 def _timestamps(
@@ -742,10 +901,12 @@ def generate_release(
     seed: int,
     out_dir: Path,
     compress_level: int = COMPRESS_LEVEL,
+    taste: float = 0.0,
 ) -> Path:
     """Generate a release's movies and ratings and write them with write_release.
 
-    Beside the zip it writes floor_path(zip): the generator's parameters and its Floor.
+    Beside the zip it writes floor_path(zip): the generator's parameters (taste as in
+    generate_ratings) and its Floor, the ranking estimates under their own keys.
 
     Returns:
         The zip's path.
@@ -756,7 +917,7 @@ def generate_release(
     half_stars = DATASETS[dataset_name].rating_step == 0.5
     ratings, floor = generate_ratings_and_floor(
         n_ratings, n_users, n_movies, seed, half_stars=half_stars,
-        time_range=(shape.first_timestamp, shape.last_timestamp),
+        time_range=(shape.first_timestamp, shape.last_timestamp), taste=taste,
     )  # fmt: skip
     log.info("generated %d ratings in %.1f s", len(ratings), time.perf_counter() - started)
     started = time.perf_counter()
@@ -766,17 +927,19 @@ def generate_release(
     )
     truth = {
         "dataset": dataset_name, "n_ratings": n_ratings, "n_users": n_users,
-        "n_movies": n_movies, "seed": seed, "half_stars": half_stars,
+        "n_movies": n_movies, "seed": seed, "half_stars": half_stars, "taste": taste,
         "whole_star_user_share": WHOLE_STAR_USER_SHARE if half_stars else 1.0,
         "latent_dim": LATENT_DIM, "global_mean": GLOBAL_MEAN, "user_bias_std": USER_BIAS_STD,
         "movie_bias_std": MOVIE_BIAS_STD, "factor_std": FACTOR_STD, "noise_std": NOISE_STD,
-        "max_rating": MAX_RATING, **asdict(floor),
+        "max_rating": MAX_RATING, "floor_rmse": floor.floor_rmse,
+        "noiseless_rmse": floor.noiseless_rmse, **floor.ranking,
     }  # fmt: skip
     floor_file = floor_path(path)
     partial = floor_file.with_name(floor_file.name + ".tmp")
     partial.write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, floor_file)
     log.info("floor RMSE %.4f (noiseless rating %.4f)", floor.floor_rmse, floor.noiseless_rmse)
+    log.info("ranking estimate: %s", json.dumps(floor.ranking))
     return path
 
 
@@ -793,9 +956,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, help="default: scaled from the real release")
     parser.add_argument("--movies", type=int, help="default: scaled from the real release")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--taste", default="0",
+        help="a number >= 0: users pick movies ~ popularity * exp(taste * p_u . c_m), c_m a choice "
+        f"vector correlated {TASTE_RATING_CORRELATION:g} with the rating's q_m; 0: by popularity "
+        "alone (the default)",
+    )  # fmt: skip
     parser.add_argument("--compress-level", type=int, default=COMPRESS_LEVEL, choices=range(10))
     parser.add_argument("--out", type=Path, required=True, help="directory for <dataset>.zip(.md5)")
     return parser.parse_args(argv)
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -807,8 +983,9 @@ def main(argv: list[str] | None = None) -> int:
     n_movies = n_movies if args.movies is None else args.movies
     try:
         path = generate_release(
-            args.dataset, n_ratings, n_users, n_movies, args.seed, args.out, args.compress_level
-        )
+            args.dataset, n_ratings, n_users, n_movies, args.seed, args.out, args.compress_level,
+            taste=_number("taste", args.taste),
+        )  # fmt: skip
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

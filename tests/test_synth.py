@@ -1,5 +1,6 @@
 """The synthetic MovieLens generator: each release's layout reads back through movielens.data.releases."""
 
+import dataclasses
 import hashlib
 import json
 import zipfile
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from movielens import synth
+from movielens import synth, synth_ranking
 from movielens.data.releases import (
     DATASETS,
     MOVIE_COLUMNS,
@@ -222,6 +223,12 @@ def test_default_counts_match_the_real_release_at_full_size():
     assert synth.default_counts("ml-25m", shape.ratings) == (shape.users, shape.movies)
 
 
+def test_cli_records_the_taste(tmp_path):
+    argv = ["--dataset", "ml-1m", "--ratings", "3000", "--out", str(tmp_path), "--taste", "1.5"]
+    assert synth.main(argv) == 0
+    assert json.loads((tmp_path / "ml-1m.floor.json").read_text())["taste"] == 1.5
+
+
 def test_cli_writes_a_mirror(tmp_path):
     assert synth.main(["--dataset", "ml-1m", "--ratings", "3000", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -263,6 +270,9 @@ def test_release_writes_the_floor_a_perfect_model_scores(tmp_path):
     assert {k: truth[k] for k in counts} == counts
     assert truth["seed"] == 3 and truth["latent_dim"] == synth.LATENT_DIM
     assert truth["noise_std"] == synth.NOISE_STD and truth["half_stars"] is True
+    assert truth["taste"] == 0.0
+    assert truth["oracle_ndcg@10"] > truth["popularity_ndcg@10"] > 0
+    assert 0 < truth["popularity_precision@10"] < truth["oracle_precision@10"] < 1
 
     # Rebuild each rating's noiseless mean from the generator's own latent model.
     ratings = synth.generate_ratings(**counts, seed=3)
@@ -282,3 +292,132 @@ def test_release_writes_the_floor_a_perfect_model_scores(tmp_path):
     best = monte_carlo_rating(mean.astype(np.float64), step, 2_000, 1)
     assert truth["floor_rmse"] == pytest.approx(np.sqrt(np.mean((rating - best) ** 2)), abs=0.005)
     assert 0.4 < truth["floor_rmse"] < truth["noiseless_rmse"]
+
+
+# ---------------------------------------------------------------- taste
+
+
+def column_md5(ratings: pd.DataFrame) -> str:
+    columns = (np.ascontiguousarray(ratings[c].to_numpy()).tobytes() for c in ratings.columns)
+    return hashlib.md5(b"".join(columns)).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("args", "digest"),
+    [
+        # The tables of the generator before the taste param existed (commit 4a37823).
+        ({**TINY, "seed": 0}, "d05fbd637e7cab81c9ddf417b490ef97"),
+        ({"n_ratings": 20_000, "n_users": 120, "n_movies": 400, "seed": 2, "half_stars": False},
+         "7222c770d9045818f2f4faa23e124ec8"),
+    ],
+)  # fmt: skip
+def test_taste_zero_gives_the_table_of_before(args, digest):
+    assert column_md5(synth.generate_ratings(**args)) == digest
+    assert column_md5(synth.generate_ratings(**args, taste=0.0)) == digest
+
+
+def pair_affinities(ratings: pd.DataFrame, n_users: int, n_movies: int, seed: int) -> tuple:
+    """p_u . q_m (the rating's) and p_u . c_m (the choice's) of each rated pair, from the model."""
+    model = synth._latent_model(n_users, n_movies, synth._rng(seed, synth._MODEL))
+    choice = synth._choice_factors(model, synth._rng(seed, synth._CHOICE))
+    user_ids = synth._sparse_ids(n_users, synth.USER_ID_SPREAD, synth._rng(seed, synth._USER_IDS))
+    users = np.searchsorted(user_ids, ratings["userId"])
+    movies = np.searchsorted(synth.movie_ids(n_movies, seed), ratings["movieId"])
+    p_u = model.user_factors[users]
+    return np.sum(p_u * model.movie_factors[movies], axis=1), np.sum(p_u * choice[movies], axis=1)
+
+
+def test_choice_vectors_correlate_with_rating_vectors_as_set():
+    model = synth._latent_model(2000, 2000, synth._rng(0, synth._MODEL))
+    choice = synth._choice_factors(model, synth._rng(0, synth._CHOICE))
+    rating_affinity = (model.user_factors @ model.movie_factors.T).ravel()
+    choice_affinity = (model.user_factors @ choice.T).ravel()
+    correlation = np.corrcoef(rating_affinity, choice_affinity)[0, 1]
+    assert correlation == pytest.approx(synth.TASTE_RATING_CORRELATION, abs=0.03)
+    assert choice_affinity.std() == pytest.approx(rating_affinity.std(), rel=0.05)
+
+
+def test_taste_makes_users_rate_what_they_like():
+    counts = {"n_ratings": 20_000, "n_users": 200, "n_movies": 2000, "seed": 1}
+    plain = pair_affinities(synth.generate_ratings(**counts), 200, 2000, 1)
+    tasteful = pair_affinities(synth.generate_ratings(**counts, taste=3.0), 200, 2000, 1)
+    # Both affinities have std ~0.6 over all pairs; the means' standard errors are ~0.004.
+    assert abs(plain[0].mean()) < 0.02 and abs(plain[1].mean()) < 0.02
+    assert tasteful[1].mean() > plain[1].mean() + 0.3  # chosen by taste
+    assert tasteful[0].mean() > plain[0].mean() + 0.08  # and so liked more: ~0.3 of it
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"n_ratings": 20_000, "n_users": 200, "n_movies": 2000, "seed": 1},
+        # At most 200 of 400 movies each: heavy users are topped up after their taste draws.
+        {"n_ratings": 20_000, "n_users": 120, "n_movies": 400, "seed": 2},
+    ],
+)
+def test_taste_keeps_the_counts_and_distinct_pairs(counts):
+    ratings = synth.generate_ratings(**counts, taste=2.0)
+    model = synth._latent_model(
+        counts["n_users"], counts["n_movies"], synth._rng(counts["seed"], synth._MODEL)
+    )
+    least = synth._default_min_user_ratings(counts["n_ratings"], counts["n_users"])
+    wanted = synth._user_counts(counts["n_ratings"], model.activity, least, counts["n_movies"])
+    assert len(ratings) == counts["n_ratings"]
+    assert not ratings.duplicated(["userId", "movieId"]).any()
+    np.testing.assert_array_equal(ratings.groupby("userId").size().to_numpy(), wanted)
+    assert ratings[["userId", "movieId"]].apply(tuple, axis=1).is_monotonic_increasing
+
+
+def ranking_of(taste: float) -> dict:
+    return synth.generate_ratings_and_floor(100_000, 1000, 2000, seed=0, taste=taste)[1].ranking
+
+
+def test_the_oracle_beats_popularity_by_more_as_taste_grows():
+    plain, tasteful = ranking_of(0.0), ranking_of(3.0)
+    for ranking in (plain, tasteful):
+        assert 800 < ranking["ranking_users"] <= synth_ranking.RANKING_USERS
+        assert ranking["oracle_precision@10"] > ranking["popularity_precision@10"]
+    # Without taste the oracle's edge is only its knowledge of the ratings (P(rating >= 4)).
+    assert plain["popularity_ndcg@10"] < plain["oracle_ndcg@10"] < 1.6 * plain["popularity_ndcg@10"]
+    assert tasteful["oracle_ndcg@10"] > 2.5 * tasteful["popularity_ndcg@10"]
+
+
+def test_the_oracle_that_knows_the_taste_ranks_best():
+    _, _, oracle, pairs = synth._generate(100_000, 1000, 2000, 0, True, None, None, 3.0)
+
+    def ndcg(taste: float) -> float:
+        scorer = dataclasses.replace(oracle, taste=taste)
+        return synth_ranking.estimate_ranking(scorer, *pairs, np.random.default_rng(5))[
+            "oracle_ndcg@10"
+        ]
+
+    best = ndcg(3.0)
+    assert best > 1.2 * ndcg(0.0)  # blind to taste, it still sees it through P(rating >= 4)
+    assert best >= max(ndcg(1.5), ndcg(6.0))
+
+
+def test_inclusion_matches_the_draws_it_approximates():
+    """log_inclusion against 4,000 runs of keep_by_taste on 60 movies, 6 picks of 24 draws."""
+    rng = np.random.default_rng(0)
+    popularity, log_taste = rng.lognormal(0, 1, 60), rng.normal(0, 1, 60)
+    wanted, runs = 6, 4000
+    users = np.repeat(np.arange(runs), 4 * wanted)
+    picked = rng.choice(60, size=len(users), p=popularity / popularity.sum())
+    keys = np.sort(users * 60 + picked)
+    kept = synth_ranking.keep_by_taste(
+        keys, np.full(runs, wanted), 60, lambda u, m: log_taste[m], rng
+    )
+    frequency = np.bincount(kept % 60, minlength=60) / runs
+    got = np.exp(synth_ranking.log_inclusion(popularity, [wanted], log_taste[None], [4 * wanted]))
+    assert got.sum() == pytest.approx(wanted, rel=1e-3)
+    np.testing.assert_allclose(got[0], frequency, atol=0.05)
+    assert np.corrcoef(got[0], frequency)[0, 1] > 0.98
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan", "inf"])
+def test_cli_refuses_a_bad_taste_in_one_line(value, tmp_path, capsys):
+    argv = ["--dataset", "ml-1m", "--ratings", "3000", "--out", str(tmp_path), "--taste", value]
+    assert synth.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: taste=")
+    assert not list(tmp_path.iterdir())
