@@ -168,16 +168,26 @@ def test_bench_scale_runs_the_whole_pipeline_at_200k(tmp_path):
     scores = json.loads((project / "metrics" / "scores.json").read_text())
     mirror = bench_scale.mirror_dir(tmp_path / "cache", 200_000, bench_scale.DEFAULT_SEED)
     floor = json.loads((mirror / "ml-25m.floor.json").read_text())
-    assert rows[3] == {
+    evaluate = bench_scale.STAGES.index("evaluate")
+    ranking = scores["ranking"]
+    assert rows[evaluate] == {
         "stage": "evaluate",
-        "wall_seconds": runs[3].wall_seconds,
-        "peak_rss_mb": runs[3].peak_rss_mb,
+        "wall_seconds": runs[evaluate].wall_seconds,
+        "peak_rss_mb": runs[evaluate].peak_rss_mb,
         "rmse": scores["rmse"],
         "baseline_rmse": scores["baselines"]["user_movie_biases"]["rmse"],
         "floor_rmse": round(floor["floor_rmse"], 6),
         **{k: scores[k] for k in ("precision@10", "recall@10", "ndcg@10", "coverage@10")},
+        "popularity_ndcg@10": ranking["most_popular"]["ndcg@10"],
+        "watch_ndcg@10": ranking["watch"]["ndcg@10"],
+        "rating_model_ndcg@10": ranking["model"]["ndcg@10"],
+        "oracle_ndcg@10": floor["oracle_ndcg@10"],
+        "generator_popularity_ndcg@10": floor["popularity_ndcg@10"],
     }
     assert 0.4 < floor["floor_rmse"] < scores["rmse"]
+    # Users choose by taste (DEFAULT_TASTE): the served lists beat popularity, below the oracle.
+    assert ranking["most_popular"]["ndcg@10"] < scores["ndcg@10"] < floor["oracle_ndcg@10"]
+    assert scores["ranked_by"].startswith("will-watch (als)")
     table = bench_scale.format_table(runs, 200_000)
     assert all(f"| {stage} |" in table for stage in [*bench_scale.STAGES, "pipeline", "total"])
     assert f"| the model | {scores['rmse']:.4f} |" in table
