@@ -128,7 +128,9 @@ def training_frame(n=600, seed=3):
 
 
 PARAMS = {
+    "backend": "tensorflow",
     "engine": "compiled",
+    "shard_tables": False,
     "refit": False,
     "embedding_dim": 4,
     "epochs": 12,
@@ -214,10 +216,20 @@ def test_fit_learns_and_keeps_the_best_validation_epoch():
     assert score == pytest.approx(best, rel=1e-5)
 
 
-def test_early_stopping_ends_before_the_epoch_limit():
+def test_early_stopping_stops_patience_epochs_after_the_best_and_keeps_the_best():
+    """The run ends exactly `patience` epochs after its best validation epoch, long before the
+    limit, and the returned weights score that best epoch's validation RMSE."""
     params = {**PARAMS, "epochs": 200, "learning_rate": 0.2, "patience": 1}
-    _, history = fit_model(training_frame(), 20, 30, params)
-    assert len(history) < 200
+    model, history = fit_model(training_frame(), 20, 30, params)
+    best = int(history["val_rmse"].to_numpy().argmin())
+    assert len(history) == best + 1 + params["patience"] < 200
+    assert list(history["epoch"]) == list(range(1, len(history) + 1))
+    frame = training_frame()
+    v = frame.iloc[carve_validation(len(frame), PARAMS["validation_size"], PARAMS["seed"])[1]]
+    score = AdamTrainer(model, 0.01, 8).rmse(
+        v["user_index"].to_numpy(), v["movie_index"].to_numpy(), v["rating"].to_numpy()
+    )
+    assert score == pytest.approx(history["val_rmse"].iloc[best], rel=1e-5)
 
 
 def test_no_validation_part_trains_every_epoch():
