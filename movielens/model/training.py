@@ -129,8 +129,9 @@ def train_model(
         refit = bool(p["refit"]) and len(data.val_rows) > 0
         if refit:
             fitted.refit(best)
+        bare = uncompiled(model)  # in the scope: its variables keep the distribution's layouts
     n_fitted = len(data.ratings) if refit else len(data.fit_rows)
-    return Fit(uncompiled(model), history, engine, reason, backend, best, refit, n_fitted)
+    return Fit(bare, history, engine, reason, backend, best, refit, n_fitted)
 
 
 def prepare(p: dict) -> None:
