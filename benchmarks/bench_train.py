@@ -34,15 +34,11 @@ from movielens.data.releases import get_dataset
 from movielens.evaluation.crossvalidation import fold_splits
 from movielens.evaluation.evaluate import predict_test, scores
 from movielens.model import kernels
+from movielens.model.backend import accelerators, active_backend
 from movielens.model.baseline import fit_bias_model
+from movielens.model.engines import choose_engine
 from movielens.model.keras_model import build_model, model_inputs
-from movielens.model.training import (
-    choose_engine,
-    rating_scale_of,
-    ratings_processed,
-    train_model,
-    visible_gpus,
-)
+from movielens.model.training import rating_scale_of, ratings_processed, train_model
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError, run_stage
@@ -193,7 +189,7 @@ def choose_default_engine(params: dict) -> str:
     """The engine the train stage runs for the standard model with these params, on this machine."""
     p = params["train"]
     model = build_model(2, 2, 1, p["embeddings_l2"], p["activity_l2"], (0.5, 5.0))
-    return choose_engine(p["engine"], model, len(visible_gpus()))[0]
+    return choose_engine(p["engine"], model, active_backend(), len(accelerators()))[0]
 
 
 def warm_up_kernels() -> float:

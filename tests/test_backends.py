@@ -5,7 +5,6 @@ TensorFlow; so every JAX run here is a subprocess that picks JAX the way the tra
 (movielens.model.backend.use_backend) and prints its results as JSON.
 """
 
-import hashlib
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ from movielens.model import training as train
 from movielens.plumbing import paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings  # noqa: E402
+from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough for both backends' fits to settle: they start from different initial weights
@@ -46,7 +45,9 @@ def digest(model):
     return hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 """
 
-JAX_RUN = PRELUDE + """
+JAX_RUN = (
+    PRELUDE
+    + """
 ratings = planted_ratings(20000)
 xla = fit("xla", ratings, **CONVERGED)
 keras_fit = fit("keras", ratings, **CONVERGED)
@@ -65,10 +66,14 @@ print(json.dumps({
     "tensorflow_imported": "tensorflow" in sys.modules,
 }))
 """
+)
 
-DIGEST_RUN = PRELUDE + """
+DIGEST_RUN = (
+    PRELUDE
+    + """
 print(json.dumps({"digest": digest(fit("xla", planted_ratings(20000), **CONVERGED).model)}))
 """
+)
 
 
 def run_jax(script: str, **env_changes) -> dict:
