@@ -33,9 +33,9 @@ from movielens.data.preprocess import load_release, preprocess
 from movielens.data.releases import get_dataset
 from movielens.evaluation.crossvalidation import fold_splits
 from movielens.evaluation.evaluate import predict_test, scores
-from movielens.model import kernels
 from movielens.model.backend import accelerators, active_backend
 from movielens.model.baseline import fit_bias_model
+from movielens.model.compiled_fit import warm_up_kernels
 from movielens.model.engines import choose_engine
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.training import rating_scale_of, ratings_processed, train_model
@@ -192,7 +192,7 @@ def choose_default_engine(params: dict) -> str:
     return choose_engine(p["engine"], model, active_backend(), len(accelerators()))[0]
 
 
-def warm_up_kernels() -> float:
+def time_kernel_warm_up() -> float:
     """Seconds to make the training kernels ready: compile them, or load them from Numba's cache.
 
     Numba keeps compiled code on disk beside movielens/model/kernels.py: it compiles after a change to the
@@ -201,7 +201,7 @@ def warm_up_kernels() -> float:
     way Surprise's Cython is compiled when it is installed and imported before it fits.
     """
     start = time.perf_counter()
-    kernels.warm_up()
+    warm_up_kernels()
     return time.perf_counter() - start
 
 
@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in args.models:
         if name == OURS:
-            warm_up = warm_up_kernels()
+            warm_up = time_kernel_warm_up()
             log.info("%s: training kernels compiled or loaded in %.1f s", OURS, warm_up)
             runtime = warm_up_runtime(params)
             log.info("%s: TensorFlow's runtime started in %.1f s", OURS, runtime)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from movielens.model import kernels
-from movielens.model.compiled_fit import AdamTrainer, objective_of
+from movielens.model.compiled_fit import AdamTrainer, objective_of, warm_up_kernels
 from movielens.model.epochs import carve_validation, fitted_ratings
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.training import fit_model
@@ -174,8 +174,8 @@ def test_weights_do_not_depend_on_the_number_of_threads():
 
 
 def test_warm_up_compiles_exactly_what_the_trainer_calls():
-    """After kernels.warm_up a real epoch needs no new compilation (no second signature)."""
-    kernels.warm_up()
+    """After warm_up_kernels a real epoch needs no new compilation (no second signature)."""
+    warm_up_kernels()
     epochs = (kernels.adam_epoch, kernels.lazy_adam_epoch, kernels.squared_error)
     before = {k: len(k.signatures) for k in epochs}
     users, movies, ratings = batch(16)

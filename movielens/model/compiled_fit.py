@@ -43,11 +43,32 @@ EPOCHS = {"adam": kernels.adam_epoch, "lazy_adam": kernels.lazy_adam_epoch}
 log = logging.getLogger(__name__)
 
 
+def warm_up_kernels() -> None:
+    """Compile the kernels (or load them from Numba's cache) for the types AdamTrainer passes.
+
+    Args are tiny arrays of exactly those types, so a later real call finds the code ready.
+    """
+    index = np.zeros(3, np.int32)
+    ratings = np.ones(3, np.float32)
+    sides = (np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
+    momentums, velocities, gradients = kernels.adam_state(sides)
+    columns = np.zeros(3)
+    hyper = kernels.hyperparameters(
+        1, 4, columns, columns, columns, columns, 1e-3, 0.9, 0.999, 1e-7
+    )
+    kernels.adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
+    kernels.lazy_adam_epoch(
+        index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0
+    )
+    kernels.squared_error(index, index, ratings, *sides, hyper.lo, hyper.span)
+    kernels.gather(np.arange(3), index, index, ratings, index.copy(), index.copy(), ratings.copy())
+
+
 @functools.cache
 def ready_kernels() -> None:
     """Compile the kernels, or load them from Numba's cache, once per process; log how long."""
     start = time.perf_counter()
-    kernels.warm_up()
+    warm_up_kernels()
     log.info(
         "training kernels ready in %.1f s (compiled once, then cached)", time.perf_counter() - start
     )
