@@ -102,6 +102,7 @@ class LazyAdam(Restartable, keras.optimizers.Optimizer):
         # whatever each backend passes (a Keras variable, TensorFlow's own, a mirrored one).
         k = self._get_variable_index(variable)
         m, v = self.momentums[k], self.velocities[k]
+        m_now, v_now, w_now = (ops.convert_to_tensor(x) for x in (m, v, variable))
         g = ops.cast(gradient, variable.dtype)
         step = ops.cast(self.iterations + 1, variable.dtype)
         alpha = (
@@ -109,14 +110,14 @@ class LazyAdam(Restartable, keras.optimizers.Optimizer):
             * ops.sqrt(1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
             / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
         )
-        new_m = m + (g - m) * (1 - self.beta_1)
-        new_v = v + (ops.square(g) - v) * (1 - self.beta_2)
-        new_w = variable - new_m * alpha / (ops.sqrt(new_v) + self.epsilon)
+        new_m = m_now + (g - m_now) * (1 - self.beta_1)
+        new_v = v_now + (ops.square(g) - v_now) * (1 - self.beta_2)
+        new_w = w_now - new_m * alpha / (ops.sqrt(new_v) + self.epsilon)
         if len(variable.shape) == 2:
             looked_up = ops.any(ops.not_equal(g, 0), axis=1, keepdims=True)
-            new_m = ops.where(looked_up, new_m, m)
-            new_v = ops.where(looked_up, new_v, v)
-            new_w = ops.where(looked_up, new_w, variable)
+            new_m = ops.where(looked_up, new_m, m_now)
+            new_v = ops.where(looked_up, new_v, v_now)
+            new_w = ops.where(looked_up, new_w, w_now)
         self.assign(m, new_m)
         self.assign(v, new_v)
         self.assign(variable, new_w)
