@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 OURS = "movielens_mf"  # the Keras model's own name (movielens.model.keras_model.build_model)
 ENGINES = ("compiled", "keras")  # `movielens_mf` fits with each, on the same split, in one run
 COMPILED, KERAS = (f"{OURS} ({engine})" for engine in ENGINES)
+JAX_ENGINE = "xla"  # then fits with this one on Keras' JAX backend, in a process of its own
+XLA = f"{OURS} ({JAX_ENGINE})"
 RMSE_TARGET = 0.845  # issue #10: both engines' test RMSE at most this
 ENGINE_RMSE_GAP = 0.003  # and within this of each other
 KERAS_FIT_RATIO_TARGET = (
@@ -257,6 +260,22 @@ def bench_ours(
     row |= {"engine": fit.engine, "best_epoch": fit.best_epoch, "refit": fit.refit}
     log.info("%s: %.1f s, %d epochs, test RMSE %.4f", row["model"], seconds, epochs, row["rmse"])
     return row
+
+
+def bench_on_jax(engine: str = JAX_ENGINE) -> dict:
+    """bench_ours's row for `engine` on Keras' JAX backend (`python -m benchmarks.bench_jax`).
+
+    Raises:
+        PipelineError: when that process fails; the message ends with its last output line.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    command = [sys.executable, "-m", "benchmarks.bench_jax", engine]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise PipelineError(f"python -m benchmarks.bench_jax {engine} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def bench_peer(name: str, split: Split, seed: int) -> dict:
@@ -732,6 +751,7 @@ def main(argv: list[str] | None = None) -> None:
                     if args.train_stage:
                         row["train_stage_seconds"] = round(time_train_stage(), 3)
                 rows.append({**row, **context})
+            rows.append({**bench_on_jax(), **context})
         else:
             rows.append({**bench_peer(name, split, params["train"]["seed"]), **context})
     write_json(args.out, rows)
