@@ -4,9 +4,11 @@ Any model movielens.model.keras_model can build trains here, edited ones too, be
 the model's own: each step is the model's `stateless_call(..., return_losses=True)` (its output
 and its regularisation losses, as Keras' own JAX train step computes them, keras/src/backend/jax/
 trainer.py:56-66) under `jax.value_and_grad`, then the Keras optimizer's `stateless_apply`. An
-epoch is one `jax.jit` program: the epoch's order (drawn from train.seed by
-movielens.model.epochs, as for every engine) gathers the ratings already on the device, a
+epoch is one `jax.jit` program: the epoch's order is drawn on the device from train.seed
+(`jax.random.permutation`, keyed by the seed and the epoch), gathers the ratings already there, a
 `jax.lax.scan` runs the whole batches, and the short last batch follows in the same program. The
+order is not the NumPy one the other engines share (movielens.model.epochs): drawing 25 M rows'
+permutation on the host and sending it takes longer than a GPU's whole epoch. The
 variables are assigned back to the Keras model once per epoch, so the trained model is the Keras
 model itself.
 
@@ -30,7 +32,6 @@ from movielens.model.epochs import (
     EpochRecord,
     FitSettings,
     TrainingData,
-    epoch_orders,
 )
 from movielens.model.layers import MOVIE_INPUT, USER_INPUT
 from movielens.model.optimizers import make_optimizer
@@ -86,8 +87,10 @@ class EpochProgram:
         )
         return (trainable, non_trainable, optimizer_state), (loss * ratings.shape[0], squared)
 
-    def _epoch(self, state, columns, order):
-        """One epoch over columns[order]: the summed loss (per rating) and squared error."""
+    def _epoch(self, state, columns, rows, key):
+        """One epoch over the `rows` of `columns` in an order drawn from `key`: the new state, the
+        summed loss (per rating) and the summed squared error."""
+        order = jax.random.permutation(key, rows)
         users, movies, ratings = (column[order] for column in columns)
         whole = (order.shape[0] // self.batch_size) * self.batch_size
         batches = tuple(x[:whole].reshape(-1, self.batch_size) for x in (users, movies, ratings))
@@ -150,10 +153,11 @@ def fit_xla(
     stopper = EarlyStopping(s.patience) if len(data.val_rows) else None
     best = None
     record = EpochRecord(s.epochs, on_epoch)
-    orders = epoch_orders(data.fit_rows, s.seed)
+    rows = jnp.asarray(data.fit_rows, jnp.int32)
+    key = jax.random.key(s.seed)
     n = len(data.fit_rows)
     for epoch in range(1, s.epochs + 1):
-        state, loss, sse = program.epoch(state, columns, jnp.asarray(next(orders), jnp.int32))
+        state, loss, sse = program.epoch(state, columns, rows, jax.random.fold_in(key, epoch))
         assign(model.trainable_variables, state[0])
         assign(model.non_trainable_variables, state[1])
         row = {"epoch": epoch, "loss": float(loss) / n, "rmse": float(np.sqrt(float(sse) / n))}
