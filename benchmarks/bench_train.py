@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -33,16 +34,12 @@ from movielens.data.preprocess import load_release, preprocess
 from movielens.data.releases import get_dataset
 from movielens.evaluation.accuracy import predict_test, scores
 from movielens.evaluation.crossvalidation import fold_means, fold_splits, mean_and_std
-from movielens.model import kernels
+from movielens.model.backend import accelerators, active_backend
 from movielens.model.baseline import fit_bias_model
+from movielens.model.compiled_fit import warm_up_kernels
+from movielens.model.engines import choose_engine
 from movielens.model.keras_model import build_model, model_inputs
-from movielens.model.training import (
-    choose_engine,
-    rating_scale_of,
-    ratings_processed,
-    train_model,
-    visible_gpus,
-)
+from movielens.model.training import rating_scale_of, ratings_processed, train_model
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError, run_stage
@@ -53,6 +50,8 @@ log = logging.getLogger(__name__)
 OURS = "movielens_mf"  # the Keras model's own name (movielens.model.keras_model.build_model)
 ENGINES = ("compiled", "keras")  # `movielens_mf` fits with each, on the same split, in one run
 COMPILED, KERAS = (f"{OURS} ({engine})" for engine in ENGINES)
+JAX_ENGINE = "xla"  # then fits with this one on Keras' JAX backend, in a process of its own
+XLA = f"{OURS} ({JAX_ENGINE})"
 RMSE_TARGET = 0.845  # issue #10: both engines' test RMSE at most this
 ENGINE_RMSE_GAP = 0.003  # and within this of each other
 KERAS_FIT_RATIO_TARGET = (
@@ -193,10 +192,10 @@ def choose_default_engine(params: dict) -> str:
     """The engine the train stage runs for the standard model with these params, on this machine."""
     p = params["train"]
     model = build_model(2, 2, 1, p["embeddings_l2"], p["activity_l2"], (0.5, 5.0))
-    return choose_engine(p["engine"], model, len(visible_gpus()))[0]
+    return choose_engine(p["engine"], model, active_backend(), len(accelerators()))[0]
 
 
-def warm_up_kernels() -> float:
+def time_kernel_warm_up() -> float:
     """Seconds to make the training kernels ready: compile them, or load them from Numba's cache.
 
     Numba keeps compiled code on disk beside movielens/model/kernels.py: it compiles after a change to the
@@ -205,7 +204,7 @@ def warm_up_kernels() -> float:
     way Surprise's Cython is compiled when it is installed and imported before it fits.
     """
     start = time.perf_counter()
-    kernels.warm_up()
+    warm_up_kernels()
     return time.perf_counter() - start
 
 
@@ -261,6 +260,22 @@ def bench_ours(
     row |= {"engine": fit.engine, "best_epoch": fit.best_epoch, "refit": fit.refit}
     log.info("%s: %.1f s, %d epochs, test RMSE %.4f", row["model"], seconds, epochs, row["rmse"])
     return row
+
+
+def bench_on_jax(engine: str = JAX_ENGINE) -> dict:
+    """bench_ours's row for `engine` on Keras' JAX backend (`python -m benchmarks.bench_jax`).
+
+    Raises:
+        PipelineError: when that process fails; the message ends with its last output line.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    command = [sys.executable, "-m", "benchmarks.bench_jax", engine]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise PipelineError(f"python -m benchmarks.bench_jax {engine} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def bench_peer(name: str, split: Split, seed: int) -> dict:
@@ -711,7 +726,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in args.models:
         if name == OURS:
-            warm_up = warm_up_kernels()
+            warm_up = time_kernel_warm_up()
             log.info("%s: training kernels compiled or loaded in %.1f s", OURS, warm_up)
             runtime = warm_up_runtime(params)
             log.info("%s: TensorFlow's runtime started in %.1f s", OURS, runtime)
@@ -724,6 +739,7 @@ def main(argv: list[str] | None = None) -> None:
                     if args.train_stage:
                         row["train_stage_seconds"] = round(time_train_stage(), 3)
                 rows.append({**row, **context})
+            rows.append({**bench_on_jax(), **context})
         else:
             rows.append({**bench_peer(name, split, params["train"]["seed"]), **context})
     write_json(args.out, rows)

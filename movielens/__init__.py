@@ -10,5 +10,7 @@ params and paths and call this package.
 
 import os
 
-# Must precede the first TensorFlow import: its C++ start-up banners are noise, not errors.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The one place this is set; it must precede the first TensorFlow import (the package is imported
+# before Keras in every entry point): TensorFlow's C++ start-up banners are noise, not errors.
+if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -100,7 +100,9 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "split": Spec(str, choices=SPLITS),
         },
         "train": {
-            "engine": Spec(str, choices=("auto", "keras", "compiled")),
+            "backend": Spec(str, choices=("tensorflow", "jax")),
+            "engine": Spec(str, choices=("auto", "keras", "compiled", "xla")),
+            "shard_tables": Spec(bool),
             "refit": Spec(bool),
             "embedding_dim": positive_int,
             "epochs": positive_int,

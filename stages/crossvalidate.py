@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pandas as pd
 
-from movielens.evaluation.crossvalidation import cross_validate
-from movielens.model import kernels
+from movielens.model.backend import use_backend
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
@@ -20,13 +18,15 @@ log = logging.getLogger(__name__)
 def main() -> None:
     params = load_params()
     cv = params["crossvalidate"]
+    use_backend(params["train"]["backend"])  # before Keras is imported: the modules below import it
+    from movielens.evaluation.crossvalidation import cross_validate
+    from movielens.model.training import prepare
+
     split = params["preprocess"]["split"]
     require(paths.RATINGS)
     ratings = pd.read_parquet(paths.RATINGS)
     log.info("%d-fold cross-validation (split=%s) of %d ratings", cv["folds"], split, len(ratings))
-    start = time.perf_counter()
-    kernels.warm_up()
-    log.info("training kernels ready in %.1f s", time.perf_counter() - start)
+    prepare(params["train"])
     result = cross_validate(
         ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"]
     )

@@ -7,15 +7,8 @@ import time
 
 import pandas as pd
 
-from movielens.model import kernels
+from movielens.model.backend import use_backend
 from movielens.model.baseline import fit_bias_model, save_bias_model
-from movielens.model.saving import plot_model, save_model
-from movielens.model.training import (
-    check_optimizer,
-    ratings_processed,
-    summarize_fit,
-    train_model,
-)
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
@@ -26,25 +19,26 @@ log = logging.getLogger(__name__)
 
 def main() -> None:
     p = load_params()["train"]
-    check_optimizer(p)
+    use_backend(p["backend"])  # before Keras is imported: the modules below import it
+    from movielens.model.optimizers import lazy_adam_guard
+    from movielens.model.saving import plot_model, save_model
+    from movielens.model.training import prepare, ratings_processed, summarize_fit, train_model
+
+    lazy_adam_guard(p["optimizer"], p["embeddings_l2"])
+
     require(paths.TRAIN, paths.USER_IDS, paths.MOVIE_IDS)
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
     n_users = len(pd.read_parquet(paths.USER_IDS))
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
     log.info("training on %d ratings of %d users and %d movies", len(train), n_users, n_movies)
-    if p["engine"] != "keras":
-        start = time.perf_counter()
-        kernels.warm_up()
-        log.info(
-            "training kernels ready in %.1f s (compiled once, then cached)",
-            time.perf_counter() - start,
-        )
+    prepare(p)
     start = time.perf_counter()
     fit = train_model(train, n_users, n_movies, p)
     seconds = time.perf_counter() - start
     log.info(
-        "fit took %.1f s (%.0f ratings/s) with the %s engine, %d epochs in all",
-        seconds, ratings_processed(fit, len(train), p) / seconds, fit.engine, fit.epochs_in_all,
+        "fit took %.1f s (%.0f ratings/s) with the %s engine on %s, %d epochs in all",
+        seconds, ratings_processed(fit, len(train), p) / seconds, fit.engine, fit.backend,
+        fit.epochs_in_all,
     )  # fmt: skip
     save_model(fit.model, paths.MODEL)
     save_bias_model(fit_bias_model(train, n_users, n_movies, p), paths.BASELINE)

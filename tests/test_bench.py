@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from benchmarks import bench_train, search
-from benchmarks.bench_train import COMPILED, KERAS, OURS
+from benchmarks.bench_train import COMPILED, KERAS, OURS, XLA
 from movielens.data import download
 from movielens.evaluation import crossvalidation as crossvalidate
 from movielens.evaluation.accuracy import rmse
@@ -79,7 +79,7 @@ def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project
         ]
     )
     rows = json.loads(out.read_text(encoding="utf-8"))
-    assert [r["model"] for r in rows] == [COMPILED, KERAS, "BaselineOnly"]
+    assert [r["model"] for r in rows] == [COMPILED, KERAS, XLA, "BaselineOnly"]
     n_train = len(bench_train.load_split().train)
     for row in rows:
         assert set(row) >= ROW_KEYS
@@ -89,7 +89,7 @@ def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project
         assert row["ratings_per_second"] == pytest.approx(
             row["ratings"] * row["epochs"] / row["fit_seconds"], rel=1e-3
         )
-    for ours, engine in zip(rows[:2], ("compiled", "keras"), strict=True):
+    for ours, engine in zip(rows[:3], ("compiled", "keras", "xla"), strict=True):
         assert ours["engine"] == engine
         # The selection run on all but the validation part, then the refit on every rating.
         fitted, best = n_train - round(n_train * 0.05), ours["best_epoch"]

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from movielens.model import compiled_fit, saving
+from movielens.model import compiled_fit, engines, saving
 from movielens.model import training as train
-from movielens.model.epochs import carve_validation, epoch_orders, training_data
+from movielens.model.epochs import FitSettings, carve_validation, epoch_orders, training_data
 from movielens.model.keras_fit import EpochBatches, fit_keras
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.layers import (
@@ -38,7 +38,9 @@ from stages import train as train_stage
 ROOT = Path(__file__).resolve().parents[1]
 N_USERS, N_MOVIES = 200, 300  # > 128 rows a table: several rows share each of the 64 Adam blocks
 PARAMS = {
+    "backend": "tensorflow",
     "engine": "auto",
+    "shard_tables": False,
     "refit": False,
     "optimizer": "adam",
     "embedding_dim": 8,
@@ -192,12 +194,39 @@ def test_auto_names_the_reason_it_picks_keras(ratings):
 
 
 @pytest.mark.parametrize(
-    ("requested", "n_gpus", "engine"),
-    [("auto", 0, "compiled"), ("auto", 1, "keras"), ("auto", 2, "keras"), ("keras", 0, "keras")],
+    ("requested", "backend", "n_gpus", "engine", "reason"),
+    [
+        (
+            "auto",
+            "tensorflow",
+            0,
+            "compiled",
+            "the standard architecture and no GPU or TPU visible",
+        ),
+        ("auto", "jax", 0, "compiled", "the standard architecture and no GPU or TPU visible"),
+        ("auto", "tensorflow", 1, "keras", "tensorflow sees 1 GPU/TPU device(s)"),
+        ("auto", "jax", 2, "xla", "jax sees 2 GPU/TPU device(s)"),
+        ("keras", "jax", 0, "keras", "train.engine=keras"),
+        ("xla", "jax", 0, "xla", "train.engine=xla"),
+    ],
 )
-def test_auto_takes_the_compiled_engine_only_without_a_gpu(requested, n_gpus, engine):
+def test_auto_takes_the_compiled_engine_only_without_an_accelerator(
+    requested, backend, n_gpus, engine, reason
+):
     model = build_model(3, 4, 2, 0.0, 0.0, (0.5, 5.0))
-    assert train.choose_engine(requested, model, n_gpus)[0] == engine
+    assert engines.choose_engine(requested, model, backend, n_gpus) == (engine, reason)
+
+
+@pytest.mark.parametrize(("backend", "engine"), [("tensorflow", "keras"), ("jax", "xla")])
+def test_auto_trains_an_edited_model_with_the_backends_engine_for_any_model(backend, engine):
+    model = variant("dense")(3, 4, 2, 0.0, 0.0, (0.5, 5.0))
+    assert engines.choose_engine("auto", model, backend, 0)[0] == engine
+
+
+def test_the_xla_engine_is_refused_off_jax_in_one_line():
+    model = build_model(3, 4, 2, 0.0, 0.0, (0.5, 5.0))
+    with pytest.raises(PipelineError, match=r"^train.engine=xla runs on JAX, not tensorflow; set"):
+        engines.choose_engine("xla", model, "tensorflow", 0)
 
 
 def test_a_corrupted_write_back_is_caught_before_anything_is_saved(ratings, monkeypatch):
@@ -248,11 +277,27 @@ def test_the_refit_trains_on_every_row_for_the_chosen_epochs(ratings):
         len(ratings),
         selected.best_epoch,
     )
-    differ = [
-        not np.array_equal(a, b)
-        for a, b in zip(weights(selected.model), weights(refitted.model), strict=True)
-    ]
-    assert any(differ)
+    # The saved weights are those of a fresh model fitted on every row for best_epoch epochs.
+    p = {**PARAMS, "epochs": 6, "patience": 1, "learning_rate": 0.05}
+    keras.utils.set_random_seed(p["seed"])
+    fresh = build_model(N_USERS, N_MOVIES, 8, 5e-5, 0.03, (0.5, 5.0))
+    every = whole_data(ratings, p)
+    compiled_fit.fit_compiled(
+        fresh, every, FitSettings.of(p).for_epochs(refitted.best_epoch), every.fit_rows[:10]
+    )
+    for a, b in zip(weights(refitted.model), weights(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def whole_data(ratings, p):
+    """The training data with every row fitted, as the refit sees it."""
+    return training_data(
+        ratings["user_index"].to_numpy(),
+        ratings["movie_index"].to_numpy(),
+        ratings["rating"].to_numpy(),
+        p["validation_size"],
+        p["seed"],
+    ).whole()
 
 
 # Two logical CPU devices stand in for two GPUs, as Keras' own distribution tests do.
@@ -268,7 +313,7 @@ from stages import train as train_stage
 ratings = planted_ratings()
 p = {**PARAMS, "engine": "keras", "epochs": 3}
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-mirrored = train.train_model(ratings, N_USERS, N_MOVIES, p, strategy=strategy)
+mirrored = train.train_model(ratings, N_USERS, N_MOVIES, p, distribution=strategy)
 single = train.train_model(ratings, N_USERS, N_MOVIES, p)
 print(json.dumps({
     "replicas": strategy.num_replicas_in_sync,
@@ -297,16 +342,10 @@ def test_the_keras_refit_equals_a_fresh_model_fitted_on_every_row(ratings):
     changes = {"engine": "keras", "epochs": 5, "patience": 1, "learning_rate": 0.05}
     refitted = fit_with(ratings, refit=True, **changes)
     p = {**PARAMS, **changes}
-    data = training_data(
-        ratings["user_index"].to_numpy(),
-        ratings["movie_index"].to_numpy(),
-        ratings["rating"].to_numpy(),
-        p["validation_size"],
-        p["seed"],
-    ).whole()
+    data = whole_data(ratings, p)
     keras.utils.set_random_seed(p["seed"])
     fresh = build_model(N_USERS, N_MOVIES, 8, 5e-5, 0.03, (0.5, 5.0))
-    fit_keras(fresh, data, p, epochs=refitted.best_epoch)
+    fit_keras(fresh, data, FitSettings.of(p).for_epochs(refitted.best_epoch))
     for a, b in zip(weights(refitted.model), weights(fresh), strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -62,7 +62,7 @@ def error_lines(stderr: str) -> list[str]:
 BAD_PARAMS = {
     "download: unknown dataset": ("download", with_value("data", "dataset", "ml-99z"), "data.dataset='ml-99z' is invalid; it must be one of ml-latest-small, ml-latest, ml-100k"),
     "download: another stage's key": ("download", with_value("preprocess", "test_size", 1.5), "preprocess.test_size=1.5 is invalid; it must be a number > 0.0 and < 1.0"),
-    "download: unknown key": ("download", with_value("train", "l2", 0.001), "unknown key 'train.l2'; allowed: engine, refit, embedding_dim, epochs"),
+    "download: unknown key": ("download", with_value("train", "l2", 0.001), "unknown key 'train.l2'; allowed: backend, engine, shard_tables, refit, embedding_dim, epochs"),
     "preprocess: top_users 0": ("preprocess", with_value("preprocess", "top_users", 0), "preprocess.top_users=0 is invalid; it must be an integer >= 1 or null"),
     "preprocess: top_movies negative": ("preprocess", with_value("preprocess", "top_movies", -5), "preprocess.top_movies=-5 is invalid; it must be an integer >= 1 or null"),
     "preprocess: buckets not increasing": ("preprocess", with_value("evaluate", "activity_buckets", [20, 20]), "evaluate.activity_buckets=[20, 20] is invalid; it must be a non-empty list of increasing positive integers"),

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from movielens.model import kernels
-from movielens.model.compiled_fit import AdamTrainer, objective_of
+from movielens.model.compiled_fit import AdamTrainer, objective_of, warm_up_kernels
 from movielens.model.epochs import carve_validation, fitted_ratings
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.training import fit_model
@@ -128,7 +128,9 @@ def training_frame(n=600, seed=3):
 
 
 PARAMS = {
+    "backend": "tensorflow",
     "engine": "compiled",
+    "shard_tables": False,
     "refit": False,
     "embedding_dim": 4,
     "epochs": 12,
@@ -172,8 +174,8 @@ def test_weights_do_not_depend_on_the_number_of_threads():
 
 
 def test_warm_up_compiles_exactly_what_the_trainer_calls():
-    """After kernels.warm_up a real epoch needs no new compilation (no second signature)."""
-    kernels.warm_up()
+    """After warm_up_kernels a real epoch needs no new compilation (no second signature)."""
+    warm_up_kernels()
     epochs = (kernels.adam_epoch, kernels.lazy_adam_epoch, kernels.squared_error)
     before = {k: len(k.signatures) for k in epochs}
     users, movies, ratings = batch(16)
@@ -214,10 +216,20 @@ def test_fit_learns_and_keeps_the_best_validation_epoch():
     assert score == pytest.approx(best, rel=1e-5)
 
 
-def test_early_stopping_ends_before_the_epoch_limit():
+def test_early_stopping_stops_patience_epochs_after_the_best_and_keeps_the_best():
+    """The run ends exactly `patience` epochs after its best validation epoch, long before the
+    limit, and the returned weights score that best epoch's validation RMSE."""
     params = {**PARAMS, "epochs": 200, "learning_rate": 0.2, "patience": 1}
-    _, history = fit_model(training_frame(), 20, 30, params)
-    assert len(history) < 200
+    model, history = fit_model(training_frame(), 20, 30, params)
+    best = int(history["val_rmse"].to_numpy().argmin())
+    assert len(history) == best + 1 + params["patience"] < 200
+    assert list(history["epoch"]) == list(range(1, len(history) + 1))
+    frame = training_frame()
+    v = frame.iloc[carve_validation(len(frame), PARAMS["validation_size"], PARAMS["seed"])[1]]
+    score = AdamTrainer(model, 0.01, 8).rmse(
+        v["user_index"].to_numpy(), v["movie_index"].to_numpy(), v["rating"].to_numpy()
+    )
+    assert score == pytest.approx(history["val_rmse"].iloc[best], rel=1e-5)
 
 
 def test_no_validation_part_trains_every_epoch():

@@ -167,12 +167,12 @@ def test_keras_lazy_adam_is_lazy_adam_by_hand_on_an_embeddings_gradient():
         rows, g = summed_by_row(ids, 2 * (w[ids] - target))
         lazy_adam_step(w, m, v, rows, g, step)
     np.testing.assert_allclose(layer.embeddings.numpy(), w, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(optimizer._momentums[0].numpy(), m, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(optimizer._velocities[0].numpy(), v, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(optimizer.momentums[0].numpy(), m, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(optimizer.velocities[0].numpy(), v, rtol=1e-4, atol=1e-9)
     never = [4, 6, 7]
     np.testing.assert_array_equal(layer.embeddings.numpy()[never], start[never])
-    assert not optimizer._momentums[0].numpy()[never].any()
-    assert not optimizer._velocities[0].numpy()[never].any()
+    assert not optimizer.momentums[0].numpy()[never].any()
+    assert not optimizer.velocities[0].numpy()[never].any()
 
 
 def test_keras_lazy_adam_on_a_dense_gradient_is_adam():

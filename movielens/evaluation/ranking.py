@@ -7,7 +7,6 @@ for a model that movielens.model.architecture.standard_problem accepts, or the t
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,10 +17,12 @@ from movielens.model.architecture import standard_problem
 from movielens.model.layers import (
     MOVIE_BIAS,
     MOVIE_EMBEDDING,
+    TABLES,
     USER_BIAS,
     USER_EMBEDDING,
     rating_scale,
 )
+from movielens.model.scoring import predict_logits, rating_of_logit
 from movielens.plumbing.errors import PipelineError
 
 
@@ -82,30 +83,15 @@ class Factors:
         return self.logits(user_index)
 
     def logits(self, user_index: np.ndarray) -> np.ndarray:
-        """float32 (len(user_index), n_movies): every movie's logit for each user, one matmul.
-
-        The biases ride in the product, [u, b_u, 1] . [m, 1, b_m], rather than being added to
-        the (users, n_movies) result in two more passes over it.
-        """
+        """float32 (len(user_index), n_movies): every movie's logit for each user."""
         users = np.asarray(user_index)
-        ones = np.ones((len(users), 1), dtype=np.float32)
-        user_side = np.hstack([self.user_vectors[users], self.user_bias[users, None], ones])
-        return (user_side @ self._movie_side).astype(np.float32, copy=False)
-
-    @functools.cached_property
-    def _movie_side(self) -> np.ndarray:
-        """float32 (embedding_dim + 2, n_movies): the movie vectors, a row of ones, the biases."""
-        ones = np.ones((1, self.n_movies), dtype=np.float32)
-        return np.vstack([self.movie_vectors.T, ones, self.movie_bias[None, :]]).astype(np.float32)
+        return predict_logits(
+            self.user_vectors[users], self.user_bias[users], self.movie_vectors, self.movie_bias
+        )
 
     def ratings(self, logits: np.ndarray) -> np.ndarray:
         """Predicted ratings from logits, as the model's sigmoid and rescaling layers compute them."""
-        lo, hi = self.rating_scale
-        # tanh form of the sigmoid: no overflow warning for large negative logits.
-        return lo + (hi - lo) * 0.5 * (1.0 + np.tanh(0.5 * logits))
-
-
-TABLES = (USER_EMBEDDING, MOVIE_EMBEDDING, USER_BIAS, MOVIE_BIAS)
+        return rating_of_logit(logits, self.rating_scale)
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""The Keras model, its two training engines (Keras, compiled) and the bias baseline."""
+"""The Keras model, the engines that train it (Keras, compiled, xla), the backends, and the bias baseline."""

@@ -16,6 +16,7 @@ from movielens.model.layers import (
     MOVIE_EMBEDDING,
     MOVIE_INPUT,
     RATING,
+    TABLES,
     USER_BIAS,
     USER_EMBEDDING,
     USER_INPUT,
@@ -23,12 +24,18 @@ from movielens.model.layers import (
 
 # table -> the input it must read and whether it is an embedding (output_dim = embedding_dim) or a
 # bias (output_dim = 1)
-TABLES = {
-    USER_EMBEDDING: (USER_INPUT, "embedding"),
-    MOVIE_EMBEDDING: (MOVIE_INPUT, "embedding"),
-    USER_BIAS: (USER_INPUT, "bias"),
-    MOVIE_BIAS: (MOVIE_INPUT, "bias"),
-}
+TABLE_ROLES = dict(
+    zip(
+        TABLES,
+        [
+            (USER_INPUT, "embedding"),
+            (USER_INPUT, "bias"),
+            (MOVIE_INPUT, "embedding"),
+            (MOVIE_INPUT, "bias"),
+        ],
+        strict=True,
+    )
+)
 REGULARIZERS = ("embeddings_regularizer", "activity_regularizer")
 KNOWN_CLASSES = ("InputLayer", "Embedding", "Dot", "Add", "Activation", "Rescaling")
 
@@ -138,7 +145,7 @@ def standard_problem(config: dict) -> str | None:
     for name in (*TABLES, RATING):
         if name not in by_name:
             return f"it has no layer named '{name}'"
-    for name, (source, role) in TABLES.items():
+    for name, (source, role) in TABLE_ROLES.items():
         layer = by_name[name]
         if layer["class_name"] != "Embedding":
             return f"layer '{name}' is a {layer['class_name']}, not an Embedding"

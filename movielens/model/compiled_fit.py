@@ -16,7 +16,9 @@ Per step, for the batch's rows u = U[users], m = M[movies], biases b_u, b_m, ove
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from dataclasses import dataclass
 
 import keras
@@ -25,21 +27,51 @@ import pandas as pd
 
 from movielens.model import kernels
 from movielens.model.architecture import standard_problem
-from movielens.model.epochs import TrainingData, check_finite, epoch_orders, format_row
-from movielens.model.layers import (
-    MOVIE_BIAS,
-    MOVIE_EMBEDDING,
-    USER_BIAS,
-    USER_EMBEDDING,
-    rating_scale,
+from movielens.model.epochs import (
+    EarlyStopping,
+    EpochRecord,
+    FitSettings,
+    TrainingData,
+    epoch_orders,
 )
+from movielens.model.layers import TABLES, rating_scale
 
-log = logging.getLogger(__name__)
-
-TABLES = (USER_EMBEDDING, USER_BIAS, MOVIE_EMBEDDING, MOVIE_BIAS)
 # train.optimizer -> the compiled epoch: Keras' Adam on the dense gradient, or lazy Adam (only the
 # rows a batch looked up; movielens.model.optimizers.LazyAdam is the same update for Keras).
 EPOCHS = {"adam": kernels.adam_epoch, "lazy_adam": kernels.lazy_adam_epoch}
+
+log = logging.getLogger(__name__)
+
+
+def warm_up_kernels() -> None:
+    """Compile the kernels (or load them from Numba's cache) for the types AdamTrainer passes.
+
+    Args are tiny arrays of exactly those types, so a later real call finds the code ready.
+    """
+    index = np.zeros(3, np.int32)
+    ratings = np.ones(3, np.float32)
+    sides = (np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
+    momentums, velocities, gradients = kernels.adam_state(sides)
+    columns = np.zeros(3)
+    hyper = kernels.hyperparameters(
+        1, 4, columns, columns, columns, columns, 1e-3, 0.9, 0.999, 1e-7
+    )
+    kernels.adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
+    kernels.lazy_adam_epoch(
+        index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0
+    )
+    kernels.squared_error(index, index, ratings, *sides, hyper.lo, hyper.span)
+    kernels.gather(np.arange(3), index, index, ratings, index.copy(), index.copy(), ratings.copy())
+
+
+@functools.cache
+def ready_kernels() -> None:
+    """Compile the kernels, or load them from Numba's cache, once per process; log how long."""
+    start = time.perf_counter()
+    warm_up_kernels()
+    log.info(
+        "training kernels ready in %.1f s (compiled once, then cached)", time.perf_counter() - start
+    )
 
 
 def compiled_problem(model: keras.Model) -> str | None:
@@ -198,66 +230,50 @@ def _columns(l2: tuple[float, float], dim: int) -> np.ndarray:
     return np.array([l2[0]] * dim + [l2[1]], np.float32)
 
 
-class EarlyStopping:
-    """Stops after `patience` epochs without a better validation RMSE; keeps the best weights."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.best = np.inf
-        self.best_weights = None
-        self.waited = 0
-
-    def done(self, val_rmse: float, trainer: AdamTrainer) -> bool:
-        if val_rmse < self.best:
-            self.best, self.best_weights, self.waited = val_rmse, trainer.snapshot(), 0
-            return False
-        self.waited += 1
-        return self.waited >= self.patience
-
-
 def fit_compiled(
     model: keras.Model,
     data: TrainingData,
-    p: dict,
+    s: FitSettings,
     check_rows: np.ndarray,
-    epochs: int | None = None,
+    on_epoch=None,
 ) -> tuple[pd.DataFrame, float]:
     """Train the model's four tables with AdamTrainer and write them back into the model.
 
     Args:
         model: a model that compiled_problem accepts.
         data: the ratings, fitting and validation rows (movielens.model.epochs).
-        p: the `train` params section (learning_rate, batch_size, epochs, patience, seed).
+        s: the fit settings (epochs, batch_size, learning_rate, optimizer, patience, seed).
         check_rows: positions of the ratings to score the final weights on.
-        epochs: how many epochs to run instead of p["epochs"] (the refit).
+        on_epoch: called with each epoch's history row (EpochRecord).
 
     Returns:
         The per-epoch history (epoch, loss, rmse, and val_rmse when validating), and the
         trainer's own RMSE of the weights it wrote into the model on `check_rows`, for the caller
         to check against Keras' predictions.
     """
-    trainer = AdamTrainer(model, p["learning_rate"], p["batch_size"], optimizer=p["optimizer"])
-    epochs = p["epochs"] if epochs is None else epochs
+    ready_kernels()
+    trainer = AdamTrainer(model, s.learning_rate, s.batch_size, optimizer=s.optimizer)
     validating = len(data.val_rows) > 0
-    stopper = EarlyStopping(p["patience"]) if validating else None
+    stopper = EarlyStopping(s.patience) if validating else None
+    best_weights = None
     validation = data.part(data.val_rows)
     shuffled = [
         np.empty(len(data.fit_rows), a.dtype) for a in (data.users, data.movies, data.ratings)
     ]
-    orders = epoch_orders(data.fit_rows, p["seed"])
-    history = []
-    for epoch in range(1, epochs + 1):
+    orders = epoch_orders(data.fit_rows, s.seed)
+    record = EpochRecord(s.epochs, on_epoch)
+    for epoch in range(1, s.epochs + 1):
         kernels.gather(next(orders), data.users, data.movies, data.ratings, *shuffled)
         row = {"epoch": epoch, **trainer.run_epoch(*shuffled)}
         if validating:
             row["val_rmse"] = trainer.rmse(*validation)
-        history.append(row)
-        log.info("epoch %d/%d: %s", epoch, epochs, format_row(row))
-        check_finite(epoch, row["loss"])
-        if stopper is not None and stopper.done(row["val_rmse"], trainer):
-            log.info("early stop: val_rmse has not improved for %d epochs", p["patience"])
-            break
-    if stopper is not None:
-        trainer.restore(stopper.best_weights)
+        record.add(row)
+        if stopper is not None:
+            if stopper.improved(epoch, row["val_rmse"]):
+                best_weights = trainer.snapshot()
+            if stopper.done:
+                break
+    if best_weights is not None:
+        trainer.restore(best_weights)
     trainer.to_model()
-    return pd.DataFrame(history), trainer.rmse(*data.part(check_rows))
+    return record.history(), trainer.rmse(*data.part(check_rows))

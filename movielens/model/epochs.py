@@ -1,17 +1,52 @@
-"""What both training engines read: the validation carve and the order of the ratings in each epoch.
+"""What every training engine shares: its settings, the validation carve, each epoch's order, early
+stopping and the per-epoch record.
 
-One home for both, so that the Keras engine (movielens.model.keras_fit) and the compiled one (movielens.model.compiled_fit)
-fit the same rows in the same batches when they are given the same params.
+One home for them, so that the engines (movielens.model.keras_fit, compiled_fit, xla_fit) fit the
+same rows in the same batches when they are given the same params, stop by the same rule, and
+report each epoch through the same place (`EpochRecord`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
+import pandas as pd
 
 from movielens.plumbing.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How an engine fits: the train params it reads, as named fields.
+
+    Attributes:
+        epochs: at most this many epochs (exactly this many without a validation part).
+        batch_size: ratings per step; learning_rate: Adam's.
+        optimizer: "adam" or "lazy_adam" (movielens.model.optimizers).
+        patience: epochs without a better validation RMSE before stopping.
+        seed: draws each epoch's order.
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    patience: int
+    seed: int
+
+    @classmethod
+    def of(cls, p: dict) -> FitSettings:
+        """The settings from a `train` params section."""
+        return cls(**{f.name: p[f.name] for f in fields(cls)})
+
+    def for_epochs(self, epochs: int | None) -> FitSettings:
+        """The same settings for `epochs` epochs (None: unchanged), as the refit runs."""
+        return self if epochs is None else replace(self, epochs=epochs)
 
 
 @dataclass(frozen=True)
@@ -91,3 +126,54 @@ def check_finite(epoch: int, loss: float) -> None:
             f"training diverged at epoch {epoch} (loss {loss}); "
             "lower train.learning_rate or raise the L2 weights"
         )
+
+
+class EarlyStopping:
+    """The one stopping rule of every engine: stop after `patience` epochs without a better
+    validation RMSE; the best epoch's weights are the ones kept (the engine keeps them)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = np.inf
+        self.best_epoch = 0
+        self.waited = 0
+
+    def improved(self, epoch: int, val_rmse: float) -> bool:
+        """Record epoch `epoch`'s validation RMSE; True when it is the best so far."""
+        if val_rmse < self.best:
+            self.best, self.best_epoch, self.waited = val_rmse, epoch, 0
+            return True
+        self.waited += 1
+        if self.done:
+            log.info("early stop: val_rmse has not improved for %d epochs", self.patience)
+        return False
+
+    @property
+    def done(self) -> bool:
+        """Whether the last `patience` epochs brought no better validation RMSE."""
+        return self.waited >= self.patience
+
+
+class EpochRecord:
+    """Each engine's per-epoch history: the one place an epoch's figures are logged, kept, handed
+    to an optional hook (`on_epoch`, e.g. a dvclive logger), and checked for divergence.
+
+    Rows are {"epoch": 1-based, "loss", "rmse", and "val_rmse" when validating}.
+    """
+
+    def __init__(self, epochs: int, on_epoch: Callable[[dict], None] | None = None):
+        self.epochs = epochs
+        self.on_epoch = on_epoch
+        self.rows: list[dict] = []
+
+    def add(self, row: dict) -> None:
+        """Log, keep and hand on one epoch's row; raise if its loss diverged."""
+        self.rows.append(row)
+        log.info("epoch %d/%d: %s", row["epoch"], self.epochs, format_row(row))
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+        check_finite(row["epoch"], row["loss"])
+
+    def history(self) -> pd.DataFrame:
+        """The rows as a DataFrame, one row per epoch run."""
+        return pd.DataFrame(self.rows)

@@ -1,105 +1,54 @@
-"""The Keras engine: `model.compile` and `model.fit`, for any model movielens.model.keras_model can build.
+"""The Keras engine: `model.compile` and `model.fit`, for any model movielens.model.keras_model can
+build, on any Keras backend.
 
-The model is compiled with Adam, MSE loss and an RMSE metric and fitted on a tf.data pipeline that
-yields each epoch's ratings in the order movielens.model.epochs draws from train.seed (the compiled engine
-reads the same order), with early stopping on the validation part that restores the best weights.
-Each epoch's steps run in one call of Keras' compiled train step (`steps_per_execution`), with
-TensorFlow's op determinism on: the same params and data give the same weights, bit for bit. The
-refit fits the same compiled model again from its initial weights (`restart`).
+The model is compiled with the project's Adam (movielens.model.optimizers), MSE loss and an RMSE
+metric, and fitted on each epoch's ratings in the order movielens.model.epochs draws from
+train.seed (the other engines read the same order), with early stopping on the validation part
+that keeps the best weights. On TensorFlow the batches come through tf.data
+(movielens.model.tf_backend) and an epoch's steps run in one call of the compiled train step; on
+other backends a keras.utils.PyDataset hands them over. The refit fits the same compiled model
+again from its initial weights (`restart`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from movielens.model.epochs import TrainingData, check_finite, epoch_orders, format_row
+from movielens.model.epochs import (
+    EarlyStopping,
+    EpochRecord,
+    FitSettings,
+    TrainingData,
+    epoch_orders,
+)
 from movielens.model.keras_model import model_inputs
-from movielens.model.layers import MOVIE_INPUT, USER_INPUT
-
-log = logging.getLogger(__name__)
+from movielens.model.optimizers import make_optimizer
 
 RMSE = "rmse"
 VALIDATION_BATCH = 65536  # validation pairs per batch of the test step
 
 
-class DenseAdam(keras.optimizers.Adam):
-    """Keras' Adam on each embedding row's summed gradient, each variable updated in one kernel.
-
-    A batch looks rows up through tf.gather, whose gradient is a tf.IndexedSlices with one slice
-    per occurrence. Keras 3's Adam squares those slices one by one, so a row looked up k times gets
-    the sum of k squares as its second moment instead of the square of its gradient. Densifying
-    first (tf.convert_to_tensor sums the slices of a row) gives Adam on the true gradient, which is
-    what the compiled engine computes.
-
-    On one device each variable's update is TensorFlow's fused Adam kernel (ResourceApplyAdam):
-    Keras' own formula, m += (g - m)(1 - beta_1), v += (g^2 - v)(1 - beta_2),
-    w -= alpha m / (sqrt(v) + epsilon) with alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t), in one
-    pass over the table instead of about ten (an epoch on ml-latest-small 1.1 times faster). Under
-    a distribution strategy with several replicas it is Keras' own update_step.
-    """
-
-    def apply(self, grads, trainable_variables=None):
-        # Before anything else: a MirroredStrategy then all-reduces dense gradients too.
-        dense = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        return super().apply(dense, trainable_variables)
-
-    def update_step(self, gradient, variable, learning_rate):
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1 = tf.cast(self.beta_1, dtype)
-        beta_2 = tf.cast(self.beta_2, dtype)
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable),
-            m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step),
-            beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype),
-            beta1=beta_1,
-            beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(gradient, dtype),
-        )
-
-
-def _handle(variable) -> tf.Tensor:
-    """The resource handle of a Keras variable or of the tf.Variable it wraps."""
-    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
-
-
 def restart(model: keras.Model, weights: list[np.ndarray]) -> None:
-    """Put the model back to `weights` and its Adam optimizer, if compiled, to step 0.
+    """Put the model back to `weights` and its optimizer, if compiled, to step 0.
 
     The model keeps its compiled train function, so fitting it again traces nothing: the refit
     costs its epochs only.
     """
     model.set_weights(weights)
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return
-    optimizer.iterations.assign(0)
-    for moment in [*optimizer._momentums, *optimizer._velocities]:
-        moment.assign(tf.zeros_like(moment))
+    if getattr(model, "optimizer", None) is not None:
+        model.optimizer.restart()
 
 
 class EpochBatches:
     """The fitting rows' batches for one epoch at a time, each epoch in epoch_orders' order.
 
-    Keras opens a new iterator on the dataset at each epoch (the dataset ends with the epoch), and
-    may open one more before training to build the model; so the epoch whose order an iterator
-    yields is set by the EpochStart callback, not counted by the iterators. Python hands over an
-    epoch at once, its whole batches as the rows of (batches, batch_size) arrays and the shorter
-    last batch apart, and tf.data cuts the rows one per batch: neither element by element (which
-    cost a quarter of an epoch on ml-latest-small) nor one Python call per batch (a tenth).
+    Keras opens a new iterator at each epoch, and may open one more before training to build the
+    model; so the epoch whose order an iterator yields is set by the EpochStart callback, not
+    counted by the iterators.
     """
 
     def __init__(self, data: TrainingData, batch_size: int, seed: int):
@@ -121,38 +70,42 @@ class EpochBatches:
             self._drawn += 1
         return self._order
 
-    def __call__(self):
-        """The current epoch as one element: users, movies, ratings in whole batches, then the rest."""
+    def __call__(self) -> tuple[np.ndarray, ...]:
+        """The current epoch: users, movies, ratings in whole batches, then the short batch's."""
         columns = self.data.part(self.order(self.epoch))
         whole = len(columns[2]) - self.rest
-        yield (
+        return (
             *(column[:whole].reshape(-1, self.batch_size) for column in columns),
             *(column[whole:] for column in columns),
         )
 
-    def dataset(self) -> tf.data.Dataset:
-        """One epoch of batches (the cardinality known to Keras), prefetched."""
-        # Batch shapes stay unknown, so that the refit's epochs (another length) reuse the trace.
-        signature = tuple(
-            tf.TensorSpec(shape, dtype)
-            for shape in ((None, None), (None,))
-            for dtype in (tf.int32, tf.int32, tf.float32)
-        )
+    def batch(self, index: int) -> tuple[dict, np.ndarray]:
+        """Batch `index` of the current epoch as (inputs, ratings)."""
+        rows = self.order(self.epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        users, movies, ratings = self.data.part(rows)
+        return model_inputs(users, movies), ratings
 
-        def labelled(users, movies, ratings):
-            return {USER_INPUT: users, MOVIE_INPUT: movies}, ratings
+    def dataset(self):
+        """The epoch as Keras takes it: tf.data on TensorFlow, a PyDataset elsewhere."""
+        if keras.backend.backend() == "tensorflow":
+            from movielens.model import tf_backend
 
-        def batches(users, movies, ratings, users_rest, movies_rest, ratings_rest):
-            whole = tf.data.Dataset.from_tensor_slices(labelled(users, movies, ratings))
-            if not self.rest:
-                return whole
-            last = labelled(users_rest, movies_rest, ratings_rest)
-            return whole.concatenate(tf.data.Dataset.from_tensors(last))
+            return tf_backend.epoch_dataset(self, self.steps, self.rest)
+        return BatchSequence(self)
 
-        epoch = tf.data.Dataset.from_generator(self, output_signature=signature)
-        batched = epoch.flat_map(batches)
-        batched = batched.apply(tf.data.experimental.assert_cardinality(self.steps))
-        return batched.prefetch(tf.data.AUTOTUNE)
+
+class BatchSequence(keras.utils.PyDataset):
+    """EpochBatches' current epoch, one batch per index, read in order in this process."""
+
+    def __init__(self, batches: EpochBatches):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return self.batches.steps
+
+    def __getitem__(self, index: int):
+        return self.batches.batch(index)
 
 
 class EpochStart(keras.callbacks.Callback):
@@ -166,78 +119,64 @@ class EpochStart(keras.callbacks.Callback):
         self.batches.epoch = epoch
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Logs each epoch as the compiled engine does and records it; stops on a diverged loss."""
+class EpochEnd(keras.callbacks.Callback):
+    """Records each epoch (EpochRecord) and applies the shared stopping rule (EarlyStopping),
+    keeping the best epoch's weights and putting them back when training ends."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, record: EpochRecord, stopper: EarlyStopping | None):
         super().__init__()
-        self.epochs = epochs
-        self.rows: list[dict] = []
+        self.record = record
+        self.stopper = stopper
+        self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "rmse": float(logs[RMSE])}
         if f"val_{RMSE}" in logs:
             row["val_rmse"] = float(logs[f"val_{RMSE}"])
-        self.rows.append(row)
-        log.info("epoch %d/%d: %s", epoch + 1, self.epochs, format_row(row))
-        if not np.isfinite(row["loss"]):
-            self.model.stop_training = True
+        self.record.add(row)
+        if self.stopper is None:
+            return
+        if self.stopper.improved(row["epoch"], row["val_rmse"]):
+            self.best_weights = self.model.get_weights()
+        self.model.stop_training = self.stopper.done
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
-def validation_batches(data: TrainingData) -> tf.data.Dataset:
-    """The validation part in batches of VALIDATION_BATCH pairs, cut once for every epoch.
-
-    Given NumPy arrays, Keras would build a slicing pipeline over them anew at every epoch; on
-    ml-latest-small that was an eighth of the whole fit.
-    """
+def validation_data(data: TrainingData):
+    """The validation pairs as Keras takes them: batched once (tf.data) on TensorFlow."""
     users, movies, ratings = data.part(data.val_rows)
-    batches = [
-        tf.data.Dataset.from_tensors(
-            (
-                model_inputs(users[i : i + VALIDATION_BATCH], movies[i : i + VALIDATION_BATCH]),
-                ratings[i : i + VALIDATION_BATCH],
-            )
-        )
-        for i in range(0, len(ratings), VALIDATION_BATCH)
-    ]
-    dataset = batches[0]
-    for batch in batches[1:]:
-        dataset = dataset.concatenate(batch)
-    return dataset
+    inputs = model_inputs(users, movies)
+    if keras.backend.backend() == "tensorflow":
+        from movielens.model import tf_backend
+
+        return tf_backend.validation_dataset(inputs, ratings, VALIDATION_BATCH)
+    return inputs, ratings
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """train.optimizer as a Keras optimizer: `adam` (DenseAdam) or `lazy_adam` (LazyAdam)."""
-    if name == "lazy_adam":
-        from movielens.model.optimizers import LazyAdam
-
-        return LazyAdam(learning_rate=learning_rate)
-    return DenseAdam(learning_rate=learning_rate)
-
-
-def compile_model(
-    model: keras.Model, optimizer: str, learning_rate: float, steps_per_execution: int
-) -> None:
-    """Adam, MSE and RMSE; `steps_per_execution` steps in each call of the compiled train step.
+def compile_model(model: keras.Model, s: FitSettings, steps_per_execution: int) -> None:
+    """The project's Adam, MSE and RMSE; `steps_per_execution` steps in each call of the step.
 
     The optimizer's slots are made here, not by the first train step: a tf.function that creates
     variables is traced twice, and a trace of the train step costs about half a second.
     """
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
+        optimizer=make_optimizer(s.optimizer, s.learning_rate),
         loss="mse",
         metrics=[keras.metrics.RootMeanSquaredError(name=RMSE)],
         # Keras turns XLA off while TensorFlow's op determinism is on (seed_everything), which
         # the same-weights-every-run guarantee needs; say so rather than be overruled.
-        jit_compile=False,
+        jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
         steps_per_execution=steps_per_execution,
     )
     model.optimizer.build(model.trainable_variables)
 
 
 def fit_keras(
-    model: keras.Model, data: TrainingData, p: dict, epochs: int | None = None
+    model: keras.Model, data: TrainingData, s: FitSettings, on_epoch=None, replicas: int = 1
 ) -> pd.DataFrame:
     """Fit the model in place with Keras; the best validation epoch's weights stay.
 
@@ -246,50 +185,33 @@ def fit_keras(
 
     Args:
         model: any Keras model taking the user and movie index inputs and returning ratings,
-            built in the distribution strategy's scope when there is one.
+            built in the distribution's scope when there is one.
         data: the ratings, fitting and validation rows (movielens.model.epochs).
-        p: the `train` params section (learning_rate, batch_size, epochs, patience, seed).
-        epochs: how many epochs to run instead of p["epochs"] (the refit).
+        s: the fit settings (epochs, batch_size, learning_rate, optimizer, patience, seed).
+        on_epoch: called with each epoch's history row (EpochRecord).
+        replicas: devices of a TensorFlow distribution strategy the model was built under.
 
     Returns:
         The per-epoch history: epoch, loss, rmse, and val_rmse when validating.
     """
-    epochs = p["epochs"] if epochs is None else epochs
-    strategy = model.distribute_strategy
     if not model.compiled:
         # One call of the train step runs an epoch, the refit's longer one (every training row)
         # included, so that the refit reuses the traced function. Keras' multi-step loop fails
-        # over several replicas here (TensorFlow 2.21, a placeholder left unfed in its while
-        # loop): one step a call then.
-        per_call = math.ceil(len(data.ratings) / p["batch_size"])
-        with strategy.scope():  # the optimizer's variables live where the model's do
-            compile_model(
-                model,
-                p["optimizer"],
-                p["learning_rate"],
-                per_call if strategy.num_replicas_in_sync == 1 else 1,
-            )
-    batches = EpochBatches(data, p["batch_size"], p["seed"])
-    record = EpochLog(epochs)
-    callbacks = [EpochStart(batches), record]
-    validation = None
-    if len(data.val_rows):
-        validation = validation_batches(data)
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=f"val_{RMSE}", mode="min", patience=p["patience"], restore_best_weights=True
-            )
-        )
+        # over several TensorFlow replicas (TensorFlow 2.21, a placeholder left unfed in its
+        # while loop): one step a call then.
+        per_call = math.ceil(len(data.ratings) / s.batch_size)
+        compile_model(model, s, per_call if replicas == 1 else 1)
+    batches = EpochBatches(data, s.batch_size, s.seed)
+    record = EpochRecord(s.epochs, on_epoch)
+    validating = len(data.val_rows) > 0
+    end = EpochEnd(record, EarlyStopping(s.patience) if validating else None)
     model.fit(
         batches.dataset(),
-        epochs=epochs,
-        validation_data=validation,
-        callbacks=callbacks,
+        epochs=s.epochs,
+        validation_data=validation_data(data) if validating else None,
+        validation_batch_size=None if keras.backend.backend() == "tensorflow" else VALIDATION_BATCH,
+        callbacks=[EpochStart(batches), end],
         shuffle=False,  # EpochBatches orders each epoch
         verbose=0,
     )
-    history = pd.DataFrame(record.rows)
-    check_finite(int(history["epoch"].iloc[-1]), float(history["loss"].iloc[-1]))
-    if len(history) < epochs and len(data.val_rows):
-        log.info("early stop: val_rmse has not improved for %d epochs", p["patience"])
-    return history
+    return record.history()

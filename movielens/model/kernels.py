@@ -17,14 +17,10 @@ Addons' LazyAdam) updates the moments and weights of only the rows the batch loo
 the sum of its row gradients, so a step costs the batch, not the tables; the step count stays
 global. It has no whole-table term (that term's gradient is on every row) and refuses one.
 
-Results do not depend on the number of threads: a batch is cut into CHUNKS fixed parts, each
-summing into its own buffers, and Adam's rows are cut into BLOCKS fixed blocks whose partial sums
-are added in order. Nor do they depend on how the code was built: the code compiled in a process
-and the same code loaded from the cache compute the same bits. That is not a given with
-fast-math: an earlier version of these loops differed in the last bits between the two, so
-tests/test_fit.py checks it.
-Numba caches the compiled code beside this file (`__pycache__`), so only the first run after a
-change compiles (about 5 s here).
+Results depend neither on the number of threads (a batch is cut into CHUNKS fixed parts, each
+summing into its own buffers; Adam's rows into BLOCKS fixed blocks, their partial sums added in
+order) nor on whether Numba compiled the code or loaded it from its cache beside this file, which
+fast-math does not promise: tests/test_fit.py checks it (docs/pipeline.md).
 """
 
 from __future__ import annotations
@@ -114,6 +110,13 @@ def _batch_gradients(ratings, rows, start, end, sides, gradients, counts, lo, sp
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+def _step_size(learning_rate, beta_1, beta_2, iterations):
+    """Keras' Adam step size at step t: learning_rate * sqrt(1 - beta_2^t) / (1 - beta_1^t)."""
+    t = np.float32(iterations)
+    return learning_rate * np.sqrt(np.float32(1.0) - beta_2**t) / (np.float32(1.0) - beta_1**t)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
 def _adam_update(weight, m, v, k, g, alpha, keep_1, keep_2, epsilon):
     """Keras' Adam for one weight with gradient g: updates m[k], v[k]; returns the new weight."""
     m_k = m[k] + (g - m[k]) * keep_1
@@ -166,14 +169,9 @@ def _adam_rows(W, m, v, G, counts, l2, l2_tiled, act, first, last, alpha, keep_1
 
     A row whose counts are 0 has no gradient in G, which is then not read: a small batch touches
     few rows, and reading G is a large share of the memory traffic. A run of such rows is updated
-    as one flat loop, not row by row: a row of dim + 1 weights ends in a remainder too short for
-    the vector loop, and the flat loop has one per run (an epoch 1.25 times faster).
-
-    The loops over weights are straight elementwise loops, so that LLVM vectorises them: the two
-    chunks' gradients are named rather than looped over (a loop over chunks inside made an epoch
-    1.4 times slower), the rows are slices (indexing the flat arrays with an offset was 2 times
-    slower), and these functions are inlined into _adam's parallel loop (called as functions
-    there, 2.4 times slower).
+    as one flat loop, not row by row (one short remainder per run, not per row). The loops over
+    weights are straight elementwise loops, so that LLVM vectorises them; docs/benchmarks.md
+    ("How the kernels are shaped") has the timings behind each of these choices.
 
     Returns, for the weights before the update, the whole-table penalty sum(l2 * W^2) and the
     activity sum over the batch's ratings, sum(counts * act * W^2) (not yet divided by count).
@@ -400,8 +398,7 @@ def adam_epoch(
             ratings, rows, start, end, sides, gradients, counts, lo, span, (act_u, act_m)
         )
         iterations += 1
-        t = np.float32(iterations)
-        alpha = learning_rate * np.sqrt(np.float32(1.0) - beta_2**t) / (np.float32(1.0) - beta_1**t)
+        alpha = _step_size(learning_rate, beta_1, beta_2, iterations)
         loss += squared / (end - start)
         table, activity = _adam(
             sides, momentums, velocities, gradients, counts, (l2_u, l2_m), l2_tiled,
@@ -457,8 +454,7 @@ def lazy_adam_epoch(
                 rows[side], start, end, counts[side], listed[side], looked_up[side]
             )
         iterations += 1
-        t = np.float32(iterations)
-        alpha = learning_rate * np.sqrt(np.float32(1.0) - beta_2**t) / (np.float32(1.0) - beta_1**t)
+        alpha = _step_size(learning_rate, beta_1, beta_2, iterations)
         activity = _lazy_adam(
             sides, momentums, velocities, gradients, listed, looked_up, n_listed, (l2_u, l2_m),
             (act_u, act_m), alpha, beta_1, beta_2, epsilon,
@@ -492,20 +488,3 @@ def gather(order, users, movies, ratings, out_users, out_movies, out_ratings):
             out_users[j] = users[i]
             out_movies[j] = movies[i]
             out_ratings[j] = ratings[i]
-
-
-def warm_up() -> None:
-    """Compile the kernels (or load them from Numba's cache) for the types AdamTrainer passes.
-
-    Args are tiny arrays of exactly those types, so a later real call finds the code ready.
-    """
-    index = np.zeros(3, np.int32)
-    ratings = np.ones(3, np.float32)
-    sides = (np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
-    momentums, velocities, gradients = adam_state(sides)
-    columns = np.zeros(3)
-    hyper = hyperparameters(1, 4, columns, columns, columns, columns, 1e-3, 0.9, 0.999, 1e-7)
-    adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
-    lazy_adam_epoch(index, index, ratings, 2, sides, momentums, velocities, gradients, hyper, 0)
-    squared_error(index, index, ratings, *sides, hyper.lo, hyper.span)
-    gather(np.arange(3), index, index, ratings, index.copy(), index.copy(), ratings.copy())

@@ -11,6 +11,9 @@ USER_INPUT, MOVIE_INPUT = "user_index", "movie_index"
 USER_EMBEDDING, MOVIE_EMBEDDING = "user_embedding", "movie_embedding"
 USER_BIAS, MOVIE_BIAS = "user_bias", "movie_bias"
 RATING = "rating"  # the Rescaling layer: rating = offset + scale * sigmoid(logit)
+# The standard model's four tables, each side's embedding then its bias: the one order every
+# reader of the tables (compiled engine, NumPy scoring, architecture check) uses.
+TABLES = (USER_EMBEDDING, USER_BIAS, MOVIE_EMBEDDING, MOVIE_BIAS)
 
 
 def rating_scale(model) -> tuple[float, float]:

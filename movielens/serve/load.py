@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from movielens.data.releases import get_dataset
-from movielens.evaluation.ranking import TABLES, Scorer, factors_from_tables, scorer_of
+from movielens.evaluation.ranking import Scorer, factors_from_tables, scorer_of
 from movielens.model import weights
 from movielens.model.architecture import standard_problem
 from movielens.model.baseline import load_bias_model
-from movielens.model.layers import MOVIE_EMBEDDING, RATING, USER_EMBEDDING
+from movielens.model.layers import MOVIE_EMBEDDING, RATING, TABLES, USER_EMBEDDING
 from movielens.model.watch import WatchModel, load_watch
 from movielens.params import load_params
 from movielens.plumbing import paths
