@@ -85,6 +85,22 @@ def _known_datasets() -> tuple[str, ...]:
     return tuple(DATASETS)
 
 
+def _watch_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
+    """The watch section: the will-watch model (movielens.model.watch) and the served blend."""
+    return {
+        "model": Spec(str, choices=WATCH_MODELS),
+        "min_ratings": positive_int,
+        "ease_l2": Spec(float, low=0.0, low_inclusive=False),
+        "ease_max_movies": positive_int,
+        "als_factors": positive_int,
+        "als_regularization": Spec(float, low=0.0),
+        "als_alpha": Spec(float, low=0.0),
+        "als_iterations": positive_int,
+        "seed": seed,
+        "like_weight": Spec(float, low=0.0),
+    }
+
+
 def params_schema() -> dict[str, dict[str, Spec]]:
     """The one schema of params.yaml: section -> key -> Spec."""
     positive_int = Spec(int, low=1)
@@ -118,18 +134,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "baseline_iterations": positive_int,
             "seed": seed,
         },
-        "watch": {
-            "model": Spec(str, choices=WATCH_MODELS),
-            "min_ratings": positive_int,
-            "ease_l2": Spec(float, low=0.0, low_inclusive=False),
-            "ease_max_movies": positive_int,
-            "als_factors": positive_int,
-            "als_regularization": Spec(float, low=0.0),
-            "als_alpha": Spec(float, low=0.0),
-            "als_iterations": positive_int,
-            "seed": seed,
-            "like_weight": Spec(float, low=0.0),
-        },
+        "watch": _watch_section(positive_int, seed),
         "evaluate": {
             "batch_size": positive_int,
             "plot_points": positive_int,

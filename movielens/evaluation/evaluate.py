@@ -134,12 +134,26 @@ def evaluate_split(
         "cold_fallback": "user_movie_biases",
     }
     log_scores(table, rows, len(actual), int((~warm).sum()))
+    predictions, by_activity = plot_data(
+        actual, predicted, users, train["user_index"].to_numpy(), plot_points, activity_buckets
+    )
+    return Evaluation(result, predictions, by_activity, ranking["served"].lists)
+
+
+def plot_data(
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    test_users: np.ndarray,
+    train_users: np.ndarray,
+    plot_points: int,
+    activity_buckets: list[int],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two plots' data: at most plot_points (actual, predicted) pairs, RMSE by user activity."""
     points = sample_rows(len(actual), plot_points)
     predictions = pd.DataFrame({"actual": actual[points], "predicted": predicted[points].round(4)})
-    train_counts = np.bincount(train["user_index"].to_numpy(), minlength=n_users)
-    counts = np.where(users >= 0, train_counts[np.maximum(users, 0)], 0)
-    by_activity = rmse_by_activity(actual, predicted, counts, activity_buckets)
-    return Evaluation(result, predictions, by_activity, ranking["served"].lists)
+    train_counts = np.bincount(train_users)  # every warm test user has training ratings
+    counts = np.where(test_users >= 0, train_counts[np.maximum(test_users, 0)], 0)
+    return predictions, rmse_by_activity(actual, predicted, counts, activity_buckets)
 
 
 def log_scores(table: dict, ranking: dict, n_test: int, n_cold: int) -> None:
