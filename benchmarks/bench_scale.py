@@ -212,7 +212,9 @@ def train_throughput(repo: Path, output: str) -> float | None:
     return float(match["rate"]) if match else None
 
 
-def run_pipeline(repo: Path, env: dict, log_dir: Path, floor: dict) -> list[StageRun]:
+def run_pipeline(
+    repo: Path, env: dict, log_dir: Path, floor: dict, stages: tuple[str, ...] = STAGES
+) -> list[StageRun]:
     """Run each stage with `dvc repro -s`, in order, and measure it; then the sums (summed_rows).
 
     Each stage's output goes to `log_dir/<stage>.log`; the evaluate row gets learned_scores of
@@ -223,7 +225,7 @@ def run_pipeline(repo: Path, env: dict, log_dir: Path, floor: dict) -> list[Stag
     """
     runs = []
     log_dir.mkdir(parents=True, exist_ok=True)
-    for stage in STAGES:
+    for stage in stages:
         log_path = log_dir / f"{stage}.log"
         log.info("dvc repro -s %s", stage)
         wall, peak = measure(["dvc", "repro", "-s", stage], repo, env, log_path)
@@ -234,7 +236,9 @@ def run_pipeline(repo: Path, env: dict, log_dir: Path, floor: dict) -> list[Stag
             scores = learned_scores(metrics, floor)
         runs.append(StageRun(stage, round(wall, 1), round(peak), rate and round(rate), scores))
         log.info("%s: %.1f s, %.0f MB", stage, wall, peak)
-    status = subprocess.run(["dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
+    status = subprocess.run(
+        ["dvc", "status", *stages], cwd=repo, env=env, capture_output=True, text=True
+    )
     if "up to date" not in status.stdout:
         raise RuntimeError(f"the pipeline is not up to date after the run:\n{status.stdout}")
     return [*runs, *summed_rows(runs)]
@@ -258,13 +262,14 @@ def run_benchmark(
     seed: int = DEFAULT_SEED,
     overrides: dict = OVERRIDES,
     taste: float = DEFAULT_TASTE,
+    stages: tuple[str, ...] = STAGES,
 ) -> list[StageRun]:
-    """Generate (or reuse) the data, build the project copy in `work` and run every stage."""
+    """Generate (or reuse) the data, build the project copy in `work` and run `stages`."""
     mirror = ensure_mirror(cache, n_ratings, seed, taste)
     floor = json.loads(synth.floor_path(mirror / f"{DATASET}.zip").read_text(encoding="utf-8"))
     env = bench_env(mirror)
     repo = make_project(Path(work) / "project", overrides, env)
-    return run_pipeline(repo, env, Path(work) / "logs", floor)
+    return run_pipeline(repo, env, Path(work) / "logs", floor, stages)
 
 
 def format_table(runs: list[StageRun], n_ratings: int) -> str:
@@ -324,6 +329,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=CACHE, help="where generated mirrors live")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON results file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument(
+        "--pipeline-only", action="store_true", help="download to evaluate: no crossvalidate"
+    )
     return parser.parse_args(argv)
 
 
@@ -332,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
-        runs = run_benchmark(args.ratings, args.cache, work, args.seed, taste=args.taste)
+        stages = PIPELINE if args.pipeline_only else STAGES
+        runs = run_benchmark(
+            args.ratings, args.cache, work, args.seed, taste=args.taste, stages=stages
+        )
     except RuntimeError as err:
         print(f"bench-scale: {err}", file=sys.stderr)
         return 1
