@@ -23,8 +23,9 @@ are added in order. Nor do they depend on how the code was built: the code compi
 and the same code loaded from the cache compute the same bits. That is not a given with
 fast-math: an earlier version of these loops differed in the last bits between the two, so
 tests/test_fit.py checks it.
-Numba caches the compiled code beside this file (`__pycache__`), so only the first run after a
-change compiles (about 5 s here).
+Numba caches the compiled code in a folder named by this file's content, outside the checkout
+(movielens.model.kernel_cache), so only the first run of a version compiles (about 5 s here),
+whichever copy of the project it runs in (DVC's temporary workspaces included).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+
+from movielens.model.kernel_cache import use_content_keyed_cache
+
+# Numba picks a function's cache folder when @njit(cache=True) decorates it: register first.
+use_content_keyed_cache()
 
 CHUNKS = 2  # parts of a batch whose row gradients are summed apart, in parallel
 assert CHUNKS == 2, "_adam_rows reads the two chunks' gradients by name"
