@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import pandas as pd
 
 from movielens.evaluation.crossvalidation import cross_validate
 from movielens.model import kernels
+from movielens.model.live import log_fold, open_live
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
@@ -27,9 +29,11 @@ def main() -> None:
     start = time.perf_counter()
     kernels.warm_up()
     log.info("training kernels ready in %.1f s", time.perf_counter() - start)
-    result = cross_validate(
-        ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"]
-    )
+    with open_live(paths.LIVE_CV) as live:
+        result = cross_validate(
+            ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"],
+            on_fold=partial(log_fold, live),
+        )  # fmt: skip
     write_json(paths.CV_METRICS, result)
     log.info(
         "model RMSE %.4f +- %.4f over %d folds; bias baseline %.4f; model - baseline %.4f +- %.4f",

@@ -9,6 +9,7 @@ import pandas as pd
 
 from movielens.model import kernels
 from movielens.model.baseline import fit_bias_model, save_bias_model
+from movielens.model.live import open_live
 from movielens.model.saving import plot_model, save_model
 from movielens.model.training import (
     check_optimizer,
@@ -19,7 +20,7 @@ from movielens.model.training import (
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
-from movielens.plumbing.files import write_csv, write_json
+from movielens.plumbing.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def main() -> None:
             time.perf_counter() - start,
         )
     start = time.perf_counter()
-    fit = train_model(train, n_users, n_movies, p)
+    with open_live(paths.LIVE_TRAIN) as live:
+        fit = train_model(train, n_users, n_movies, p, live=live)
     seconds = time.perf_counter() - start
     log.info(
         "fit took %.1f s (%.0f ratings/s) with the %s engine, %d epochs in all",
@@ -49,7 +51,6 @@ def main() -> None:
     save_model(fit.model, paths.MODEL)
     save_bias_model(fit_bias_model(train, n_users, n_movies, p), paths.BASELINE)
     plot_model(fit.model, paths.MODEL_PLOT, paths.MODEL_DOT)
-    write_csv(paths.HISTORY, fit.history)
     write_json(paths.TRAIN_METRICS, summarize_fit(fit))
 
 

@@ -60,7 +60,7 @@ def test_first_repro_writes_every_artifact(repo):
     assert scores["rmse"] < scores["baselines"]["user_movie_biases"]["rmse"]
     assert scores["test_pairs"] == 600  # round(6000 * 0.1)
     artifacts = ["models/model.keras", "models/baseline.npz", "models/model.png", "dvc.lock"]
-    for path in [*artifacts, "metrics/plots/history.csv"]:
+    for path in [*artifacts, "metrics/live/train/metrics.json"]:
         assert (repo / path).stat().st_size > 0
 
 

@@ -17,6 +17,7 @@ Per step, for the batch's rows u = U[users], m = M[movies], biases b_u, b_m, ove
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -221,6 +222,7 @@ def fit_compiled(
     p: dict,
     check_rows: np.ndarray,
     epochs: int | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """Train the model's four tables with AdamTrainer and write them back into the model.
 
@@ -230,6 +232,8 @@ def fit_compiled(
         p: the `train` params section (learning_rate, batch_size, epochs, patience, seed).
         check_rows: positions of the ratings to score the final weights on.
         epochs: how many epochs to run instead of p["epochs"] (the refit).
+        on_epoch: called after each epoch with its number and its history row's figures
+            (movielens.model.live.epoch_hook).
 
     Returns:
         The per-epoch history (epoch, loss, rmse, and val_rmse when validating), and the
@@ -253,6 +257,8 @@ def fit_compiled(
             row["val_rmse"] = trainer.rmse(*validation)
         history.append(row)
         log.info("epoch %d/%d: %s", epoch, epochs, format_row(row))
+        if on_epoch is not None:
+            on_epoch(epoch, row)
         check_finite(epoch, row["loss"])
         if stopper is not None and stopper.done(row["val_rmse"], trainer):
             log.info("early stop: val_rmse has not improved for %d epochs", p["patience"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -237,7 +238,11 @@ def compile_model(
 
 
 def fit_keras(
-    model: keras.Model, data: TrainingData, p: dict, epochs: int | None = None
+    model: keras.Model,
+    data: TrainingData,
+    p: dict,
+    epochs: int | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> pd.DataFrame:
     """Fit the model in place with Keras; the best validation epoch's weights stay.
 
@@ -250,6 +255,8 @@ def fit_keras(
         data: the ratings, fitting and validation rows (movielens.model.epochs).
         p: the `train` params section (learning_rate, batch_size, epochs, patience, seed).
         epochs: how many epochs to run instead of p["epochs"] (the refit).
+        callbacks: more Keras callbacks, called after the history's own at each epoch's end
+            (movielens.model.live.keras_callbacks).
 
     Returns:
         The per-epoch history: epoch, loss, rmse, and val_rmse when validating.
@@ -271,7 +278,7 @@ def fit_keras(
             )
     batches = EpochBatches(data, p["batch_size"], p["seed"])
     record = EpochLog(epochs)
-    callbacks = [EpochStart(batches), record]
+    callbacks = [EpochStart(batches), record, *callbacks]
     validation = None
     if len(data.val_rows):
         validation = validation_batches(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -15,7 +16,11 @@ from movielens.model.compiled_fit import compiled_problem, fit_compiled
 from movielens.model.epochs import TrainingData, fitted_ratings, training_data
 from movielens.model.keras_fit import fit_keras, restart
 from movielens.model.keras_model import build_model, model_inputs
+from movielens.model.live import REFIT, SELECTION, epoch_hook, keras_callbacks
 from movielens.plumbing.errors import PipelineError
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +159,19 @@ def run_engine(
     p: dict,
     epochs: int | None = None,
     check: bool = True,
+    live: Live | None = None,
+    phase: str = SELECTION,
 ) -> pd.DataFrame:
     """Train `model` in place with one engine; the compiled one is checked against Keras.
 
     check=False skips that check, for weights that will not be saved (a run the refit replaces).
+    With a dvclive `live`, every epoch is logged under `phase` (movielens.model.live).
     """
     if engine == "keras":
-        return fit_keras(model, data, p, epochs)
-    history, trainer_rmse = fit_compiled(model, data, p, check_rows(data), epochs)
+        return fit_keras(model, data, p, epochs, callbacks=keras_callbacks(live, phase))
+    history, trainer_rmse = fit_compiled(
+        model, data, p, check_rows(data), epochs, on_epoch=epoch_hook(live, phase)
+    )
     if check:
         check_keras_agrees(model, data, trainer_rmse)
     return history
@@ -181,6 +191,7 @@ def train_model(
     p: dict,
     build: Callable[..., keras.Model] = build_model,
     strategy: tf.distribute.Strategy | None = None,
+    live: Live | None = None,
 ) -> Fit:
     """Build the model and train it with the engine train.engine picks; refit it when asked.
 
@@ -192,6 +203,7 @@ def train_model(
             activity_l2, rating_scale); movielens.model.keras_model.build_model unless a test edits the model.
         strategy: where the Keras engine trains; by default MirroredStrategy over the GPUs when
             there are several.
+        live: a dvclive Live that logs every epoch of the selection fit and of the refit.
     """
     check_optimizer(p)
     seed_everything(p["seed"])
@@ -218,12 +230,12 @@ def train_model(
     engine, reason = choose_engine(p["engine"], model, n_gpus)
     log.info("engine: %s (%s)", engine, reason)
     refit = bool(p["refit"]) and len(data.val_rows) > 0
-    history = run_engine(engine, model, data, p, check=not refit)  # the refit's model is saved
+    history = run_engine(engine, model, data, p, check=not refit, live=live)  # refit's is saved
     best = best_epoch_of(history)
     if refit:
         log.info("refit: %d epochs on all %d training ratings", best, len(data.ratings))
         restart(model, initial_weights)  # a compiled Keras model keeps its traced train step
-        run_engine(engine, model, data.whole(), p, epochs=best)
+        run_engine(engine, model, data.whole(), p, epochs=best, live=live, phase=REFIT)
     fitted = len(data.ratings) if refit else len(data.fit_rows)
     return Fit(uncompiled(model), history, engine, reason, best, refit, fitted)
 

@@ -1,0 +1,96 @@
+"""Training history through dvclive: every epoch of every fit, and every cross-validation fold.
+
+The train and crossvalidate stages each open one dvclive `Live` in their own folder
+(movielens.plumbing.paths.LIVE_TRAIN, LIVE_CV). dvc.yaml declares its files (metrics.json, the
+step plots), so `dvc exp show` shows the step and the last values, `dvc plots show` the curves
+and DVC's VS Code extension follows them live. dvclive writes no dvc.yaml of its own, saves no
+experiment and posts nothing to DVC Studio.
+
+The engines' hook: `train_model` binds a phase to each fit, and each engine calls the result once
+an epoch. The compiled engine (and any engine with its own loop) calls
+`epoch_hook(live, phase)(epoch, metrics)`; the Keras engine gets `keras_callbacks(live, phase)`
+as extra `model.fit` callbacks, which log the same names. `metrics` holds the history row's
+figures: loss, rmse and, when validating, val_rmse (floats). Each call is one dvclive step, named
+`<phase>/train/loss`, `<phase>/train/rmse`, `<phase>/eval/rmse` (dvclive's own Keras names,
+dvclive.utils.standardize_metric_name, under the phase). The step counts epochs over both fits:
+the selection fit's n epochs are steps 0 to n-1, the refit's follow on from n.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
+    from dvclive import Live
+
+SELECTION = "select"  # the fit whose validation RMSE early stopping watches
+REFIT = "refit"  # the refit on every training rating for the epochs the selection fit chose
+FOLD = "fold"  # crossvalidate: one step a fold
+
+# History row names -> dvclive's (dvclive/utils.py, standardize_metric_name, "dvclive.keras").
+METRIC_NAMES = {"loss": "train/loss", "rmse": "train/rmse", "val_rmse": "eval/rmse"}
+
+EpochHook = Callable[[int, dict], None]
+
+
+@contextmanager
+def open_live(directory: Path) -> Iterator[Live]:
+    """A dvclive `Live` writing into `directory` (its old files removed), ended on leaving.
+
+    DVC Studio is offline whatever the user's config says: dvc_studio_client's get_studio_config
+    returns no config when DVC_STUDIO_OFFLINE is true (dvc_studio_client/config.py, lines 90-96),
+    and dvclive posts nothing without one (dvclive/live.py, Live._init_studio).
+    """
+    os.environ["DVC_STUDIO_OFFLINE"] = "true"
+    from dvclive import Live
+
+    live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+    try:
+        yield live
+    finally:
+        live.end()
+
+
+def log_epoch(live: Live, phase: str, epoch: int, metrics: dict) -> None:
+    """One step: the epoch's figures under `phase` (epoch counts from 1, for the caller's logs)."""
+    for name, value in metrics.items():
+        if name in METRIC_NAMES:
+            live.log_metric(f"{phase}/{METRIC_NAMES[name]}", float(value))
+    live.next_step()
+
+
+def epoch_hook(live: Live | None, phase: str) -> EpochHook | None:
+    """The per-epoch function an engine calls, (epoch, metrics); None without a Live."""
+    return None if live is None else partial(log_epoch, live, phase)
+
+
+def keras_callbacks(live: Live | None, phase: str) -> list[keras.callbacks.Callback]:
+    """Extra `model.fit` callbacks: dvclive's Keras callback, naming the phase; none without a Live."""
+    if live is None:
+        return []
+    from dvclive.keras import DVCLiveCallback
+
+    class PhaseCallback(DVCLiveCallback):
+        """dvclive's callback with the compiled engine's names; the Live stays open for the refit."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            log_epoch(self.live, phase, epoch + 1, logs or {})
+
+        def on_train_end(self, logs=None):
+            pass  # open_live ends the Live after both fits
+
+    return [PhaseCallback(live=live)]
+
+
+def log_fold(live: Live, row: dict) -> None:
+    """One step of crossvalidate: a fold's scores (metrics/cv.json's per_fold row)."""
+    for name, value in row.items():
+        if name != "fold":
+            live.log_metric(f"{FOLD}/{name}", value)
+    live.next_step()
