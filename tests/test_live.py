@@ -92,6 +92,9 @@ def test_the_summary_holds_the_last_step_and_values(logged):
     assert summary["step"] == fit.epochs_in_all - 1
     assert summary["select"]["eval"]["rmse"] == pytest.approx(fit.history["val_rmse"].iloc[-1])
     assert set(summary) == {"select", "refit", "step"}
+    assert summary["select"]["epoch"] == len(fit.history)
+    assert summary["refit"]["epoch"] == fit.best_epoch
+    assert not (folder / "plots" / "metrics" / "select" / "epoch.tsv").exists()  # summary only
 
 
 def test_dvclive_writes_where_dvc_yaml_looks():

@@ -58,10 +58,12 @@ def open_live(directory: Path) -> Iterator[Live]:
 
 
 def log_epoch(live: Live, phase: str, epoch: int, metrics: dict) -> None:
-    """One step: the epoch's figures under `phase` (epoch counts from 1, for the caller's logs)."""
+    """One step: the epoch's figures under `phase`, and the epoch (from 1) in the summary only,
+    so that `dvc exp show` shows how many epochs each fit ran (`select/epoch`, `refit/epoch`)."""
     for name, value in metrics.items():
         if name in METRIC_NAMES:
             live.log_metric(f"{phase}/{METRIC_NAMES[name]}", float(value))
+    live.log_metric(f"{phase}/epoch", epoch, plot=False)
     live.next_step()
 
 
