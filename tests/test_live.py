@@ -4,6 +4,7 @@ cross-validation fold, the folder layout dvc.yaml declares, and nothing posted t
 import csv
 import json
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -144,7 +145,7 @@ def test_nothing_is_posted_to_studio_even_with_a_token(tmp_path, monkeypatch):
     Recorder.requests = []
     repo = tmp_path / "repo"
     repo.mkdir()
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(command, cwd=repo, check=True)
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "x"],
