@@ -161,3 +161,14 @@ def test_nothing_is_posted_to_studio_even_with_a_token(tmp_path, monkeypatch):
     finally:
         server.shutdown()
     assert Recorder.requests == []
+
+
+def test_a_failed_fit_leaves_no_history(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with (
+        pytest.raises(RuntimeError, match="diverged"),
+        training_live.open_live(Path("metrics/live/train")) as live,
+    ):
+        training_live.log_epoch(live, training_live.SELECTION, 1, {"rmse": 1.0})
+        raise RuntimeError("diverged")
+    assert list(tmp_path.iterdir()) == []

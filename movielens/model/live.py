@@ -19,6 +19,7 @@ the selection fit's n epochs are steps 0 to n-1, the refit's follow on from n.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -43,6 +44,10 @@ EpochHook = Callable[[int, dict], None]
 def open_live(directory: Path) -> Iterator[Live]:
     """A dvclive `Live` writing into `directory` (its old files removed), ended on leaving.
 
+    dvclive writes as training goes, so that DVC's VS Code extension can follow it; when the
+    block fails, the folder is removed again (with the parents it made), so that a failed stage
+    leaves no history that looks like a run's.
+
     DVC Studio is offline whatever the user's config says: dvc_studio_client's get_studio_config
     returns no config when DVC_STUDIO_OFFLINE is true (dvc_studio_client/config.py, lines 90-96),
     and dvclive posts nothing without one (dvclive/live.py, Live._init_studio).
@@ -50,11 +55,17 @@ def open_live(directory: Path) -> Iterator[Live]:
     os.environ["DVC_STUDIO_OFFLINE"] = "true"
     from dvclive import Live
 
+    made = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
     try:
         yield live
-    finally:
-        live.end()
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        for folder in made[1:]:  # innermost first; only those now empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    live.end()
 
 
 def log_epoch(live: Live, phase: str, epoch: int, metrics: dict) -> None:
