@@ -58,9 +58,8 @@ def make_project(dest: Path, overrides: dict, env: dict) -> Path:
     for name in PROJECT_FILES + OPTIONAL_FILES:
         source = ROOT / name
         if source.is_dir():
-            # __pycache__ comes along with its times kept: Numba's compiled training kernels stay
-            # valid there (they are keyed by the source file's time and size), so no copy
-            # compiles them again.
+            # Numba's compiled kernels are cached outside the checkout by their source's content
+            # (movielens.model.kernel_cache), so no copy compiles them again.
             shutil.copytree(source, dest / name)
         elif source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pandas as pd
 
 from movielens.model.backend import use_backend
+from movielens.model.live import log_fold, open_live
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
@@ -27,9 +29,11 @@ def main() -> None:
     ratings = pd.read_parquet(paths.RATINGS)
     log.info("%d-fold cross-validation (split=%s) of %d ratings", cv["folds"], split, len(ratings))
     prepare(params["train"])
-    result = cross_validate(
-        ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"]
-    )
+    with open_live(paths.LIVE_CV) as live:
+        result = cross_validate(
+            ratings, split, cv["folds"], cv["seed"], params["train"], cv["batch_size"],
+            on_fold=partial(log_fold, live),
+        )  # fmt: skip
     write_json(paths.CV_METRICS, result)
     log.info(
         "model RMSE %.4f +- %.4f over %d folds; bias baseline %.4f; model - baseline %.4f +- %.4f",

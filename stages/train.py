@@ -9,10 +9,11 @@ import pandas as pd
 
 from movielens.model.backend import use_backend
 from movielens.model.baseline import fit_bias_model, save_bias_model
+from movielens.model.live import open_live
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
-from movielens.plumbing.files import write_csv, write_json
+from movielens.plumbing.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def main() -> None:
     log.info("training on %d ratings of %d users and %d movies", len(train), n_users, n_movies)
     prepare(p)
     start = time.perf_counter()
-    fit = train_model(train, n_users, n_movies, p)
+    with open_live(paths.LIVE_TRAIN) as live:
+        fit = train_model(train, n_users, n_movies, p, live=live)
     seconds = time.perf_counter() - start
     log.info(
         "fit took %.1f s (%.0f ratings/s) with the %s engine on %s, %d epochs in all",
@@ -43,7 +45,6 @@ def main() -> None:
     save_model(fit.model, paths.MODEL)
     save_bias_model(fit_bias_model(train, n_users, n_movies, p), paths.BASELINE)
     plot_model(fit.model, paths.MODEL_PLOT, paths.MODEL_DOT)
-    write_csv(paths.HISTORY, fit.history)
     write_json(paths.TRAIN_METRICS, summarize_fit(fit))
 
 

@@ -124,6 +124,7 @@ def test_outputs_match_the_paths_module():
         str(v) for k, v in vars(paths).items() if k.isupper() and isinstance(v, Path) and v.suffix
     } - {str(paths.PARAMS)}
     named.add(str(paths.raw_dir(PARAMS["data"]["dataset"])))
+    named |= {str(paths.LIVE_TRAIN_PLOTS), str(paths.LIVE_CV_PLOTS)}  # dvclive's plot folders
     assert declared == named
 
 

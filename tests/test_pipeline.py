@@ -95,8 +95,8 @@ def test_first_repro_writes_every_artifact(repo):
     # A model that learned: below the user+movie bias model fitted on the same training split.
     assert scores["rmse"] < scores["baselines"]["user_movie_biases"]["rmse"]
     assert scores["test_pairs"] == 600  # round(6000 * 0.1)
-    artifacts = ["models/model.keras", "models/baseline.npz", "dvc.lock"]
-    for path in [*artifacts, "metrics/plots/history.csv"]:
+    artifacts = ["models/model.keras", "models/baseline.npz", "models/watch.npz", "dvc.lock"]
+    for path in [*artifacts, "metrics/live/train/metrics.json", "data/evaluation/topn.parquet"]:
         assert (repo / path).stat().st_size > 0
 
 

@@ -163,8 +163,18 @@ def test_each_plot_has_axis_labels_and_a_template_dvc_can_find(plot):
 
 # Real pages: dvc and chromium ---------------------------------------------------------------
 
-HISTORY_V1 = "epoch,loss,rmse,val_rmse\n1,1.6,1.25,1.21\n2,1.1,1.03,0.99\n3,0.8,0.89,0.91\n"
-HISTORY_V2 = "epoch,loss,rmse,val_rmse\n1,1.5,1.20,1.18\n2,1.0,0.98,0.95\n3,0.7,0.85,0.88\n"
+# dvclive's step files (movielens.model.live): the selection fit's steps, then the refit's
+LIVE = "metrics/live/train/plots/metrics"
+HISTORY_V1 = {
+    f"{LIVE}/select/train/rmse.tsv": "step\trmse\n0\t1.25\n1\t1.03\n2\t0.89\n",
+    f"{LIVE}/select/eval/rmse.tsv": "step\trmse\n0\t1.21\n1\t0.99\n2\t0.91\n",
+    f"{LIVE}/refit/train/rmse.tsv": "step\trmse\n3\t1.22\n4\t1.01\n",
+}
+HISTORY_V2 = {
+    f"{LIVE}/select/train/rmse.tsv": "step\trmse\n0\t1.20\n1\t0.98\n2\t0.85\n",
+    f"{LIVE}/select/eval/rmse.tsv": "step\trmse\n0\t1.18\n1\t0.95\n2\t0.88\n",
+    f"{LIVE}/refit/train/rmse.tsv": "step\trmse\n3\t1.19\n4\t0.97\n",
+}
 PREDICTIONS = "actual,predicted\n5,4.6\n3,3.2\n1,2.1\n4.5,3.9\n"
 RMSE_BY_ACTIVITY = "user_activity,rmse,test_pairs\n<20,1.15,10\n20-49,0.91,40\n>=50,0.85,90\n"
 
@@ -208,7 +218,9 @@ def plots_repo(tmp_path_factory, vega_cache) -> Path:
     (data / "predictions.csv").write_text(PREDICTIONS)
     (data / "rmse_by_activity.csv").write_text(RMSE_BY_ACTIVITY)
     for tag, history in [("v1", HISTORY_V1), ("v2", HISTORY_V2)]:
-        (data / "history.csv").write_text(history)
+        for path, text in history.items():
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_text(text)
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", tag)
         git(repo, "tag", tag)

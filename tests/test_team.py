@@ -212,8 +212,8 @@ def test_a_fresh_clone_pulls_from_s3_and_reproduces_nothing(alice, origin, a_use
 @pytest.mark.slow
 def test_the_run_cache_lets_a_clone_restore_stages_it_has_no_lock_for(alice, origin, env, tmp_path):
     """At the commit before dvc.lock existed only the run-cache pushed by alice knows the
-    stages' results: download and preprocess are restored from it, not run. (train and evaluate
-    write `cache: false` files, which DVC keeps no run-cache entry for: see the README.)"""
+    stages' results: download and preprocess are restored from it, not run. (train, evaluate
+    and crossvalidate: tests/test_run_cache.py, which also pushes their `cache: false` files.)"""
     # The setting some S3-compatible stores need with botocore >= 1.36 (moto takes both).
     checksums = {**env, "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED"}
     pushed = run(alice, "dvc", "push", "--run-cache", env=checksums)
@@ -279,9 +279,12 @@ def settled(names: list[str]):
 
 @pytest.mark.slow
 def test_a_queued_sweep_runs_two_experiments_at_once(alice, dim16, env):
-    queued = run(alice, "dvc", "exp", "run", "--queue", "-S", "train.embedding_dim=16,32", env=env)
+    """16 was run in the workspace (dim16), so its temporary workspace restores it from the
+    run-cache; 24 and 32 run, at the same time."""
+    grid = "train.embedding_dim=16,24,32"
+    queued = run(alice, "dvc", "exp", "run", "--queue", "-S", grid, env=env)
     names = re.findall(r"Queued experiment '([^']+)' for future execution", queued)
-    assert len(names) == 2, queued
+    assert len(names) == 3, queued
     try:
         run(alice, "dvc", "queue", "start", "-j", "2", env=env)
         status = wait_for_queue(alice, env, settled(names), QUEUE_TIMEOUT_S)
@@ -291,18 +294,27 @@ def test_a_queued_sweep_runs_two_experiments_at_once(alice, dim16, env):
     wait_for_queue(alice, env, lambda status: no_workers in status, timeout_s=120)
     for name in names:
         assert re.search(rf"\b{name}\s.*\bSuccess\b", status), status
-    spans = [log_span(run(alice, "dvc", "queue", "logs", name, env=env)) for name in names]
-    assert max(start for start, _ in spans) < min(end for _, end in spans), spans  # overlapped
     everything = experiments(alice, env)
-    shown = {name: everything[name] for name in names}
-    by_dim = {exp_param(data, "train", "embedding_dim"): data for data in shown.values()}
-    assert sorted(by_dim) == [16, 32], shown
-    rmses = [exp_scores(data)["rmse"] for data in by_dim.values()]
+    by_dim = {exp_param(everything[name], "train", "embedding_dim"): name for name in names}
+    assert sorted(by_dim) == [16, 24, 32], by_dim
+    logs = {dim: run(alice, "dvc", "queue", "logs", name, env=env) for dim, name in by_dim.items()}
+    assert restored(logs[16]) == {"train", "evaluate"}, logs[16]
+    assert model_hash(everything[by_dim[16]]) == model_hash(dim16["data"])
+    assert exp_scores(everything[by_dim[16]]) == exp_scores(dim16["data"])
+    spans = [log_span(logs[dim]) for dim in (24, 32)]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans  # overlapped
+    rmses = [exp_scores(everything[by_dim[dim]])["rmse"] for dim in (24, 32)]
     assert rmses[0] != rmses[1] and all(0 < rmse < 2 for rmse in rmses), rmses
-    # A temporary workspace trains the very model the workspace itself trains.
-    assert model_hash(by_dim[16]) == model_hash(dim16["data"])
-    assert exp_scores(by_dim[16]) == exp_scores(dim16["data"])
     assert run(alice, "git", "status", "--porcelain", env=env) == ""  # the workspace untouched
+    # A temporary workspace trains the very model the workspace itself trains: forced (-f), the
+    # workspace's run does not take 24 from the run-cache (dvc/stage/run.py: `if not force`).
+    forced = run(
+        alice, "dvc", "exp", "run", "-f", "-n", "dim24", "-S", "train.embedding_dim=24", env=env
+    )
+    assert ran(forced) == set(STAGE_NAMES) and restored(forced) == set(), forced
+    assert model_hash(experiments(alice, env)["dim24"]) == model_hash(everything[by_dim[24]])
+    run(alice, "git", "reset", "-q", "--hard", "HEAD", env=env)
+    run(alice, "dvc", "checkout", "-q", env=env)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -98,7 +98,13 @@ def summarize(rows: list[dict], split: str) -> dict:
 
 
 def cross_validate(
-    ratings: pd.DataFrame, split: str, folds: int, seed: int, p: dict, batch_size: int
+    ratings: pd.DataFrame,
+    split: str,
+    folds: int,
+    seed: int,
+    p: dict,
+    batch_size: int,
+    on_fold: Callable[[dict], None] | None = None,
 ) -> dict:
     """Fit and score the model and the bias baseline on each fold, as train and evaluate do.
 
@@ -112,6 +118,7 @@ def cross_validate(
         split, folds, seed: see assign_folds.
         p: the `train` params section.
         batch_size: held-out pairs per model.predict call.
+        on_fold: called with each fold's row as it is scored (movielens.model.live.log_fold).
 
     Returns:
         The summary that summarize writes to metrics/cv.json.
@@ -133,6 +140,8 @@ def cross_validate(
             "epochs_run": len(history),
         }
         rows.append(row)
+        if on_fold is not None:
+            on_fold(row)
         log.info(
             "fold %d/%d: RMSE %.4f (bias baseline %.4f) on %d held-out ratings, %d cold; %.1f s",
             k, folds, row["rmse"], row["baseline_rmse"], len(test), row["cold_pairs"],

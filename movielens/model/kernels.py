@@ -19,7 +19,8 @@ global. It has no whole-table term (that term's gradient is on every row) and re
 
 Results depend neither on the number of threads (a batch is cut into CHUNKS fixed parts, each
 summing into its own buffers; Adam's rows into BLOCKS fixed blocks, their partial sums added in
-order) nor on whether Numba compiled the code or loaded it from its cache beside this file, which
+order) nor on whether Numba compiled the code or loaded it from its cache (a folder named by this
+file's content, outside the checkout: movielens.model.kernel_cache), which
 fast-math does not promise: tests/test_fit.py checks it (docs/pipeline.md).
 """
 
@@ -29,6 +30,11 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+
+from movielens.model.kernel_cache import use_content_keyed_cache
+
+# Numba picks a function's cache folder when @njit(cache=True) decorates it: register first.
+use_content_keyed_cache()
 
 CHUNKS = 2  # parts of a batch whose row gradients are summed apart, in parallel
 assert CHUNKS == 2, "_adam_rows reads the two chunks' gradients by name"

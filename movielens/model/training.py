@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -21,8 +22,12 @@ from movielens.model.engines import check_rows, choose_engine, run_engine
 from movielens.model.epochs import FitSettings, TrainingData, fitted_ratings, training_data
 from movielens.model.keras_fit import restart
 from movielens.model.keras_model import build_model
+from movielens.model.live import REFIT, SELECTION, epoch_hook
 from movielens.model.optimizers import lazy_adam_guard
 from movielens.plumbing.errors import PipelineError
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +86,7 @@ def train_model(
     p: dict,
     build: Callable[..., keras.Model] = build_model,
     distribution=None,
-    on_epoch: Callable[[dict], None] | None = None,
+    live: Live | None = None,
 ) -> Fit:
     """Build the model and train it with the engine train.engine picks; refit it when asked.
 
@@ -95,7 +100,8 @@ def train_model(
         distribution: where the model is built and trained: a tf.distribute.Strategy
             (TensorFlow) or a keras.distribution.Distribution (JAX); by default
             backend.default_distribution.
-        on_epoch: called with each epoch's history row of the selection run.
+        live: a dvclive Live that logs every epoch of the selection run and of the refit
+            (movielens.model.live).
 
     Raises:
         PipelineError: for train params the backend or the engine cannot run.
@@ -124,11 +130,11 @@ def train_model(
         engine, reason = choose_engine(p["engine"], model, backend, n_accelerators)
         log.info("engine: %s on %s (%s)", engine, backend, reason)
         fitted = Trainer(engine, model, data, FitSettings.of(p), replicas)
-        history = fitted.select(on_epoch)
+        history = fitted.select(epoch_hook(live, SELECTION))
         best = best_epoch_of(history)
         refit = bool(p["refit"]) and len(data.val_rows) > 0
         if refit:
-            fitted.refit(best)
+            fitted.refit(best, epoch_hook(live, REFIT))
         bare = uncompiled(model)  # in the scope: its variables keep the distribution's layouts
     n_fitted = len(data.ratings) if refit else len(data.fit_rows)
     return Fit(bare, history, engine, reason, backend, best, refit, n_fitted)
@@ -164,13 +170,13 @@ class Trainer:
             self.replicas,
         )  # fmt: skip
 
-    def refit(self, epochs: int) -> None:
+    def refit(self, epochs: int, on_epoch=None) -> None:
         """Train again from the initial weights on every training row for `epochs` epochs."""
         log.info("refit: %d epochs on all %d training ratings", epochs, len(self.data.ratings))
         restart(self.model, self.initial_weights)  # a compiled Keras model keeps its traced step
         run_engine(
             self.engine, self.model, self.data.whole(), self.settings.for_epochs(epochs),
-            self.checked_on, replicas=self.replicas,
+            self.checked_on, on_epoch, self.replicas,
         )  # fmt: skip
 
 

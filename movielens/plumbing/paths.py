@@ -26,8 +26,14 @@ TRAIN_METRICS = METRICS_DIR / "train.json"
 CV_METRICS = METRICS_DIR / "cv.json"
 SCORES = METRICS_DIR / "scores.json"
 WATCH_METRICS = METRICS_DIR / "watch.json"
+# dvclive's folders (movielens.model.live): its summary metrics.json and its step plots' folder
+LIVE_TRAIN = METRICS_DIR / "live" / "train"  # every epoch of the train stage's fits
+LIVE_TRAIN_METRICS = LIVE_TRAIN / "metrics.json"
+LIVE_TRAIN_PLOTS = LIVE_TRAIN / "plots" / "metrics"
+LIVE_CV = METRICS_DIR / "live" / "crossvalidate"  # every fold of crossvalidate
+LIVE_CV_METRICS = LIVE_CV / "metrics.json"
+LIVE_CV_PLOTS = LIVE_CV / "plots" / "metrics"
 PLOTS_DIR = METRICS_DIR / "plots"
-HISTORY = PLOTS_DIR / "history.csv"
 PREDICTIONS = PLOTS_DIR / "predictions.csv"
 RMSE_BY_ACTIVITY = PLOTS_DIR / "rmse_by_activity.csv"
 
