@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WARM_UP = """
 import json
 from movielens.model import kernels
-kernels.warm_up()
+from movielens.model.compiled_fit import warm_up_kernels
+warm_up_kernels()
 dispatchers = [kernels.adam_epoch, kernels.lazy_adam_epoch, kernels.squared_error, kernels.gather]
 print(json.dumps({
     "hits": sum(sum(d.stats.cache_hits.values()) for d in dispatchers),

@@ -157,7 +157,7 @@ def test_nothing_is_posted_to_studio_even_with_a_token(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_STUDIO_REPO_URL", "https://example.invalid/movielens.git")
     try:
         with training_live.open_live(repo / "live") as live:
-            training_live.log_epoch(live, training_live.SELECTION, 1, {"rmse": 1.0})
+            training_live.log_epoch(live, training_live.SELECTION, {"epoch": 1, "rmse": 1.0})
     finally:
         server.shutdown()
     assert Recorder.requests == []
@@ -169,6 +169,6 @@ def test_a_failed_fit_leaves_no_history(tmp_path, monkeypatch):
         pytest.raises(RuntimeError, match="diverged"),
         training_live.open_live(Path("metrics/live/train")) as live,
     ):
-        training_live.log_epoch(live, training_live.SELECTION, 1, {"rmse": 1.0})
+        training_live.log_epoch(live, training_live.SELECTION, {"epoch": 1, "rmse": 1.0})
         raise RuntimeError("diverged")
     assert list(tmp_path.iterdir()) == []
