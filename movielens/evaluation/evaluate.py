@@ -120,24 +120,38 @@ def evaluate_split(
         ranked,
     )
     rows = {name: ranking_summary(metrics) for name, metrics in ranking.items()}
-    result = {
-        "rmse": table["model"]["rmse"],
-        "mae": table["model"]["mae"],
-        **{key: value for key, value in rows["served"].items() if "@" in key},
-        "rmse_warm": round(rmse(actual[warm], predicted[warm]), 6),
-        "baselines": {key: value for key, value in table.items() if key != "model"},
-        "ranked_by": ranked_by(watch.kind, like_weight),
-        "ranking": rows,
-        "ranking_users": {"ranked": n_users if ranked is None else len(ranked), "of": n_users},
-        "test_pairs": len(actual),
-        "cold_pairs": int((~warm).sum()),
-        "cold_fallback": "user_movie_biases",
-    }
+    served_by = ranked_by(watch.kind, like_weight)
+    result = scores_json(table, rows, served_by, rmse(actual[warm], predicted[warm]), n_users, warm)
     log_scores(table, rows, len(actual), int((~warm).sum()))
     predictions, by_activity = plot_data(
         actual, predicted, users, train["user_index"].to_numpy(), plot_points, activity_buckets
     )
     return Evaluation(result, predictions, by_activity, ranking["served"].lists)
+
+
+def scores_json(
+    table: dict, rows: dict, served_by: str, rmse_warm: float, n_users: int, warm: np.ndarray
+) -> dict:
+    """metrics/scores.json: RMSE and MAE first, the served lists' ranking metrics, then the rest.
+
+    Args:
+        table: scores() of the model and the baselines; rows: ranking_summary of each ranker.
+        served_by: what the served lists are ranked by; n_users: the users the model knows.
+        warm: bool (n_test,), the test pairs whose user and movie the model knows.
+    """
+    return {
+        "rmse": table["model"]["rmse"],
+        "mae": table["model"]["mae"],
+        **{key: value for key, value in rows["served"].items() if "@" in key},
+        "rmse_warm": round(rmse_warm, 6),
+        "baselines": {key: value for key, value in table.items() if key != "model"},
+        "ranked_by": served_by,
+        "ranking": rows,
+        "ranking_users": {"ranked": rows["served"]["users_ranked"], "of": n_users},
+        "test_pairs": len(warm),
+        "cold_pairs": int((~warm).sum()),
+        "cold_fallback": "user_movie_biases",
+    }
 
 
 def plot_data(
