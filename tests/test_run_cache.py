@@ -193,7 +193,17 @@ def test_a_fresh_clone_restores_a_param_set_only_alice_ran(aba, kind, remotes, e
     assert stage_outputs(bob) == aba["outputs_b"]
 
     user = int(pd.read_parquet(bob / "data/processed/user_ids.parquet")["userId"].iloc[0])
-    command = ["python", "-m", "stages.recommend", "--user", str(user), "-n", "5", "--json"]
+    command = [
+        "python",
+        "-m",
+        "movielens.cli",
+        "recommend",
+        "--user",
+        str(user),
+        "-n",
+        "5",
+        "--json",
+    ]
     answer = json.loads(run(bob, *command, env=env))
     assert len(answer["recommendations"]) == 5, answer
 

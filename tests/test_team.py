@@ -83,7 +83,17 @@ def clone(origin: Path, dest: Path, env: dict) -> Path:
 
 
 def recommend(repo: Path, env: dict, user: int) -> list[dict]:
-    command = ["python", "-m", "stages.recommend", "--user", str(user), "-n", "5", "--json"]
+    command = [
+        "python",
+        "-m",
+        "movielens.cli",
+        "recommend",
+        "--user",
+        str(user),
+        "-n",
+        "5",
+        "--json",
+    ]
     return json.loads(run(repo, *command, env=env, stdout_only=True))
 
 
