@@ -29,7 +29,7 @@ from benchmarks.bench_train import machine_info
 from movielens.data.splits import held_out_mask
 from movielens.evaluation.ranking import Scorer, scorer_of
 from movielens.evaluation.topn import popularity_factors, ranking_summary, ranking_table
-from movielens.model.watch import WatchModel, fit_watch, history_matrix
+from movielens.model.watch import WatchModel, fit_settings, fit_watch, history_matrix
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import run_stage
@@ -51,11 +51,6 @@ MIN_RATINGS = (1, 5, 10)
 LIKE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
 NEIGHBOURS = 10
 PROBE_MIN_RATINGS = 20  # `similar` is measured on movies with at least this many training ratings
-
-
-def watch_settings(watch: dict, **changes) -> dict:
-    """fit_watch's keyword arguments: params.yaml's watch section with some changed."""
-    return {key: value for key, value in {**watch, **changes}.items() if key != "like_weight"}
 
 
 def timed_watch(history, settings: dict) -> tuple[WatchModel, float]:
@@ -87,12 +82,12 @@ def peers(history, params: dict, n_users: int, n_movies: int, train) -> tuple[di
     seconds = {"most popular": 0.0}
     for l2 in EASE_L2:
         name = f"EASE (lambda {l2:g})"
-        settings = watch_settings(params["watch"], model="ease", min_ratings=1, ease_l2=l2)
+        settings = fit_settings(params["watch"], model="ease", min_ratings=1, ease_l2=l2)
         model, seconds[name] = timed_watch(history, settings)
         rankers[name] = WatchScorer(model, history)
     for factors, regularization, alpha in ALS_SETTINGS:
         name = f"implicit ALS ({factors} factors, reg {regularization:g}, alpha {alpha:g})"
-        settings = watch_settings(
+        settings = fit_settings(
             params["watch"], model="als", min_ratings=1, als_factors=factors,
             als_regularization=regularization, als_alpha=alpha,
         )  # fmt: skip
@@ -110,7 +105,7 @@ def bench(params: dict) -> dict:
     history = history_matrix(train["user_index"], train["movie_index"], n_users, n_movies)
     rankers, seconds = peers(history, params, n_users, n_movies, train)
     rating = load_scorer(paths.MODEL, n_users, n_movies)
-    watch, seconds["watch model"] = timed_watch(history, watch_settings(params["watch"]))
+    watch, seconds["watch model"] = timed_watch(history, fit_settings(params["watch"]))
     ours = served_ranker(
         rating, watch, train["user_index"], train["movie_index"], params["watch"]["like_weight"]
     )
@@ -196,7 +191,7 @@ def search(params: dict) -> dict:
     ]
     watch_rows = []
     for changes in candidates:
-        model, seconds = timed_watch(history, watch_settings(params["watch"], **changes))
+        model, seconds = timed_watch(history, fit_settings(params["watch"], **changes))
         row = score_rows(
             {"watch": WatchScorer(model, history)}, fit_part, validation, evaluate, {}
         )[0]
@@ -205,7 +200,7 @@ def search(params: dict) -> dict:
     best = max(watch_rows, key=lambda row: row[key])
     fit = train_model(fit_part, n_users, n_movies, params["train"])
     rating = scorer_of(fit.model, n_users, n_movies, evaluate["batch_size"])
-    settings = watch_settings(
+    settings = fit_settings(
         params["watch"], **{k: v for k, v in best.items() if k in params["watch"]}
     )
     watch, _ = timed_watch(history, settings)

@@ -662,7 +662,7 @@ def hand_metrics(lists: pd.DataFrame, relevant: set[tuple[int, int]], k: int) ->
 
 def test_the_written_top_lists_are_the_ones_the_metrics_were_computed_from(tmp_path, monkeypatch):
     from movielens.data.preprocess import encode_splits, split_ratings
-    from movielens.model.watch import fit_watch, history_matrix
+    from movielens.model.watch import fit_settings, fit_watch, history_matrix
     from movielens.synth import generate_ratings
 
     ratings = generate_ratings(3000, 60, 150, seed=1)
@@ -676,8 +676,7 @@ def test_the_written_top_lists_are_the_ones_the_metrics_were_computed_from(tmp_p
     history = history_matrix(
         train["user_index"], train["movie_index"], len(user_ids), len(movie_ids)
     )
-    watch_params = {key: v for key, v in params["watch"].items() if key != "like_weight"}
-    save_watch(fit_watch(history, **watch_params), paths.WATCH_MODEL)
+    save_watch(fit_watch(history, **fit_settings(params["watch"])), paths.WATCH_MODEL)
     evaluate_stage.main()
     scores = json.loads(Path(paths.SCORES).read_text())
     lists = pd.read_parquet(paths.TOPN)

@@ -173,6 +173,14 @@ def fit_als(
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
+def fit_settings(watch_params: dict, **changes) -> dict:
+    """fit_watch's keyword arguments from params.yaml's watch section (with `changes`): every key
+    but like_weight, which the served ranking reads (movielens.ranker), not the fit."""
+    return {
+        key: value for key, value in {**watch_params, **changes}.items() if key != "like_weight"
+    }
+
+
 def fit_watch(
     history: sp.csr_matrix,
     model: str,
