@@ -10,7 +10,6 @@ whole stage (dvc/stage/__init__.py, `no_cache_outs`).
 import csv
 import hashlib
 import json
-import logging
 import subprocess
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.project_copy import make_project, project_env, set_params
+from benchmarks.project_copy import make_project, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STAGES = {"train", "evaluate", "crossvalidate"}
@@ -70,19 +69,8 @@ def repro_with(repo: Path, params: dict, env: dict, *options: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def env(small_mirror, tmp_path_factory) -> dict:
-    """DVC's environment with dummy AWS credentials and no AWS files of this machine's user."""
-    aws = tmp_path_factory.mktemp("aws")
-    base = {k: v for k, v in project_env(small_mirror).items() if not k.startswith("AWS_")}
-    return {
-        **base,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(aws / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+def env(aws_env) -> dict:
+    return aws_env
 
 
 def test_every_stage_keeps_the_run_cache():
@@ -105,27 +93,6 @@ def test_a_param_set_run_before_is_restored_byte_identical(aba):
     assert stage_outputs(aba["repo"]) == aba["outputs_a"]
     live = "metrics/live/train/plots/metrics/select/train/rmse.tsv"  # a file in a declared folder
     assert {live, "metrics/plots/predictions.csv", "metrics/cv.json"} <= aba["outputs_a"].keys()
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(env) -> str:
-    """moto's S3 server on 127.0.0.1 with a free port and one bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        ).create_bucket(Bucket=BUCKET)  # fmt: skip
-        yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

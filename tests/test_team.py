@@ -8,7 +8,6 @@ dvc-s3's own tests start it (ThreadedMotoServer("127.0.0.1", 0)).
 """
 
 import json
-import logging
 import re
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.project_copy import make_project, project_env
+from benchmarks.project_copy import make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_NAMES = ("download", "preprocess", "train", "evaluate")
@@ -113,40 +112,8 @@ def test_the_project_commits_no_default_remote():
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server on 127.0.0.1, a free port, with one bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        ).create_bucket(Bucket=BUCKET)  # fmt: skip
-        yield endpoint
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def env(small_mirror, tmp_path_factory) -> dict:
-    """DVC's environment with dummy AWS credentials and no AWS files of this machine's user."""
-    aws = tmp_path_factory.mktemp("aws")
-    base = {k: v for k, v in project_env(small_mirror).items() if not k.startswith("AWS_")}
-    return {
-        **base,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(aws / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+def env(aws_env) -> dict:
+    return aws_env
 
 
 @pytest.fixture(scope="module")
