@@ -19,14 +19,12 @@ import pandas as pd
 
 from movielens.data.ids import index_in
 from movielens.evaluation.ranking import Scorer, top_k, top_lists
-from movielens.model.baseline import load_bias_model
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import write_csv, write_parquet
 from movielens.ranker import lists_frame, ranked_by
 from movielens.serve.load import (
-    Catalogue,
     explain_unknown_movie,
     load_catalogue,
     load_movie_vectors,
@@ -119,9 +117,9 @@ def user_list(user_id: int, n: int) -> dict:
         reason, how, count = None, ranked_by(ranker.watch.watch.kind, ranker.like_weight), len(rows)
     else:
         reason, rated_ids = unknown_user(user_id, rows)
-        scores_all = load_non_personal(catalogue, load_params()["watch"]["like_weight"])
+        scores_all, average = load_non_personal(catalogue, load_params()["watch"]["like_weight"])
         best = top_n(scores_all, indices_of(rated_ids, catalogue.movie_ids), n)
-        scores, predicted = scores_all[best], non_personal_ratings(catalogue)[best]
+        scores, predicted = scores_all[best], average[best]
         how, count = NON_PERSONAL, len(np.unique(rated_ids))
     if len(best) < n:
         log.warning("user %d has only %d unrated movies left", user_id, len(best))
@@ -134,12 +132,6 @@ def user_list(user_id: int, n: int) -> dict:
         "rated": count,
         "recommendations": [vars(r) for r in found],
     }
-
-
-def non_personal_ratings(catalogue: Catalogue) -> np.ndarray:
-    """The average user's predicted rating of every movie: the bias model's mu + b_m."""
-    biases = load_bias_model(paths.BASELINE, len(catalogue.user_ids), len(catalogue.movie_ids))
-    return biases.mu + biases.movie_bias
 
 
 def check_list_path(out: Path) -> None:
@@ -180,7 +172,7 @@ def all_user_lists(n: int) -> tuple[pd.DataFrame, str]:
         log.info(
             "%d users are unknown to the models: not personalised", strangers["userId"].nunique()
         )
-        scores = load_non_personal(catalogue, ranker.like_weight)
+        scores, _ = load_non_personal(catalogue, ranker.like_weight)
         for user_id, rows in strangers.groupby("userId", sort=True):
             rated = rows["movie_index"].to_numpy()
             best = top_n(scores, rated[rated >= 0], n)

@@ -35,26 +35,32 @@ class Catalogue:
     Attributes:
         user_ids, movie_ids: int (n,), the id of each user and movie index, ascending.
         ratings: userId, movieId, user_index, movie_index of every rating in both splits
-            (index -1: not in the model's id space).
+            (index -1: not in the model's id space), the training split's first.
+        n_train: how many of them are the training split's.
         movies: movieId, title, genres.
     """
 
     user_ids: np.ndarray
     movie_ids: np.ndarray
     ratings: pd.DataFrame
+    n_train: int
     movies: pd.DataFrame
+
+    @property
+    def train(self) -> pd.DataFrame:
+        """The training split's rows of `ratings`: the pairs the models were fitted on."""
+        return self.ratings.iloc[: self.n_train]
 
 
 def load_catalogue() -> Catalogue:
     require(paths.USER_IDS, paths.MOVIE_IDS, paths.TRAIN, paths.TEST, paths.MOVIES)
     columns = ["userId", "movieId", "user_index", "movie_index"]
-    ratings = pd.concat(
-        [pd.read_parquet(split, columns=columns) for split in (paths.TRAIN, paths.TEST)]
-    )
+    train, test = (pd.read_parquet(split, columns=columns) for split in (paths.TRAIN, paths.TEST))
     return Catalogue(
         pd.read_parquet(paths.USER_IDS)["userId"].to_numpy(),
         pd.read_parquet(paths.MOVIE_IDS)["movieId"].to_numpy(),
-        ratings.reset_index(drop=True),
+        pd.concat([train, test], ignore_index=True),
+        len(train),
         pd.read_parquet(paths.MOVIES),
     )
 
@@ -64,21 +70,21 @@ def load_ranker(catalogue: Catalogue) -> Ranker:
     require(paths.MODEL, paths.WATCH_MODEL)
     n_users, n_movies = len(catalogue.user_ids), len(catalogue.movie_ids)
     watch = load_watch(paths.WATCH_MODEL, n_users, n_movies)
-    train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index"])
+    train = catalogue.train
     rating = load_scorer(paths.MODEL, n_users, n_movies)
     like_weight = load_params()["watch"]["like_weight"]
     return served_ranker(rating, watch, train["user_index"], train["movie_index"], like_weight)
 
 
-def load_non_personal(catalogue: Catalogue, like_weight: float) -> np.ndarray:
-    """float32 (n_movies,): the served formula's scores for a user no model knows."""
+def load_non_personal(catalogue: Catalogue, like_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """For a user no model knows: the served formula's scores, float32 (n_movies,), and the
+    average user's predicted rating of each movie (the bias model's mu + b_m), float64."""
     require(paths.BASELINE)
     n_users, n_movies = len(catalogue.user_ids), len(catalogue.movie_ids)
     biases = load_bias_model(paths.BASELINE, n_users, n_movies)
-    train = pd.read_parquet(paths.TRAIN, columns=["movie_index"])["movie_index"].to_numpy()
-    counts = np.bincount(train[train >= 0], minlength=n_movies)
-    scale = weights.rescaling_of(weights.read_config(paths.MODEL), RATING)
-    return non_personal_scores(counts, biases.mu + biases.movie_bias, scale, like_weight)
+    average = biases.mu + biases.movie_bias
+    counts = np.bincount(catalogue.train["movie_index"].to_numpy(), minlength=n_movies)
+    return non_personal_scores(counts, average, rating_scale(), like_weight), average
 
 
 def load_watch_model(n_users: int, n_movies: int) -> WatchModel:
