@@ -446,8 +446,6 @@ def ranking_metrics(
         ValueError: for k or block_size < 1.
         PipelineError: for an index outside the model's tables.
     """
-    if k < 1 or block_size < 1:
-        raise ValueError(f"k={k} and block_size={block_size} must be positive")
     n_users, n_movies = scorer.n_users, scorer.n_movies
     test_users, test_movies = np.asarray(test_users), np.asarray(test_movies)
     liked = np.asarray(test_ratings) >= relevance_threshold
