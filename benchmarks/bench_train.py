@@ -151,7 +151,7 @@ def release_ratings(params: dict) -> pd.DataFrame:
 def resplit(ratings: pd.DataFrame, prep: dict, seed: int) -> Split:
     """Split `ratings` as the preprocess stage does with the `preprocess` params, but with `seed`."""
     _, train, test, user_ids, movie_ids = preprocess(
-        ratings, prep["top_users"], prep["top_movies"], prep["test_size"], seed
+        ratings, prep["top_users"], prep["top_movies"], prep["test_size"], seed, prep["split"]
     )
     return Split(train, test, len(user_ids), len(movie_ids))
 

@@ -182,6 +182,13 @@ def test_resplit_with_the_pipeline_seed_is_data_processed(in_project):
     assert not bench_train.same_split(bench_train.resplit(ratings, prep, 1), pipeline)
 
 
+def test_resplit_follows_the_split_protocol(in_project):
+    params = load_params()
+    prep = {**params["preprocess"], "split": "time"}
+    split = bench_train.resplit(bench_train.release_ratings(params), prep, prep["seed"])
+    assert split.test["timestamp"].min() >= split.train["timestamp"].max()
+
+
 def test_seed_check_refuses_a_stale_split(in_project):
     params = load_params()
     params["preprocess"]["seed"] += 1
