@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from movielens.model.backend import use_backend
+from movielens.training.backend import use_backend
 
 use_backend("jax")  # before Keras is imported; the modules below import it
 

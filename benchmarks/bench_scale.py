@@ -2,7 +2,7 @@
 
 Run `make bench-scale` (or `python -m benchmarks.bench_scale` from the project root). It
 
-1. generates ml-25m-shaped data with movielens.synth into a cache folder (reused when there),
+1. generates ml-25m-shaped data with movielens.synth.generate into a cache folder (reused when there),
    a directory laid out like the GroupLens server: ml-25m.zip and ml-25m.zip.md5; users choose
    their movies by taste as well as popularity (synth's `taste`, DEFAULT_TASTE), so that which
    movies a user will watch can be learnt and top-N quality measured;

@@ -27,14 +27,14 @@ import pandas as pd
 
 from benchmarks.bench_train import machine_info
 from movielens.data.splits import held_out_mask
-from movielens.evaluation.ranking import Scorer, scorer_of
 from movielens.evaluation.topn import popularity_factors, ranking_summary, ranking_table
 from movielens.model.watch import WatchModel, fit_settings, fit_watch, history_matrix
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import run_stage
 from movielens.plumbing.files import write_json
-from movielens.ranker import WatchScorer, served_ranker
+from movielens.ranking.scorers import Scorer, scorer_of
+from movielens.ranking.served import WatchScorer, served_ranker
 from movielens.serve.load import load_movie_vectors, load_scorer
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def validation_split(params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def search(params: dict) -> dict:
     """Choose the watch settings, then watch.like_weight, by NDCG@k on the validation part."""
-    from movielens.model.training import train_model
+    from movielens.training.fit import train_model
 
     fit_part, validation = validation_split(params)
     n_users = len(pd.read_parquet(paths.USER_IDS))

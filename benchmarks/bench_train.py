@@ -34,16 +34,16 @@ from movielens.data.preprocess import load_release, preprocess
 from movielens.data.releases import get_dataset
 from movielens.evaluation.accuracy import predict_test, scores
 from movielens.evaluation.crossvalidation import fold_means, fold_splits, mean_and_std
-from movielens.model.backend import accelerators, active_backend
 from movielens.model.baseline import fit_bias_model
-from movielens.model.compiled_fit import warm_up_kernels
-from movielens.model.engines import choose_engine
 from movielens.model.keras_model import build_model, model_inputs
-from movielens.model.training import rating_scale_of, ratings_processed, train_model
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError, run_stage
 from movielens.plumbing.files import write_json
+from movielens.training.backend import accelerators, active_backend
+from movielens.training.compiled.fit import warm_up_kernels
+from movielens.training.engines import choose_engine
+from movielens.training.fit import rating_scale_of, ratings_processed, train_model
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def choose_default_engine(params: dict) -> str:
 def time_kernel_warm_up() -> float:
     """Seconds to make the training kernels ready: compile them, or load them from Numba's cache.
 
-    Numba keeps compiled code on disk beside movielens/model/kernels.py: it compiles after a change to the
+    Numba keeps compiled code on disk beside movielens/training/compiled/kernels.py: it compiles after a change to the
     file (a few seconds, once) and loads the code in later runs. The train stage does this before
     it times the fit, and so does the benchmark, so that the fit time is the training alone, the
     way Surprise's Cython is compiled when it is installed and imported before it fits.
@@ -229,7 +229,7 @@ def engine_row_name(engine: str) -> str:
 def bench_ours(
     split: Split, params: dict, engine: str | None = None, batch_size: int | None = None
 ) -> dict:
-    """Fit our model with movielens.model.training.train_model (timed) and score it as evaluate does.
+    """Fit our model with movielens.training.fit.train_model (timed) and score it as evaluate does.
 
     Args:
         engine: "keras" or "compiled"; None keeps train.engine from params.yaml.

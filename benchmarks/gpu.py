@@ -1,11 +1,11 @@
 """Accelerator benchmark of the xla engine (issue 23): ratings/s, epoch time and RMSE, on JAX.
 
 Trains the project's own model (movielens.model.keras_model.build_model) through
-movielens.model.training.train_model with train.backend=jax and train.engine=xla, on
+movielens.training.fit.train_model with train.backend=jax and train.engine=xla, on
 
 - ml-latest-small: the pipeline's split in data/processed (`dvc repro preprocess` first; skipped
   when absent), with params.yaml's train section (refit off, so the fit timed is one run);
-- ratings generated in the ml-25m shape (movielens.synth, 162,541 users and 62,423 movies at
+- ratings generated in the ml-25m shape (movielens.synth.generate, 162,541 users and 62,423 movies at
   25 M), at embedding_dim 8 and batch_size 32768 with dense Adam and embeddings_l2 = 0, beside
   the generator's floor (the RMSE a perfect model would score).
 
@@ -26,7 +26,7 @@ import json
 import logging
 import time
 
-from movielens.model.backend import use_backend
+from movielens.training.backend import use_backend
 
 use_backend("jax")  # before Keras is imported; the modules below import it
 
@@ -36,10 +36,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from movielens import synth  # noqa: E402
-from movielens.model.training import train_model  # noqa: E402
 from movielens.params import load_params  # noqa: E402
 from movielens.plumbing import paths  # noqa: E402
 from movielens.plumbing.files import write_json  # noqa: E402
+from movielens.training.fit import train_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def make_project(dest: Path, overrides: dict, env: dict) -> Path:
         source = ROOT / name
         if source.is_dir():
             # Numba's compiled kernels are cached outside the checkout by their source's content
-            # (movielens.model.kernel_cache), so no copy compiles them again.
+            # (movielens.training.compiled.cache), so no copy compiles them again.
             shutil.copytree(source, dest / name)
         elif source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Grid search over the train params, scored only on the validation part of the training split.
 
 Run `make search` (or `python -m benchmarks.search` from the project root after
-`dvc repro preprocess`). Every combination fits with movielens.model.training.fit_model on
+`dvc repro preprocess`). Every combination fits with movielens.training.fit.fit_model on
 data/processed/train.parquet and is scored by its best `val_rmse`, the RMSE on the part
 train.validation_size carves out of the training split; the test split is never read, so the
 chosen params can still be judged on it by the pipeline. Override or add grid keys with
@@ -22,11 +22,11 @@ import pandas as pd
 import yaml
 
 from benchmarks.bench_train import machine_info
-from movielens.model.training import summarize_fit, train_model
 from movielens.params import load_params, params_schema, validate_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError, run_stage
 from movielens.plumbing.files import write_json
+from movielens.training.fit import summarize_fit, train_model
 
 log = logging.getLogger(__name__)
 

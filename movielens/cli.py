@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from movielens.plumbing.runtime import set_up
+
 USAGE = __doc__.split("\n\n", 1)[1].rstrip()
 
 
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage:\n{USAGE}")
         return 0 if argv else 1
     command, rest = argv[0], argv[1:]
+    set_up()
     if command == "synth":
         from movielens import synth
 

@@ -13,13 +13,10 @@ from typing import Any
 import yaml
 
 from movielens.plumbing import paths
+from movielens.plumbing.choices import DATASETS, SPLITS, WATCH_MODELS
 from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
-
-# The split rules (movielens.data.splits) by name: the values preprocess.split takes.
-SPLITS = ("random", "user", "time")
-WATCH_MODELS = ("ease", "als")  # watch.model: movielens.model.watch fits either
 
 
 @dataclass(frozen=True)
@@ -79,12 +76,6 @@ class Spec:
         )
 
 
-def _known_datasets() -> tuple[str, ...]:
-    from movielens.data.releases import DATASETS
-
-    return tuple(DATASETS)
-
-
 def _watch_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
     """The watch section: the will-watch model (movielens.model.watch) and the served blend."""
     return {
@@ -107,7 +98,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
     seed = Spec(int, low=0, high=2**32 - 1)
     fraction = Spec(float, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     return {
-        "data": {"dataset": Spec(str, choices=_known_datasets())},
+        "data": {"dataset": Spec(str, choices=DATASETS)},
         "preprocess": {
             "top_users": Spec(int, low=1, nullable=True),
             "top_movies": Spec(int, low=1, nullable=True),

@@ -7,12 +7,12 @@ from functools import partial
 
 import pandas as pd
 
-from movielens.model.backend import use_backend
-from movielens.model.live import log_fold, open_live
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
 from movielens.plumbing.files import write_json
+from movielens.training.backend import use_backend
+from movielens.training.live import log_fold, open_live
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def main() -> None:
     cv = params["crossvalidate"]
     use_backend(params["train"]["backend"])  # before Keras is imported: the modules below import it
     from movielens.evaluation.crossvalidation import cross_validate
-    from movielens.model.training import prepare
+    from movielens.training.fit import prepare
 
     split = params["preprocess"]["split"]
     require(paths.RATINGS)

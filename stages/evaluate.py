@@ -12,7 +12,7 @@ from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
 from movielens.plumbing.files import write_csv, write_json, write_parquet
-from movielens.ranker import lists_frame
+from movielens.ranking.served import lists_frame
 
 
 def main() -> None:

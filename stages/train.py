@@ -7,13 +7,13 @@ import time
 
 import pandas as pd
 
-from movielens.model.backend import use_backend
 from movielens.model.baseline import fit_bias_model, save_bias_model
-from movielens.model.live import open_live
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
 from movielens.plumbing.files import write_json
+from movielens.training.backend import use_backend
+from movielens.training.live import open_live
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 def main() -> None:
     p = load_params()["train"]
     use_backend(p["backend"])  # before Keras is imported: the modules below import it
-    from movielens.model.optimizers import lazy_adam_guard
     from movielens.model.saving import plot_model, save_model
-    from movielens.model.training import prepare, ratings_processed, summarize_fit, train_model
+    from movielens.training.fit import prepare, ratings_processed, summarize_fit, train_model
+    from movielens.training.optimizers import lazy_adam_guard
 
     lazy_adam_guard(p["optimizer"], p["embeddings_l2"])
 

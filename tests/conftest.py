@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.project_copy import project_env
-from movielens.synth import generate_release
+from movielens.synth.generate import generate_release
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 The backend is chosen once per process, before Keras is imported, and this test process runs
 TensorFlow; so every JAX run here is a subprocess that picks JAX the way the train stage does
-(movielens.model.backend.use_backend) and prints its results as JSON.
+(movielens.training.backend.use_backend) and prints its results as JSON.
 """
 
 import json
@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from movielens.model import training as train
 from movielens.plumbing import paths
+from movielens.training import fit as train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings
@@ -29,12 +29,12 @@ CONVERGED = {"epochs": 40, "patience": 3, "batch_size": 512, "learning_rate": 0.
 
 PRELUDE = """
 import hashlib, json, sys
-from movielens.model.backend import use_backend
+from movielens.training.backend import use_backend
 use_backend("jax")
 sys.path.insert(0, "tests")
 from test_backends import CONVERGED
 from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings, variant
-from movielens.model import training as train
+from movielens.training import fit as train
 
 def fit(engine, ratings, build=None, **changes):
     p = {**PARAMS, "backend": "jax", "engine": engine, **changes}
@@ -138,13 +138,13 @@ def test_the_xla_engine_gives_the_same_weights_bit_for_bit_run_after_run(jax_run
 # Two virtual CPU devices stand in for two GPUs; XLA reads the flag when JAX starts.
 DEVICES_RUN = """
 import json, sys
-from movielens.model.backend import use_backend
+from movielens.training.backend import use_backend
 use_backend("jax")
 import jax, keras
 sys.path.insert(0, "tests")
 from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings
-from movielens.model import training as train
-from movielens.model.backend import default_distribution
+from movielens.training import fit as train
+from movielens.training.backend import default_distribution
 ratings = planted_ratings()
 p = {**PARAMS, "backend": "jax", "engine": sys.argv[1], "epochs": 3}
 devices = jax.devices()

@@ -17,10 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from movielens.model import compiled_fit, engines, saving
-from movielens.model import training as train
-from movielens.model.epochs import FitSettings, carve_validation, epoch_orders, training_data
-from movielens.model.keras_fit import EpochBatches, fit_keras
+from movielens.model import saving
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.layers import (
     MOVIE_BIAS,
@@ -33,6 +30,11 @@ from movielens.model.layers import (
 )
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
+from movielens.training import engines
+from movielens.training import fit as train
+from movielens.training.compiled import fit as compiled_fit
+from movielens.training.epochs import FitSettings, carve_validation, epoch_orders, training_data
+from movielens.training.keras_fit import EpochBatches, fit_keras
 from stages import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +310,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from test_engines import PARAMS, N_USERS, N_MOVIES, planted_ratings
-from movielens.model import training as train
+from movielens.training import fit as train
 from stages import train as train_stage
 ratings = planted_ratings()
 p = {**PARAMS, "engine": "keras", "epochs": 3}

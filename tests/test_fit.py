@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from movielens.model import kernels
-from movielens.model.compiled_fit import AdamTrainer, objective_of, warm_up_kernels
-from movielens.model.epochs import carve_validation, fitted_ratings
 from movielens.model.keras_model import build_model, model_inputs
-from movielens.model.training import fit_model
 from movielens.plumbing.errors import PipelineError
+from movielens.training.compiled import kernels
+from movielens.training.compiled.fit import AdamTrainer, objective_of, warm_up_kernels
+from movielens.training.epochs import carve_validation, fitted_ratings
+from movielens.training.fit import fit_model
 
 N_USERS, N_MOVIES, DIM = 6, 9, 4
 SCALE = (0.5, 5.0)
@@ -269,7 +269,7 @@ def test_gather_is_numpy_fancy_indexing():
 KERNEL_RUN = """
 import hashlib, json
 import numpy as np
-from movielens.model import kernels
+from movielens.training.compiled import kernels
 f = np.float32
 rng = np.random.default_rng(0)
 dim, n_users, n_movies, n = 12, 40, 70, 3000

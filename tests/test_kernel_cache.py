@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from numba.core import caching
 
-from movielens.model import kernel_cache, kernels
+from movielens.training.compiled import cache as kernel_cache
+from movielens.training.compiled import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run in a project copy: warm the kernels up and say what Numba's cache did for them.
 WARM_UP = """
 import json
-from movielens.model import kernels
-from movielens.model.compiled_fit import warm_up_kernels
+from movielens.training.compiled import kernels
+from movielens.training.compiled.fit import warm_up_kernels
 warm_up_kernels()
 dispatchers = [kernels.adam_epoch, kernels.lazy_adam_epoch, kernels.squared_error, kernels.gather]
 print(json.dumps({
@@ -42,7 +43,7 @@ def copy_package(dest: Path, extra: str = "") -> Path:
         ROOT / "movielens", dest / "movielens", ignore=shutil.ignore_patterns("__pycache__")
     )
     if extra:
-        with (dest / "movielens/model/kernels.py").open("a") as file:
+        with (dest / "movielens/training/compiled/kernels.py").open("a") as file:
             file.write(extra)
     return dest
 

@@ -16,13 +16,13 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from movielens.model import kernels
 from movielens.model.baseline import fit_bias_model
-from movielens.model.compiled_fit import EPOCHS, AdamTrainer
 from movielens.model.keras_model import build_model, model_inputs, predict_ratings
-from movielens.model.optimizers import LazyAdam
-from movielens.model.training import fit_model
 from movielens.params import params_schema
+from movielens.training.compiled import kernels
+from movielens.training.compiled.fit import EPOCHS, AdamTrainer
+from movielens.training.fit import fit_model
+from movielens.training.optimizers import LazyAdam
 
 ROOT = Path(__file__).resolve().parents[1]
 LR, BETA_1, BETA_2, EPSILON = 0.05, 0.9, 0.999, 1e-7

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from movielens.model import live as training_live
-from movielens.model.training import train_model
 from movielens.plumbing import paths
+from movielens.training import live as training_live
+from movielens.training.fit import train_model
 
 PARAMS = {
     "engine": "compiled", "refit": True, "embedding_dim": 4, "epochs": 6, "batch_size": 64,

@@ -1,5 +1,5 @@
-"""The training kernels' OpenMP threads sleep when a parallel loop ends (kernels.py sets
-OMP_WAIT_POLICY before OpenMP loads), so that two fits sharing the cores, as in a queued sweep, do
+"""The training kernels' OpenMP threads sleep when a parallel loop ends (the entry points' runtime
+set-up, movielens.plumbing.runtime.set_up, sets OMP_WAIT_POLICY before OpenMP loads), so that two fits sharing the cores, as in a queued sweep, do
 not spin against each other (docs/team.md). OpenMP prints the settings it runs with when
 OMP_DISPLAY_ENV is set; the last block printed is the runtime Numba loaded at the first fit."""
 
@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIT = """
 import numba
-from movielens.model.compiled_fit import warm_up_kernels
+from movielens.plumbing.runtime import set_up
+set_up()
+from movielens.training.compiled.fit import warm_up_kernels
 warm_up_kernels()
 print(numba.threading_layer())
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from movielens.params import load_params, validate_params
+from movielens.params import load_params, params_schema, validate_params
 from movielens.plumbing.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,3 +196,15 @@ def test_a_bad_params_file_stops_the_stage_with_one_line(tmp_path):
     assert lines[0].startswith("error: ")
     assert "preprocess.test_size=1.5" in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+def test_the_choice_names_are_the_ones_the_library_implements():
+    """params.yaml's choices (movielens.plumbing.choices) name exactly what the modules act on."""
+    from movielens.data.releases import DATASETS as RELEASES
+    from movielens.plumbing import choices
+
+    assert tuple(RELEASES) == choices.DATASETS
+    schema = params_schema()
+    assert schema["data"]["dataset"].choices == choices.DATASETS
+    assert schema["preprocess"]["split"].choices == choices.SPLITS
+    assert schema["watch"]["model"].choices == choices.WATCH_MODELS

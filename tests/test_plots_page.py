@@ -163,7 +163,7 @@ def test_each_plot_has_axis_labels_and_a_template_dvc_can_find(plot):
 
 # Real pages: dvc and chromium ---------------------------------------------------------------
 
-# dvclive's step files (movielens.model.live): the selection fit's steps, then the refit's
+# dvclive's step files (movielens.training.live): the selection fit's steps, then the refit's
 LIVE = "metrics/live/train/plots/metrics"
 HISTORY_V1 = {
     f"{LIVE}/select/train/rmse.tsv": "step\trmse\n0\t1.25\n1\t1.03\n2\t0.89\n",

@@ -1,12 +1,14 @@
-"""Tests for movielens.evaluation.ranking: top-k with ties, and ranking metrics against hand-computed values."""
+"""Tests for top-k lists with ties (movielens.ranking.lists) and the ranking metrics against hand-computed values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from movielens.evaluation.ranking import Factors, ranking_metrics, top_k
+from movielens.evaluation.ranking_metrics import ranking_metrics
 from movielens.plumbing.errors import PipelineError
+from movielens.ranking.lists import top_k
+from movielens.ranking.scorers import Factors
 
 
 def scored(scores: np.ndarray, user_bias=None, movie_bias=None) -> Factors:

@@ -1,4 +1,4 @@
-"""Tests for movielens.recommend (and the evaluate stage's scorer) on tiny saved models and hand-made files."""
+"""Tests for movielens.serve.answers (and the evaluate stage's scorer) on tiny saved models and hand-made files."""
 
 from __future__ import annotations
 
@@ -18,23 +18,18 @@ import yaml
 
 from movielens.data.releases import get_dataset
 from movielens.evaluation import topn
-from movielens.evaluation.ranking import (
-    Factors,
-    PairScorer,
-    factors_from_model,
-    ranking_metrics,
-    scorer_of,
-)
+from movielens.evaluation.ranking_metrics import ranking_metrics
 from movielens.model.baseline import BiasModel, save_bias_model
-from movielens.model.epochs import carve_validation
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.layers import MOVIE_INPUT, USER_INPUT
 from movielens.model.watch import WatchModel, save_watch
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
-from movielens.recommend import recommend, top_n
+from movielens.ranking.scorers import Factors, PairScorer, factors_from_model, scorer_of
+from movielens.serve.answers import recommend, top_n
 from movielens.serve.command import main
 from movielens.serve.load import FILTERED, IN_TEST, load_scorer
+from movielens.training.epochs import carve_validation
 from stages import evaluate as evaluate_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -663,7 +658,7 @@ def hand_metrics(lists: pd.DataFrame, relevant: set[tuple[int, int]], k: int) ->
 def test_the_written_top_lists_are_the_ones_the_metrics_were_computed_from(tmp_path, monkeypatch):
     from movielens.data.preprocess import encode_splits, split_ratings
     from movielens.model.watch import fit_settings, fit_watch, history_matrix
-    from movielens.synth import generate_ratings
+    from movielens.synth.generate import generate_ratings
 
     ratings = generate_ratings(3000, 60, 150, seed=1)
     train, test, user_ids, movie_ids = encode_splits(*split_ratings(ratings, 0.2, seed=1))

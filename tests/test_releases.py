@@ -22,9 +22,9 @@ from movielens import synth
 from movielens.data import download
 from movielens.data import releases as datasets
 from movielens.data.releases import DATASETS
-from movielens.model.training import rating_scale_of
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
+from movielens.training.fit import rating_scale_of
 from stages import download as download_stage
 from stages import preprocess as preprocess_stage
 

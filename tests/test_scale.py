@@ -12,7 +12,9 @@ import pytest
 from benchmarks import bench_scale
 from movielens.data.ids import index_in, sorted_unique
 from movielens.data.preprocess import drop_duplicates
-from movielens.evaluation.ranking import Factors, ranking_metrics, sample_users
+from movielens.evaluation.ranking_metrics import ranking_metrics
+from movielens.ranking.lists import sample_users
+from movielens.ranking.scorers import Factors
 
 
 def drop_duplicates_reference(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -1,4 +1,4 @@
-"""The NumPy prediction formula (movielens.model.scoring) against the Keras model it mirrors."""
+"""The NumPy prediction formula (movielens.ranking.formula) against the Keras model it mirrors."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING
-from movielens.model.scoring import predict_pairs, predict_scores, rating_of_logit
+from movielens.ranking.formula import predict_pairs, predict_scores, rating_of_logit
 
 SCALE = (0.5, 5.0)
 

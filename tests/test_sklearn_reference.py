@@ -9,7 +9,8 @@ import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, ndcg_score
 
 from movielens.evaluation.accuracy import mae, rmse
-from movielens.evaluation.ranking import Factors, ranking_metrics
+from movielens.evaluation.ranking_metrics import ranking_metrics
+from movielens.ranking.scorers import Factors
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

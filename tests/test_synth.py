@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from movielens import synth, synth_ranking
+from movielens import synth
 from movielens.data.releases import (
     DATASETS,
     MOVIE_COLUMNS,
@@ -18,6 +18,7 @@ from movielens.data.releases import (
     read_movies,
     read_ratings,
 )
+from movielens.synth import choices as synth_ranking
 
 TINY = {"n_ratings": 300, "n_users": 20, "n_movies": 40}
 LATIN1_DATASETS = [name for name, d in DATASETS.items() if d.encoding == "latin-1"]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from movielens.evaluation.ranking import Factors, top_lists
 from movielens.model.watch import (
     check_ease_size,
     fit_ease,
@@ -16,7 +15,9 @@ from movielens.model.watch import (
     save_watch,
 )
 from movielens.plumbing.errors import PipelineError
-from movielens.ranker import Ranker, WatchScorer, blend
+from movielens.ranking.lists import top_lists
+from movielens.ranking.scorers import Factors
+from movielens.ranking.served import Ranker, WatchScorer, blend
 
 BLOCK_USERS, BLOCK_MOVIES = 12, 6
 SETTINGS = {

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from movielens.data.ids import index_in, sorted_unique
-from movielens.params import SPLITS
+from movielens.plumbing.choices import SPLITS
 from movielens.plumbing.errors import PipelineError
 
 NEVER_HELD_OUT = -1  # the fold of a rating that is in every fold's training part

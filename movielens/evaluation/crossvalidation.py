@@ -13,8 +13,8 @@ from movielens.data.preprocess import encode_splits
 from movielens.data.splits import assign_folds, fold_parts
 from movielens.evaluation.accuracy import mae, predict_test, rmse
 from movielens.model.baseline import fit_bias_model
-from movielens.model.training import fit_model
 from movielens.plumbing.errors import PipelineError
+from movielens.training.fit import fit_model
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def cross_validate(
 ) -> dict:
     """Fit and score the model and the bias baseline on each fold, as train and evaluate do.
 
-    Each fold's model is movielens.model.training.fit_model on its training part (with its own validation
+    Each fold's model is movielens.training.fit.fit_model on its training part (with its own validation
     part for early stopping), its bias model movielens.model.baseline.fit_bias_model on the same part;
     the held-out ratings are predicted by movielens.evaluation.accuracy.predict_test (cold pairs by the bias
     model).
@@ -118,7 +118,7 @@ def cross_validate(
         split, folds, seed: see assign_folds.
         p: the `train` params section.
         batch_size: held-out pairs per model.predict call.
-        on_fold: called with each fold's row as it is scored (movielens.model.live.log_fold).
+        on_fold: called with each fold's row as it is scored (movielens.training.live.log_fold).
 
     Returns:
         The summary that summarize writes to metrics/cv.json.

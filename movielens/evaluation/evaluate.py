@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from movielens.evaluation.accuracy import predict_test, rmse, scores
-from movielens.evaluation.ranking import TopLists, sample_users
 from movielens.evaluation.topn import rank_test_users, ranking_summary
 from movielens.model.baseline import BiasModel
 from movielens.model.watch import WatchModel
-from movielens.ranker import ranked_by
+from movielens.ranking.lists import TopLists, sample_users
+from movielens.ranking.served import ranked_by
 
 log = logging.getLogger(__name__)
 

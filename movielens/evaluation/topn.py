@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from movielens.evaluation.ranking import Factors, RankingMetrics, Scorer, ranking_metrics, scorer_of
+from movielens.evaluation.ranking_metrics import RankingMetrics, ranking_metrics
 from movielens.model.watch import WatchModel
-from movielens.ranker import served_ranker
+from movielens.ranking.scorers import Factors, Scorer, scorer_of
+from movielens.ranking.served import served_ranker
 
 
 def popularity_factors(train_movies: np.ndarray, n_users: int, n_movies: int) -> Factors:

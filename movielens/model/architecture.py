@@ -1,6 +1,6 @@
 """Is a Keras model exactly the standard architecture of movielens.model.keras_model.build_model?
 
-The compiled engine (movielens.model.compiled_fit, movielens.model.kernels) and the NumPy scoring (movielens.evaluation.ranking) implement
+The compiled engine (movielens.training.compiled.fit, movielens.training.compiled.kernels) and the NumPy scoring (movielens.ranking.scorers) implement
 one formula, `lo + (hi - lo) * sigmoid(u . m + b_u + b_m)`, on four tables found by layer name.
 They may only touch a model that is exactly that: this module reads the model's Keras config (the
 `config` of `model.get_config()`, or of config.json inside a saved .keras file, so no TensorFlow

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from movielens.params import WATCH_MODELS
+from movielens.plumbing.choices import WATCH_MODELS
 from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import atomic_path
 
@@ -175,7 +175,7 @@ def fit_als(
 
 def fit_settings(watch_params: dict, **changes) -> dict:
     """fit_watch's keyword arguments from params.yaml's watch section (with `changes`): every key
-    but like_weight, which the served ranking reads (movielens.ranker), not the fit."""
+    but like_weight, which the served ranking reads (movielens.ranking.served), not the fit."""
     return {
         key: value for key, value in {**watch_params, **changes}.items() if key != "like_weight"
     }

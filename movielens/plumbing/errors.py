@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from movielens.plumbing.runtime import set_up
 
 
 class PipelineError(Exception):
@@ -23,12 +23,8 @@ def require(*files: Path) -> None:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(): a PipelineError becomes one line on stderr and exit status 1."""
-    logging.basicConfig(
-        level=os.environ.get("LOGLEVEL", "INFO"),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """Set the process up (runtime.set_up), then run a stage's main(): a PipelineError becomes one line on stderr and exit status 1."""
+    set_up()
     try:
         main()
     except PipelineError as err:

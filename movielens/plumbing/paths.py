@@ -26,7 +26,7 @@ TRAIN_METRICS = METRICS_DIR / "train.json"
 CV_METRICS = METRICS_DIR / "cv.json"
 SCORES = METRICS_DIR / "scores.json"
 WATCH_METRICS = METRICS_DIR / "watch.json"
-# dvclive's folders (movielens.model.live): its summary metrics.json and its step plots' folder
+# dvclive's folders (movielens.training.live): its summary metrics.json and its step plots' folder
 LIVE_TRAIN = METRICS_DIR / "live" / "train"  # every epoch of the train stage's fits
 LIVE_TRAIN_METRICS = LIVE_TRAIN / "metrics.json"
 LIVE_TRAIN_PLOTS = LIVE_TRAIN / "plots" / "metrics"

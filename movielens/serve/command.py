@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from movielens import recommend
 from movielens.plumbing.errors import PipelineError
+from movielens.serve import answers as recommend
 from movielens.serve.load import rating_scale
 from movielens.serve.text import Neighbour, Recommendation, format_table
 

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from movielens.data.releases import get_dataset
-from movielens.evaluation.ranking import Scorer, factors_from_tables, scorer_of
 from movielens.model import weights
 from movielens.model.architecture import standard_problem
 from movielens.model.baseline import load_bias_model
@@ -19,7 +18,8 @@ from movielens.model.watch import WatchModel, load_watch
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError, require
-from movielens.ranker import Ranker, non_personal_scores, served_ranker
+from movielens.ranking.scorers import Scorer, factors_from_tables, scorer_of
+from movielens.ranking.served import Ranker, non_personal_scores, served_ranker
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The project's Adam, the one home of its Keras optimizers: dense Adam and LazyAdam, on any backend.
 
 Both update on each variable's true gradient: on TensorFlow an embedding lookup's sparse gradient
-is densified first (movielens.model.tf_backend.dense_gradients); on JAX it is dense already. The
-Numba kernels (movielens.model.kernels) implement the same two updates for the compiled engine,
+is densified first (movielens.training.tf_backend.dense_gradients); on JAX it is dense already. The
+Numba kernels (movielens.training.compiled.kernels) implement the same two updates for the compiled engine,
 and tests compare them step by step.
 """
 
@@ -18,7 +18,7 @@ def true_gradients(grads: list) -> list:
     """The gradients as dense tensors: on TensorFlow, each sparse lookup gradient summed by row."""
     if keras.backend.backend() != "tensorflow":
         return grads
-    from movielens.model import tf_backend
+    from movielens.training import tf_backend
 
     return tf_backend.dense_gradients(grads)
 

@@ -7,7 +7,7 @@ rating model's predicted rating scaled to 0..1 ((rating - lo) / (hi - lo), the s
 logit). A movie the watch model gives no positive evidence for scores 0, below every movie it
 does; like_weight = 0 ranks by watch alone, and a larger weight lets the predicted rating reorder
 the likely movies more. The score is non-decreasing in each input, and increasing where the other
-is positive. The evaluate stage scores exactly these lists (movielens.evaluation.ranking.top_lists)
+is positive. The evaluate stage scores exactly these lists (movielens.ranking.lists.top_lists)
 and `movielens recommend` serves them.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from movielens.evaluation.ranking import Scorer
 from movielens.model.watch import WatchModel, history_matrix
+from movielens.ranking.scorers import Scorer
 
 
 def blend(watch: np.ndarray, like: np.ndarray, like_weight: float) -> np.ndarray:
@@ -143,7 +143,7 @@ def lists_frame(lists, user_ids: np.ndarray, movie_ids: np.ndarray) -> pd.DataFr
     """The top-k lists as rows userId, movieId, rank (1 = best), score; padding left out.
 
     Args:
-        lists: a movielens.evaluation.ranking.TopLists.
+        lists: a movielens.ranking.lists.TopLists.
         user_ids, movie_ids: the id of each user and movie index (data/processed's id tables).
     """
     rows, ranks = np.nonzero(lists.movies >= 0)

@@ -8,7 +8,7 @@ experiment and posts nothing to DVC Studio.
 
 The engines' hook: `train_model` binds a phase to each fit (`epoch_hook(live, phase)`), and every
 engine (keras, compiled, xla) calls it once an epoch with the epoch's history row, from the one
-place that records it (movielens.model.epochs.EpochRecord; in the Keras engine that is a Keras
+place that records it (movielens.training.epochs.EpochRecord; in the Keras engine that is a Keras
 callback at each epoch's end). The row holds epoch and the figures: loss, rmse and, when
 validating, val_rmse (floats). Each call is one dvclive step, named
 `<phase>/train/loss`, `<phase>/train/rmse`, `<phase>/eval/rmse` (dvclive's own Keras names,

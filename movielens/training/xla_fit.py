@@ -7,7 +7,7 @@ trainer.py:56-66) under `jax.value_and_grad`, then the Keras optimizer's `statel
 epoch is one `jax.jit` program: the epoch's order is drawn on the device from train.seed
 (`jax.random.permutation`, keyed by the seed and the epoch), gathers the ratings already there, a
 `jax.lax.scan` runs the whole batches, and the short last batch follows in the same program. The
-order is not the NumPy one the other engines share (movielens.model.epochs): drawing 25 M rows'
+order is not the NumPy one the other engines share (movielens.training.epochs): drawing 25 M rows'
 permutation on the host and sending it takes longer than a GPU's whole epoch. The
 variables are assigned back to the Keras model once per epoch, so the trained model is the Keras
 model itself.
@@ -27,14 +27,14 @@ import keras
 import numpy as np
 import pandas as pd
 
-from movielens.model.epochs import (
+from movielens.model.layers import MOVIE_INPUT, USER_INPUT
+from movielens.training.epochs import (
     EarlyStopping,
     EpochRecord,
     FitSettings,
     TrainingData,
 )
-from movielens.model.layers import MOVIE_INPUT, USER_INPUT
-from movielens.model.optimizers import make_optimizer
+from movielens.training.optimizers import make_optimizer
 
 
 class EpochProgram:
@@ -133,7 +133,7 @@ def fit_xla(
     Args:
         model: any Keras model taking the user and movie index inputs and returning ratings
             (built under the keras.distribution, when there is one).
-        data: the ratings, fitting and validation rows (movielens.model.epochs).
+        data: the ratings, fitting and validation rows (movielens.training.epochs).
         s: the fit settings (epochs, batch_size, learning_rate, optimizer, patience, seed).
         on_epoch: called with each epoch's history row (EpochRecord).
 

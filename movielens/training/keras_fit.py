@@ -1,11 +1,11 @@
 """The Keras engine: `model.compile` and `model.fit`, for any model movielens.model.keras_model can
 build, on any Keras backend.
 
-The model is compiled with the project's Adam (movielens.model.optimizers), MSE loss and an RMSE
-metric, and fitted on each epoch's ratings in the order movielens.model.epochs draws from
+The model is compiled with the project's Adam (movielens.training.optimizers), MSE loss and an RMSE
+metric, and fitted on each epoch's ratings in the order movielens.training.epochs draws from
 train.seed (the other engines read the same order), with early stopping on the validation part
 that keeps the best weights. On TensorFlow the batches come through tf.data
-(movielens.model.tf_backend) and an epoch's steps run in one call of the compiled train step; on
+(movielens.training.tf_backend) and an epoch's steps run in one call of the compiled train step; on
 other backends a keras.utils.PyDataset hands them over. The refit fits the same compiled model
 again from its initial weights (`restart`).
 """
@@ -18,15 +18,15 @@ import keras
 import numpy as np
 import pandas as pd
 
-from movielens.model.epochs import (
+from movielens.model.keras_model import model_inputs
+from movielens.training.epochs import (
     EarlyStopping,
     EpochRecord,
     FitSettings,
     TrainingData,
     epoch_orders,
 )
-from movielens.model.keras_model import model_inputs
-from movielens.model.optimizers import make_optimizer
+from movielens.training.optimizers import make_optimizer
 
 RMSE = "rmse"
 VALIDATION_BATCH = 65536  # validation pairs per batch of the test step
@@ -88,7 +88,7 @@ class EpochBatches:
     def dataset(self):
         """The epoch as Keras takes it: tf.data on TensorFlow, a PyDataset elsewhere."""
         if keras.backend.backend() == "tensorflow":
-            from movielens.model import tf_backend
+            from movielens.training import tf_backend
 
             return tf_backend.epoch_dataset(self, self.steps, self.rest)
         return BatchSequence(self)
@@ -151,7 +151,7 @@ def validation_data(data: TrainingData):
     users, movies, ratings = data.part(data.val_rows)
     inputs = model_inputs(users, movies)
     if keras.backend.backend() == "tensorflow":
-        from movielens.model import tf_backend
+        from movielens.training import tf_backend
 
         return tf_backend.validation_dataset(inputs, ratings, VALIDATION_BATCH)
     return inputs, ratings
@@ -186,7 +186,7 @@ def fit_keras(
     Args:
         model: any Keras model taking the user and movie index inputs and returning ratings,
             built in the distribution's scope when there is one.
-        data: the ratings, fitting and validation rows (movielens.model.epochs).
+        data: the ratings, fitting and validation rows (movielens.training.epochs).
         s: the fit settings (epochs, batch_size, learning_rate, optimizer, patience, seed).
         on_epoch: called with each epoch's history row (EpochRecord).
         replicas: devices of a TensorFlow distribution strategy the model was built under.

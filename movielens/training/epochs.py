@@ -1,7 +1,7 @@
 """What every training engine shares: its settings, the validation carve, each epoch's order, early
 stopping and the per-epoch record.
 
-One home for them, so that the engines (movielens.model.keras_fit, compiled_fit, xla_fit) fit the
+One home for them, so that the engines (movielens.training.keras_fit, compiled_fit, xla_fit) fit the
 same rows in the same batches when they are given the same params, stop by the same rule, and
 report each epoch through the same place (`EpochRecord`).
 """
@@ -27,7 +27,7 @@ class FitSettings:
     Attributes:
         epochs: at most this many epochs (exactly this many without a validation part).
         batch_size: ratings per step; learning_rate: Adam's.
-        optimizer: "adam" or "lazy_adam" (movielens.model.optimizers).
+        optimizer: "adam" or "lazy_adam" (movielens.training.optimizers).
         patience: epochs without a better validation RMSE before stopping.
         seed: draws each epoch's order.
     """

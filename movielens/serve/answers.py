@@ -1,6 +1,6 @@
 """Recommendations as served: a user's top-N unrated movies, every user's lists, a movie's neighbours.
 
-A user's list is ranked by movielens.ranker (will-watch x will-like), the same lists the evaluate
+A user's list is ranked by movielens.ranking.served (will-watch x will-like), the same lists the evaluate
 stage scores, and leaves out every movie the user rated anywhere in data/processed (training split,
 its validation part included, and test split). A user the models do not know (every rating in the
 test split, or filtered out by preprocess.top_users / top_movies) gets a list that is not
@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from movielens.data.ids import index_in
-from movielens.evaluation.ranking import Scorer, top_k, top_lists
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import write_csv, write_parquet
-from movielens.ranker import lists_frame, ranked_by
+from movielens.ranking.lists import top_k, top_lists
+from movielens.ranking.scorers import Scorer
+from movielens.ranking.served import lists_frame, ranked_by
 from movielens.serve.load import (
     explain_unknown_movie,
     load_catalogue,

@@ -11,11 +11,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from movielens.model.compiled_fit import compiled_problem, fit_compiled
-from movielens.model.epochs import FitSettings, TrainingData
-from movielens.model.keras_fit import fit_keras
 from movielens.model.keras_model import model_inputs
 from movielens.plumbing.errors import PipelineError
+from movielens.training.compiled.fit import compiled_problem, fit_compiled
+from movielens.training.epochs import FitSettings, TrainingData
+from movielens.training.keras_fit import fit_keras
 
 ENGINES = ("auto", "keras", "compiled", "xla")
 # Without a validation part, the post-fit check compares the engines on this many fitting rows.
@@ -107,7 +107,7 @@ def run_engine(
     if engine == "keras":
         return fit_keras(model, data, s, on_epoch, replicas)
     if engine == "xla":
-        from movielens.model.xla_fit import fit_xla
+        from movielens.training.xla_fit import fit_xla
 
         return fit_xla(model, data, s, on_epoch)
     history, trainer_rmse = fit_compiled(model, data, s, checked_on, on_epoch)

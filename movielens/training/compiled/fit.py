@@ -1,4 +1,4 @@
-"""Fast training of the rating model: mini-batch Adam in compiled loops (movielens.model.kernels).
+"""Fast training of the rating model: mini-batch Adam in compiled loops (movielens.training.compiled.kernels).
 
 Keras `fit` pays a dispatch per step and updates both tables through generic kernels. This module
 minimises exactly the objective the Keras model declares (its MSE plus its L2 terms, read from the
@@ -25,19 +25,19 @@ import keras
 import numpy as np
 import pandas as pd
 
-from movielens.model import kernels
 from movielens.model.architecture import standard_problem
-from movielens.model.epochs import (
+from movielens.model.layers import TABLES, rating_scale
+from movielens.training.compiled import kernels
+from movielens.training.epochs import (
     EarlyStopping,
     EpochRecord,
     FitSettings,
     TrainingData,
     epoch_orders,
 )
-from movielens.model.layers import TABLES, rating_scale
 
 # train.optimizer -> the compiled epoch: Keras' Adam on the dense gradient, or lazy Adam (only the
-# rows a batch looked up; movielens.model.optimizers.LazyAdam is the same update for Keras).
+# rows a batch looked up; movielens.training.optimizers.LazyAdam is the same update for Keras).
 EPOCHS = {"adam": kernels.adam_epoch, "lazy_adam": kernels.lazy_adam_epoch}
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def fit_compiled(
 
     Args:
         model: a model that compiled_problem accepts.
-        data: the ratings, fitting and validation rows (movielens.model.epochs).
+        data: the ratings, fitting and validation rows (movielens.training.epochs).
         s: the fit settings (epochs, batch_size, learning_rate, optimizer, patience, seed).
         check_rows: positions of the ratings to score the final weights on.
         on_epoch: called with each epoch's history row (EpochRecord).

@@ -20,29 +20,23 @@ global. It has no whole-table term (that term's gradient is on every row) and re
 Results depend neither on the number of threads (a batch is cut into CHUNKS fixed parts, each
 summing into its own buffers; Adam's rows into BLOCKS fixed blocks, their partial sums added in
 order) nor on whether Numba compiled the code or loaded it from its cache (a folder named by this
-file's content, outside the checkout: movielens.model.kernel_cache), which
+file's content, outside the checkout: movielens.training.compiled.cache), which
 fast-math does not promise: tests/test_fit.py checks it (docs/pipeline.md).
 """
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
-from movielens.model.kernel_cache import use_content_keyed_cache
+from movielens.training.compiled.cache import use_content_keyed_cache
 
 # Numba picks a function's cache folder when @njit(cache=True) decorates it: register first.
 use_content_keyed_cache()
 
-# The OpenMP threads of the parallel loops sleep when a loop ends instead of spinning on a core
-# (OpenMP reads this when Numba loads it, at the first parallel call; a user's own value wins).
-# Spinning threads of two fits on two cores (a queued sweep, `dvc queue start -j 2`) take the
-# cores from each other: 5-fold crossvalidate took 27 s each, two at once, against 10 s
-# passive; alone, passive costs 3% on train and 8% on crossvalidate (docs/team.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Their OpenMP threads wait passively between loops: movielens.plumbing.runtime.set_up sets that.
 
 CHUNKS = 2  # parts of a batch whose row gradients are summed apart, in parallel
 assert CHUNKS == 2, "_adam_rows reads the two chunks' gradients by name"

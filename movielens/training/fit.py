@@ -12,19 +12,19 @@ import keras
 import numpy as np
 import pandas as pd
 
-from movielens.model.backend import (
+from movielens.model.keras_model import build_model
+from movielens.plumbing.errors import PipelineError
+from movielens.training.backend import (
     accelerators,
     active_backend,
     default_distribution,
     seed_everything,
 )
-from movielens.model.engines import check_rows, choose_engine, run_engine
-from movielens.model.epochs import FitSettings, TrainingData, fitted_ratings, training_data
-from movielens.model.keras_fit import restart
-from movielens.model.keras_model import build_model
-from movielens.model.live import REFIT, SELECTION, epoch_hook
-from movielens.model.optimizers import lazy_adam_guard
-from movielens.plumbing.errors import PipelineError
+from movielens.training.engines import check_rows, choose_engine, run_engine
+from movielens.training.epochs import FitSettings, TrainingData, fitted_ratings, training_data
+from movielens.training.keras_fit import restart
+from movielens.training.live import REFIT, SELECTION, epoch_hook
+from movielens.training.optimizers import lazy_adam_guard
 
 if TYPE_CHECKING:
     from dvclive import Live
@@ -94,14 +94,14 @@ def train_model(
         train: user_index, movie_index (int32) and rating (float32) of the training split.
         n_users, n_movies: sizes of the encoded id spaces.
         p: the `train` params section; its backend must be the one Keras runs on
-            (movielens.model.backend.use_backend).
+            (movielens.training.backend.use_backend).
         build: builds the model from (n_users, n_movies, embedding_dim, embeddings_l2,
             activity_l2, rating_scale); movielens.model.keras_model.build_model unless a test edits the model.
         distribution: where the model is built and trained: a tf.distribute.Strategy
             (TensorFlow) or a keras.distribution.Distribution (JAX); by default
             backend.default_distribution.
         live: a dvclive Live that logs every epoch of the selection run and of the refit
-            (movielens.model.live).
+            (movielens.training.live).
 
     Raises:
         PipelineError: for train params the backend or the engine cannot run.
@@ -144,7 +144,7 @@ def prepare(p: dict) -> None:
     """Get ready what the engine train.engine may pick needs before the first fit (the compiled
     engine's kernels), so that the time fits take is the fits' own."""
     if p["engine"] in ("auto", "compiled"):
-        from movielens.model.compiled_fit import ready_kernels
+        from movielens.training.compiled.fit import ready_kernels
 
         ready_kernels()
 

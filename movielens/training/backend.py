@@ -1,7 +1,7 @@
 """Which Keras backend runs (train.backend), and what differs between backends: seeding, devices.
 
 `use_backend` must run before the first `import keras`: Keras reads KERAS_BACKEND once, when it is
-imported. Everything TensorFlow-specific is in movielens.model.tf_backend, imported only when
+imported. Everything TensorFlow-specific is in movielens.training.tf_backend, imported only when
 TensorFlow is the backend; JAX's few calls are here, imported only when JAX is.
 """
 
@@ -79,7 +79,7 @@ def active_backend() -> str:
 def accelerators() -> list[str]:
     """The GPUs and TPUs the active backend sees, as "platform:id" names (empty on a CPU)."""
     if active_backend() == "tensorflow":
-        from movielens.model import tf_backend
+        from movielens.training import tf_backend
 
         return tf_backend.visible_gpus()
     import jax
@@ -98,7 +98,7 @@ def seed_everything(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     if active_backend() == "tensorflow":
-        from movielens.model import tf_backend
+        from movielens.training import tf_backend
 
         tf_backend.enable_determinism()
 
@@ -113,7 +113,7 @@ def default_distribution(shard_tables: bool):
     too large for one device (`row_sharded`).
     """
     if active_backend() == "tensorflow":
-        from movielens.model import tf_backend
+        from movielens.training import tf_backend
 
         return tf_backend.strategy(len(tf_backend.visible_gpus()))
     import jax

@@ -1,4 +1,4 @@
-"""Taste in movielens.synth: which movies a user rates, and what a perfect top-N ranker scores.
+"""Taste in movielens.synth.generate: which movies a user rates, and what a perfect top-N ranker scores.
 
 With `taste` > 0 the generator draws user u's movies with chance ~ popularity[m] *
 exp(taste * affinity(u, m)); keep_by_taste does that by importance resampling. estimate_ranking
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from movielens.evaluation.ranking import ranking_metrics
+from movielens.evaluation.ranking_metrics import ranking_metrics
 
 # The pipeline's ranking protocol (params.yaml: preprocess.test_size, evaluate.k and
 # evaluate.relevance_threshold), which the estimate imitates.
@@ -157,7 +157,7 @@ def estimate_ranking(
 
     Each sampled user's pairs go to the test split with chance TEST_SHARE; every movie not in a
     user's training part is ranked, and a test pair rated >= RELEVANT_RATING is relevant
-    (movielens.evaluation.ranking.ranking_metrics, as the evaluate stage does). Popularity ranks
+    (movielens.evaluation.ranking_metrics.ranking_metrics, as the evaluate stage does). Popularity ranks
     by the number of pairs outside the sampled users' test splits.
 
     Args:
