@@ -44,7 +44,8 @@ from pathlib import Path
 
 from benchmarks.project_copy import ROOT, make_project, project_env
 from movielens import synth
-from movielens.data.download import TRUST_MD5_ENV
+from movielens.data.fetch import TRUST_MD5_ENV
+from movielens.plumbing.runtime import set_up
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = _parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
@@ -359,4 +359,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    set_up()
     sys.exit(main())

@@ -8,7 +8,7 @@ over a few settings; the pipeline's rating model alone (models/model.keras); the
 and the served combination, both with params.yaml's settings. It also measures which movie
 representation gives better `similar` neighbours. Results: stdout and benchmarks/topn.json.
 
-`--search` instead chooses the watch model's settings and watch.like_weight on the validation part
+`--search` instead chooses the watch model's settings and ranking.like_weight on the validation part
 (a random part of the training split, never the test split): the rating model is trained on the rest
 with params.yaml's train settings, every candidate is scored on the validation part, and the best
 are printed and written to benchmarks/search_topn.json.
@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.bench_train import machine_info
+from benchmarks.library import like_weight, train_ours, watch_params, watch_settings
+from benchmarks.machine import machine_info
 from movielens.data.splits import held_out_mask
 from movielens.evaluation.topn import popularity_factors, ranking_summary, ranking_table
-from movielens.model.watch import WatchModel, fit_settings, fit_watch, history_matrix
+from movielens.model.watch import WatchModel, fit_watch, history_matrix
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import run_stage
@@ -82,13 +83,13 @@ def peers(history, params: dict, n_users: int, n_movies: int, train) -> tuple[di
     seconds = {"most popular": 0.0}
     for l2 in EASE_L2:
         name = f"EASE (lambda {l2:g})"
-        settings = fit_settings(params["watch"], model="ease", min_ratings=1, ease_l2=l2)
+        settings = watch_settings(params, model="ease", min_ratings=1, ease_l2=l2)
         model, seconds[name] = timed_watch(history, settings)
         rankers[name] = WatchScorer(model, history)
     for factors, regularization, alpha in ALS_SETTINGS:
         name = f"implicit ALS ({factors} factors, reg {regularization:g}, alpha {alpha:g})"
-        settings = fit_settings(
-            params["watch"], model="als", min_ratings=1, als_factors=factors,
+        settings = watch_settings(
+            params, model="als", min_ratings=1, als_factors=factors,
             als_regularization=regularization, als_alpha=alpha,
         )  # fmt: skip
         model, seconds[name] = timed_watch(history, settings)
@@ -104,17 +105,22 @@ def bench(params: dict) -> dict:
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
     history = history_matrix(train["user_index"], train["movie_index"], n_users, n_movies)
     rankers, seconds = peers(history, params, n_users, n_movies, train)
-    rating = load_scorer(paths.MODEL, n_users, n_movies)
-    watch, seconds["watch model"] = timed_watch(history, fit_settings(params["watch"]))
+    rating = load_scorer(paths.MODEL, n_users, n_movies, params["evaluate"]["batch_size"])
+    watch, seconds["watch model"] = timed_watch(history, watch_settings(params))
     ours = served_ranker(
-        rating, watch, train["user_index"], train["movie_index"], params["watch"]["like_weight"]
+        rating, watch, train["user_index"], train["movie_index"], like_weight(params)
     )
     seconds["served: watch x like"] = seconds["watch model"]
     rankers |= {"rating model": rating, "watch model": ours.watch, "served: watch x like": ours}
     rows = score_rows(rankers, train, test, params["evaluate"], seconds)
     vectors = load_movie_vectors(paths.MODEL, n_movies)
     similar = similar_quality(watch, vectors, history, train, test)
-    return {"rows": rows, "similar": similar, "watch": params["watch"]}
+    return {
+        "rows": rows,
+        "similar": similar,
+        "watch": watch_params(params),
+        "ranking": params["ranking"],
+    }
 
 
 def similar_quality(watch: WatchModel, vectors, history, train, test) -> dict:
@@ -166,20 +172,13 @@ def validation_split(params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train[~held].reset_index(drop=True), train[held].reset_index(drop=True)
 
 
-def search(params: dict) -> dict:
-    """Choose the watch settings, then watch.like_weight, by NDCG@k on the validation part."""
-    from movielens.training.fit import train_model
-
-    fit_part, validation = validation_split(params)
-    n_users = len(pd.read_parquet(paths.USER_IDS))
-    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
-    history = history_matrix(fit_part["user_index"], fit_part["movie_index"], n_users, n_movies)
-    evaluate = params["evaluate"]
-    key = f"ndcg@{evaluate['k']}"
-    candidates = [
+def watch_candidates() -> list[dict]:
+    """The watch settings the search tries: EASE and implicit's ALS over a small grid each."""
+    ease = [
         {"model": "ease", "min_ratings": m, "ease_l2": l2}
         for m, l2 in itertools.product(MIN_RATINGS, EASE_L2[1:4])
-    ] + [
+    ]
+    als = [
         {
             "model": "als",
             "min_ratings": m,
@@ -189,21 +188,36 @@ def search(params: dict) -> dict:
         }
         for m, (f, r, a) in itertools.product(MIN_RATINGS, ALS_SETTINGS)
     ]
-    watch_rows = []
-    for changes in candidates:
-        model, seconds = timed_watch(history, fit_settings(params["watch"], **changes))
+    return ease + als
+
+
+def search_watch(params: dict, history, fit_part, validation) -> tuple[list[dict], int]:
+    """Every watch candidate's NDCG@k on the validation part; the rows and the best one's index."""
+    evaluate = params["evaluate"]
+    key = f"ndcg@{evaluate['k']}"
+    rows = []
+    for changes in watch_candidates():
+        model, seconds = timed_watch(history, watch_settings(params, **changes))
         row = score_rows(
             {"watch": WatchScorer(model, history)}, fit_part, validation, evaluate, {}
         )[0]
-        watch_rows.append({**changes, key: row[key], "fit_seconds": round(seconds, 2)})
+        rows.append({**changes, key: row[key], "fit_seconds": round(seconds, 2)})
         log.info("%s: %s=%.4f", changes, key, row[key])
-    best = max(watch_rows, key=lambda row: row[key])
-    fit = train_model(fit_part, n_users, n_movies, params["train"])
+    return rows, max(range(len(rows)), key=lambda i: rows[i][key])
+
+
+def search(params: dict) -> dict:
+    """Choose the watch settings, then ranking.like_weight, by NDCG@k on the validation part."""
+    fit_part, validation = validation_split(params)
+    n_users = len(pd.read_parquet(paths.USER_IDS))
+    n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
+    history = history_matrix(fit_part["user_index"], fit_part["movie_index"], n_users, n_movies)
+    evaluate = params["evaluate"]
+    key = f"ndcg@{evaluate['k']}"
+    watch_rows, best = search_watch(params, history, fit_part, validation)
+    fit = train_ours(fit_part, n_users, n_movies, params["train"])
     rating = scorer_of(fit.model, n_users, n_movies, evaluate["batch_size"])
-    settings = fit_settings(
-        params["watch"], **{k: v for k, v in best.items() if k in params["watch"]}
-    )
-    watch, _ = timed_watch(history, settings)
+    watch, _ = timed_watch(history, watch_settings(params, **watch_candidates()[best]))
     blend_rows = []
     for weight in LIKE_WEIGHTS:
         ranker = served_ranker(
@@ -215,7 +229,7 @@ def search(params: dict) -> dict:
     return {
         "validation_pairs": len(validation),
         "watch": watch_rows,
-        "best_watch": best,
+        "best_watch": watch_rows[best],
         "like_weight": blend_rows,
         "best_like_weight": max(blend_rows, key=lambda row: row[key])["like_weight"],
     }
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.search:
         result = search(params)
         print(f"best watch model on the validation part: {result['best_watch']}")
-        print(f"best watch.like_weight: {result['best_like_weight']:g}")
+        print(f"best ranking.like_weight: {result['best_like_weight']:g}")
         write_json(SEARCH_RESULTS, {"machine": machine_info(), **result})
         return
     result = bench(params)

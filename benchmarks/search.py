@@ -1,7 +1,7 @@
 """Grid search over the train params, scored only on the validation part of the training split.
 
 Run `make search` (or `python -m benchmarks.search` from the project root after
-`dvc repro preprocess`). Every combination fits with movielens.training.fit.fit_model on
+`dvc repro preprocess`). Every combination fits with movielens.training.fit.train_model on
 data/processed/train.parquet and is scored by its best `val_rmse`, the RMSE on the part
 train.validation_size carves out of the training split; the test split is never read, so the
 chosen params can still be judged on it by the pipeline. Override or add grid keys with
@@ -21,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks.bench_train import machine_info
+from benchmarks.library import quiet_fits, train_ours
+from benchmarks.machine import machine_info
 from movielens.params import load_params, params_schema, validate_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError, run_stage
 from movielens.plumbing.files import write_json
-from movielens.training.fit import summarize_fit, train_model
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,13 @@ def search(
         One row per combination, best val_rmse first: params ({"train.key": value}), val_rmse,
         best_epoch, epochs_run, train_rmse, fit_seconds, hit_epoch_cap.
     """
+    from movielens.training.fit import summarize_fit  # Keras loads with it, after set_up
+
     rows = []
     for number, combo in enumerate(combos, 1):
         start = time.perf_counter()
         p = {**train_params(params, combo), "refit": False}  # scored on validation: no refit
-        fit = train_model(train, n_users, n_movies, p)
+        fit = train_ours(train, n_users, n_movies, p)
         seconds = time.perf_counter() - start
         row = {"params": combo, **summarize_fit(fit), "fit_seconds": round(seconds, 3)}
         # Still improving when train.epochs ran out: more epochs might score better.
@@ -200,5 +202,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    logging.getLogger("movielens.model").setLevel(logging.WARNING)  # one progress line per fit
+    quiet_fits()  # one progress line per fit, not one per epoch
     run_stage(main)

@@ -77,7 +77,7 @@ class Spec:
 
 
 def _watch_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
-    """The watch section: the will-watch model (movielens.model.watch) and the served blend."""
+    """The watch section: fit_watch's keyword arguments (movielens.model.watch), every key."""
     return {
         "model": Spec(str, choices=WATCH_MODELS),
         "min_ratings": positive_int,
@@ -88,7 +88,6 @@ def _watch_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
         "als_alpha": Spec(float, low=0.0),
         "als_iterations": positive_int,
         "seed": seed,
-        "like_weight": Spec(float, low=0.0),
     }
 
 
@@ -126,6 +125,8 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "seed": seed,
         },
         "watch": _watch_section(positive_int, seed),
+        # The served formula's weight, apart from the watch fit: evaluate and recommend read it.
+        "ranking": {"like_weight": Spec(float, low=0.0)},
         "evaluate": {
             "batch_size": positive_int,
             "plot_points": positive_int,

@@ -5,13 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from movielens.data.download import (
-    MIRROR_ENV,
-    TRUST_MD5_ENV,
-    download_dataset,
-    resolve_base,
-    trusts_mirror_md5,
-)
+from movielens.data.download import download_dataset
+from movielens.data.fetch import MIRROR_ENV, TRUST_MD5_ENV, resolve_base, trusts_mirror_md5
 from movielens.data.releases import get_dataset
 from movielens.params import load_params
 from movielens.plumbing import paths

@@ -35,7 +35,7 @@ def main() -> None:
         watch,
         train,
         test,
-        like_weight=params["watch"]["like_weight"],
+        like_weight=params["ranking"]["like_weight"],
         **params["evaluate"],
     )
     write_json(paths.SCORES, evaluation.scores)

@@ -7,7 +7,7 @@ import time
 
 import pandas as pd
 
-from movielens.model.watch import fit_settings, fit_watch, history_matrix, save_watch
+from movielens.model.watch import fit_watch, history_matrix, save_watch
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
@@ -24,7 +24,7 @@ def main() -> None:
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
     history = history_matrix(train["user_index"], train["movie_index"], n_users, n_movies)
     start = time.perf_counter()
-    model = fit_watch(history, **fit_settings(p))
+    model = fit_watch(history, **p)  # the watch section is fit_watch's arguments, key for key
     seconds = time.perf_counter() - start
     log.info("watch model (%s) fitted in %.1f s", model.kind, seconds)
     save_watch(model, paths.WATCH_MODEL)

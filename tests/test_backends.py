@@ -16,11 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from movielens.model.keras_model import load_model, predict_ratings
 from movielens.plumbing import paths
 from movielens.training import fit as train
+from movielens.training.epochs import carve_validation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings
+from test_engines import N_MOVIES, N_USERS, planted_ratings, settings_with
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough for both backends' fits to settle: they start from different initial weights
@@ -33,13 +35,13 @@ from movielens.training.backend import use_backend
 use_backend("jax")
 sys.path.insert(0, "tests")
 from test_backends import CONVERGED
-from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings, variant
+from test_engines import N_MOVIES, N_USERS, planted_ratings, settings_with, variant
 from movielens.training import fit as train
 
 def fit(engine, ratings, build=None, **changes):
-    p = {**PARAMS, "backend": "jax", "engine": engine, **changes}
+    settings = settings_with(backend="jax", engine=engine, **changes)
     extra = {} if build is None else {"build": build}
-    return train.train_model(ratings, N_USERS, N_MOVIES, p, **extra)
+    return train.train_model(ratings, N_USERS, N_MOVIES, settings, **extra)
 
 def digest(model):
     return hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
@@ -116,8 +118,9 @@ def test_lazy_adam_on_jax_agrees_with_the_compiled_kernel_at_every_epoch(jax_run
 
 def test_tensorflow_and_jax_train_the_model_to_within_0_005(jax_run):
     ratings = planted_ratings(20000)
-    p = {**PARAMS, "engine": "keras", **CONVERGED}
-    tensorflow = train.train_model(ratings, N_USERS, N_MOVIES, p)
+    tensorflow = train.train_model(
+        ratings, N_USERS, N_MOVIES, settings_with(engine="keras", **CONVERGED)
+    )
     assert tensorflow.backend == "tensorflow"
     best = float(tensorflow.history["val_rmse"].min())
     assert best == pytest.approx(min(jax_run["keras"]), abs=0.005)
@@ -142,17 +145,18 @@ from movielens.training.backend import use_backend
 use_backend("jax")
 import jax, keras
 sys.path.insert(0, "tests")
-from test_engines import N_MOVIES, N_USERS, PARAMS, planted_ratings
+from dataclasses import replace
+from test_engines import N_MOVIES, N_USERS, planted_ratings, settings_with
 from movielens.training import fit as train
 from movielens.training.backend import default_distribution
 ratings = planted_ratings()
-p = {**PARAMS, "backend": "jax", "engine": sys.argv[1], "epochs": 3}
+p = settings_with(backend="jax", engine=sys.argv[1], epochs=3)
 devices = jax.devices()
 one = keras.distribution.DataParallel(devices=devices[:1])
 results = {"devices": len(devices)}
 for name, shard_tables in (("data", False), ("tables", True)):
     distribution = default_distribution(shard_tables)
-    fit = train.train_model(ratings, N_USERS, N_MOVIES, {**p, "shard_tables": shard_tables})
+    fit = train.train_model(ratings, N_USERS, N_MOVIES, replace(p, shard_tables=shard_tables))
     table = fit.model.get_layer("user_embedding").embeddings.value
     results[name] = {
         "kind": type(distribution).__name__,
@@ -205,7 +209,7 @@ def stage_dir(tmp_path: Path, **train_changes) -> Path:
 
 
 def test_the_train_stage_on_jax_saves_the_model_and_records_backend_and_engine(tmp_path):
-    cwd = stage_dir(tmp_path, backend="jax", engine="xla", epochs=2)
+    cwd = stage_dir(tmp_path, backend="jax", engine="xla", epochs=2, refit=False)
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {"PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-c", STAGE_RUN], cwd=cwd, env=env, capture_output=True, text=True
@@ -214,7 +218,16 @@ def test_the_train_stage_on_jax_saves_the_model_and_records_backend_and_engine(t
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"tensorflow_imported": False}
     metrics = json.loads((cwd / paths.TRAIN_METRICS).read_text())
     assert (metrics["backend"], metrics["engine"], metrics["epochs_run"]) == ("jax", "xla", 2)
-    assert (cwd / paths.MODEL).stat().st_size > 0
+    # The saved file is the trained model: loaded here, on TensorFlow, the kept epoch's weights
+    # score the validation RMSE the stage recorded for them.
+    train_params = yaml.safe_load((cwd / "params.yaml").read_text(encoding="utf-8"))["train"]
+    ratings = planted_ratings()
+    _, val = carve_validation(len(ratings), train_params["validation_size"], train_params["seed"])
+    held_out = ratings.iloc[val]
+    saved = load_model(cwd / paths.MODEL)
+    predicted = predict_ratings(saved, held_out["user_index"], held_out["movie_index"], 4096)
+    rmse = float(np.sqrt(np.mean((predicted - held_out["rating"].to_numpy()) ** 2)))
+    assert rmse == pytest.approx(metrics["val_rmse"], abs=1e-5)
 
 
 def test_a_keras_backend_variable_that_disagrees_with_the_params_is_refused(tmp_path):

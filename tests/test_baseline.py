@@ -6,6 +6,7 @@ import pytest
 
 from movielens.model.baseline import (
     BiasModel,
+    BiasSettings,
     fit_bias_model,
     fit_biases,
     load_bias_model,
@@ -13,7 +14,7 @@ from movielens.model.baseline import (
 )
 from movielens.plumbing.errors import PipelineError
 
-PARAMS = {"baseline_reg_users": 2.0, "baseline_reg_movies": 3.0, "baseline_iterations": 7}
+SETTINGS = BiasSettings(baseline_reg_users=2.0, baseline_reg_movies=3.0, baseline_iterations=7)
 
 
 def frame():
@@ -26,8 +27,8 @@ def frame():
     )
 
 
-def test_fit_bias_model_uses_the_train_params():
-    model = fit_bias_model(frame(), 3, 3, PARAMS)
+def test_fit_bias_model_uses_its_settings():
+    model = fit_bias_model(frame(), 3, 3, SETTINGS)
     f = frame()
     mu, b_u, b_m = fit_biases(
         f["user_index"].to_numpy(), f["movie_index"].to_numpy(), f["rating"].to_numpy(),
@@ -38,6 +39,11 @@ def test_fit_bias_model_uses_the_train_params():
     np.testing.assert_array_equal(model.movie_bias, b_m)
 
 
+def test_the_settings_are_read_from_the_train_section_by_key():
+    section = {"baseline_reg_users": 2.0, "baseline_reg_movies": 3.0, "baseline_iterations": 7}
+    assert BiasSettings.from_params({**section, "epochs": 60, "seed": 42}) == SETTINGS
+
+
 def test_predict_drops_the_cold_side():
     model = BiasModel(3.0, np.array([0.5, -0.5]), np.array([1.0, 0.25]))
     got = model.predict(np.array([0, -1, 1, -1]), np.array([1, 0, -1, -1]))
@@ -45,7 +51,7 @@ def test_predict_drops_the_cold_side():
 
 
 def test_saved_model_round_trips_and_the_file_is_byte_reproducible(tmp_path):
-    model = fit_bias_model(frame(), 3, 3, PARAMS)
+    model = fit_bias_model(frame(), 3, 3, SETTINGS)
     first, second = tmp_path / "a.npz", tmp_path / "b.npz"
     save_bias_model(model, first)
     save_bias_model(model, second)
@@ -58,7 +64,7 @@ def test_saved_model_round_trips_and_the_file_is_byte_reproducible(tmp_path):
 
 def test_a_bias_model_of_other_data_is_refused(tmp_path):
     path = tmp_path / "baseline.npz"
-    save_bias_model(fit_bias_model(frame(), 3, 3, PARAMS), path)
+    save_bias_model(fit_bias_model(frame(), 3, 3, SETTINGS), path)
     with pytest.raises(PipelineError, match="has 3 users and 3 movies but data/processed has 4"):
         load_bias_model(path, 4, 3)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -11,16 +12,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks import bench_train, search
-from benchmarks.bench_train import COMPILED, KERAS, OURS, XLA
-from movielens.data import download
+from benchmarks import bench_train, engines, peers, search, seeds, splits
+from benchmarks.names import COMPILED, KERAS, OURS, XLA
+from benchmarks.rows import result_row
+from movielens.data.fetch import MIRROR_ENV
 from movielens.evaluation import crossvalidation as crossvalidate
 from movielens.evaluation.accuracy import rmse
 from movielens.evaluation.crossvalidation import fold_splits
-from movielens.model.baseline import fit_biases, predict_biases
+from movielens.model.baseline import BiasSettings, fit_biases, predict_biases
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
+from movielens.training.settings import TrainSettings
 from stages import download as download_stage
 from stages import evaluate as evaluate_stage
 from stages import preprocess as preprocess_stage
@@ -43,7 +46,7 @@ def project(tmp_path_factory, small_mirror) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        mp.setenv(download.MIRROR_ENV, str(small_mirror))
+        mp.setenv(MIRROR_ENV, str(small_mirror))
         download_stage.main()
         preprocess_stage.main()
     return root
@@ -56,9 +59,7 @@ def in_project(project, monkeypatch) -> Path:
 
 
 def test_result_row_arithmetic():
-    row = bench_train.result_row(
-        "m", np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 5.0]), 2.0, 4, 500, {}
-    )
+    row = result_row("m", np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 5.0]), 2.0, 4, 500, {})
     assert row["rmse"] == pytest.approx(np.sqrt(5 / 3), abs=1e-6)  # errors 0, 1, 2
     assert row["mae"] == pytest.approx(1.0)
     assert row["ratings_per_second"] == 1000.0  # 500 ratings x 4 epochs / 2 s
@@ -80,7 +81,7 @@ def test_results_json_has_one_row_per_model_with_protocol_and_machine(in_project
     )
     rows = json.loads(out.read_text(encoding="utf-8"))
     assert [r["model"] for r in rows] == [COMPILED, KERAS, XLA, "BaselineOnly"]
-    n_train = len(bench_train.load_split().train)
+    n_train = len(splits.load_split().train)
     for row in rows:
         assert set(row) >= ROW_KEYS
         assert set(row["protocol"]) >= PROTOCOL_KEYS
@@ -122,13 +123,14 @@ def test_cross_validation_fits_every_model_on_the_crossvalidate_stages_folds(
     ours, peer = result["models"][OURS], result["models"]["BaselineOnly"]
     # ours is what the crossvalidate stage computes, fold by fold
     stage = crossvalidate.cross_validate(
-        ratings, "random", cv["folds"], cv["seed"], params["train"], cv["batch_size"]
-    )
+        ratings, "random", cv["folds"], cv["seed"], cv["batch_size"],
+        TrainSettings.from_params(params["train"]), BiasSettings.from_params(params["train"]),
+    )  # fmt: skip
     assert [r["rmse"] for r in ours["per_fold"]] == [r["rmse"] for r in stage["per_fold"]]
     assert (ours["rmse_mean"], ours["rmse_std"]) == (stage["rmse_mean"], stage["rmse_std"])
     # the peer saw the same folds: its fold 2 is bench_peer on the stage's fold 2
-    fold_2 = bench_train.Split(*list(fold_splits(ratings, cv["folds"], cv["seed"], "random"))[1])
-    assert peer["per_fold"][1]["rmse"] == bench_train.bench_peer("BaselineOnly", fold_2, 0)["rmse"]
+    fold_2 = splits.Split(*list(fold_splits(ratings, cv["folds"], cv["seed"], "random"))[1])
+    assert peer["per_fold"][1]["rmse"] == peers.bench_peer("BaselineOnly", fold_2, 0)["rmse"]
     rmses = np.array([r["rmse"] for r in peer["per_fold"]])
     assert peer["rmse_mean"] == round(rmses.mean(), 6)
     assert peer["rmse_std"] == round(rmses.std(ddof=1), 6)
@@ -140,7 +142,7 @@ def test_cross_validation_fits_every_model_on_the_crossvalidate_stages_folds(
 
 
 def test_our_rmse_is_what_the_evaluate_stage_writes(in_project):
-    row = bench_train.bench_ours(bench_train.load_split(), load_params())
+    row = engines.bench_ours(splits.load_split(), load_params())
     train_stage.main()
     train_watch_stage.main()
     evaluate_stage.main()
@@ -149,8 +151,8 @@ def test_our_rmse_is_what_the_evaluate_stage_writes(in_project):
 
 
 def test_baseline_only_row_is_surprises_als_baseline(in_project):
-    split = bench_train.load_split()
-    row = bench_train.bench_peer("BaselineOnly", split, seed=0)
+    split = splits.load_split()
+    row = peers.bench_peer("BaselineOnly", split, seed=0)
     tr, te = split.train, split.test
     ratings = tr["rating"].to_numpy(np.float64)
     # Surprise's ALS updates the item biases first: fit_biases with the roles swapped does that.
@@ -176,16 +178,16 @@ def test_baseline_only_row_is_surprises_als_baseline(in_project):
 
 def test_resplit_with_the_pipeline_seed_is_data_processed(in_project):
     params = load_params()
-    pipeline = bench_train.load_split()
-    ratings, prep = bench_train.release_ratings(params), params["preprocess"]
-    assert bench_train.same_split(bench_train.resplit(ratings, prep, prep["seed"]), pipeline)
-    assert not bench_train.same_split(bench_train.resplit(ratings, prep, 1), pipeline)
+    pipeline = splits.load_split()
+    ratings, prep = splits.release_ratings(params), params["preprocess"]
+    assert splits.same_split(splits.resplit(ratings, prep, prep["seed"]), pipeline)
+    assert not splits.same_split(splits.resplit(ratings, prep, 1), pipeline)
 
 
 def test_resplit_follows_the_split_protocol(in_project):
     params = load_params()
     prep = {**params["preprocess"], "split": "time"}
-    split = bench_train.resplit(bench_train.release_ratings(params), prep, prep["seed"])
+    split = splits.resplit(splits.release_ratings(params), prep, prep["seed"])
     assert split.test["timestamp"].min() >= split.train["timestamp"].max()
 
 
@@ -193,7 +195,7 @@ def test_seed_check_refuses_a_stale_split(in_project):
     params = load_params()
     params["preprocess"]["seed"] += 1
     with pytest.raises(PipelineError, match="dvc repro preprocess"):
-        bench_train.check_seeds(params, [1], reference_rmse=0.9)
+        seeds.check_seeds(params, [1], reference_rmse=0.9)
 
 
 def test_seed_check_writes_each_seed_beside_the_results(in_project, tmp_path, capsys):
@@ -216,10 +218,10 @@ def test_seed_check_writes_each_seed_beside_the_results(in_project, tmp_path, ca
     [run] = check["runs"]
     assert run["seed"] == 1
     assert run["delta"] == pytest.approx(run["rmse"] - check["reference_rmse"], abs=1e-6)
-    assert run["within_tolerance"] == (abs(run["delta"]) <= bench_train.SEED_TOLERANCE)
+    assert run["within_tolerance"] == (abs(run["delta"]) <= seeds.SEED_TOLERANCE)
     params = load_params()
-    pipeline = bench_train.load_split()
-    other = bench_train.resplit(bench_train.release_ratings(params), params["preprocess"], 1)
+    pipeline = splits.load_split()
+    other = splits.resplit(splits.release_ratings(params), params["preprocess"], 1)
     assert check["reference_test_rating_std"] == pytest.approx(pipeline.test["rating"].std(ddof=0))
     assert run["test_rating_std"] == pytest.approx(other.test["rating"].std(ddof=0))
     spread = check["spread"]
@@ -240,7 +242,7 @@ def test_split_spread_ranks_the_reference_split_among_the_others():
         {"seed": 2, "rmse": 0.858, "baseline_only_rmse": 0.89},
         {"seed": 3, "rmse": 0.83, "baseline_only_rmse": 0.86},
     ]
-    spread = bench_train.split_spread(reference, runs, tolerance=0.01)
+    spread = seeds.split_spread(reference, runs, tolerance=0.01)
     ours = np.array([0.85, 0.842, 0.858, 0.83])
     baseline = np.array([0.88, 0.87, 0.89, 0.86])
     assert spread["seeds"] == [42, 1, 2, 3]
@@ -257,7 +259,7 @@ def test_split_spread_ranks_the_reference_split_among_the_others():
 
 def test_split_spread_of_two_splits_has_no_correlation():
     reference = {"seed": 42, "rmse": 0.85, "baseline_only_rmse": 0.88}
-    spread = bench_train.split_spread(
+    spread = seeds.split_spread(
         reference, [{"seed": 1, "rmse": 0.87, "baseline_only_rmse": 0.9}], tolerance=0.01
     )
     assert spread["correlation_with_baseline_only"] is None
@@ -271,22 +273,61 @@ def test_a_negative_spread_is_refused(capsys):
     assert "--spread must be 0 or more, got -1" in capsys.readouterr().err
 
 
+def stand_in_python(script: str, folder: Path, monkeypatch) -> None:
+    """Make the shell `script` the interpreter the benchmark runs (sys.executable)."""
+    python = folder / "python"
+    python.write_text(f"#!/bin/sh\n{script}", encoding="utf-8")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+
+
 def test_a_failing_train_stage_is_one_line(in_project, tmp_path, monkeypatch):
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'error: boom' >&2\nexit 3\n", encoding="utf-8")
-    fake.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake))
+    stand_in_python("echo 'error: boom' >&2\nexit 3\n", tmp_path, monkeypatch)
     with pytest.raises(PipelineError, match=r"failed \(3\): error: boom"):
-        bench_train.time_train_stage()
+        engines.time_train_stage()
+
+
+def test_the_train_stage_is_timed_from_start_to_exit_in_a_scratch_folder(
+    in_project, tmp_path, monkeypatch
+):
+    """A stand-in interpreter that sleeps says what it was run as, where, and on which files."""
+    record = tmp_path / "record"
+    stand_in_python(
+        f'{{ echo "$@"; pwd; echo "$PYTHONPATH"; find . -type f | sort; }} > "{record}"\n'
+        f'cp params.yaml "{tmp_path}/params.copy"\nsleep 0.5\n',
+        tmp_path,
+        monkeypatch,
+    )
+    seconds = engines.time_train_stage()
+    assert 0.5 <= seconds < 10  # the process from start to exit: its sleep, and some noise
+    arguments, folder, pythonpath, *files = record.read_text(encoding="utf-8").splitlines()
+    assert arguments == "-m stages.train"
+    assert pythonpath.split(os.pathsep)[0] == str(ROOT)  # this checkout's stages, from anywhere
+    assert Path(folder) != in_project and not Path(folder).exists()  # a scratch folder, removed
+    assert files == sorted(
+        f"./{p}" for p in (paths.PARAMS, paths.TRAIN, paths.USER_IDS, paths.MOVIE_IDS)
+    )
+    assert (tmp_path / "params.copy").read_bytes() == paths.PARAMS.read_bytes()
 
 
 @pytest.mark.slow
-def test_train_stage_is_timed_in_a_scratch_folder(in_project):
+def test_train_stage_is_timed_in_a_scratch_folder(in_project, tmp_path, monkeypatch):
+    stage_log = tmp_path / "stage.log"
+    stand_in_python(  # the real interpreter, its stderr kept for the test too
+        f'"{sys.executable}" "$@" 2>"{stage_log}"\nstatus=$?\n'
+        f'cat "{stage_log}" >&2\nexit $status\n',
+        tmp_path,
+        monkeypatch,
+    )
+    monkeypatch.setenv("LOGLEVEL", "INFO")
     before = sorted(p for p in in_project.rglob("*") if "__pycache__" not in p.parts)
-    seconds = bench_train.time_train_stage()
-    assert seconds > 0
+    seconds = engines.time_train_stage()
     after = sorted(p for p in in_project.rglob("*") if "__pycache__" not in p.parts)
     assert after == before  # the stage wrote its model elsewhere
+    logged = stage_log.read_text(encoding="utf-8")
+    assert f"training on {len(splits.load_split().train)} ratings" in logged  # the project's split
+    fit_seconds = float(re.search(r"fit took ([\d.]+) s", logged)[1])
+    assert fit_seconds <= seconds  # the process's time holds the fit it timed itself
 
 
 def pinned_grid(**values) -> list[str]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from movielens import cli, synth
-from movielens.data.download import file_md5, parse_md5
+from movielens.data.fetch import file_md5, parse_md5
 from movielens.serve import command as recommend_module
 
 MOVIELENS = shutil.which("movielens", path=str(Path(sys.executable).parent))

@@ -15,8 +15,10 @@ import yaml
 from movielens.data.splits import NEVER_HELD_OUT, assign_folds, fold_parts
 from movielens.evaluation import crossvalidation as crossvalidate
 from movielens.evaluation.crossvalidation import fold_splits
+from movielens.model.baseline import BiasSettings
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
+from movielens.training.settings import TrainSettings
 from stages import evaluate as evaluate_stage
 from stages import train as train_stage
 from stages import train_watch as train_watch_stage
@@ -175,7 +177,15 @@ def test_each_fold_scores_what_the_train_and_evaluate_stages_give(tmp_path, monk
     """Fold 2 of a 3-fold run, written as data/processed and run through train_stage.main and
     evaluate_stage.main, gets the same model and baseline scores as cross_validate gave it."""
     params = tiny_params()
-    result = crossvalidate.cross_validate(RATINGS, "user", 3, 5, params["train"], 512)
+    result = crossvalidate.cross_validate(
+        RATINGS,
+        "user",
+        folds=3,
+        seed=5,
+        batch_size=512,
+        model_settings=TrainSettings.from_params(params["train"]),
+        bias_settings=BiasSettings.from_params(params["train"]),
+    )
     assert [row["fold"] for row in result["per_fold"]] == [1, 2, 3]
     assert result["folds"] == 3 and result["split"] == "user"
 

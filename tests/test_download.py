@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from movielens.data import download
+from movielens.data import archive as zip_archive
+from movielens.data import download, fetch
 from movielens.data.releases import OFFICIAL_BASE_URL, get_dataset
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
@@ -39,9 +40,9 @@ RATINGS = (
 MOVIES = b"movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n3,Grumpier Old Men (1995),Comedy|Romance\n"
 LICENSE = b"Summary: a tiny MovieLens-shaped test set.\n"
 LINKS = b"movieId,imdbId,tmdbId\n1,0114709,862\n"
-FAST = download.RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=2.0)
+FAST = fetch.RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=2.0)
 HOSTILE_ABSOLUTE = "/tmp/movielens-download-test-evil.txt"
-TIMEOUT = download.RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=0.3)
+TIMEOUT = fetch.RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=0.3)
 STALL_S = 10.0  # a stalled handler waits this long at most, far beyond TIMEOUT.timeout_s
 
 
@@ -170,7 +171,7 @@ def project(tmp_path, monkeypatch) -> Path:
     root.mkdir()
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     monkeypatch.chdir(root)
-    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch.MIRROR_ENV, raising=False)
     return root
 
 
@@ -188,7 +189,7 @@ def test_fetches_verifies_and_extracts(kind, style, project, tmp_path, request):
         base = write_mirror(tmp_path / "mirror", files)
     target = paths.raw_dir(DATASET.name)
 
-    written = download.download_dataset(DATASET, download.resolve_base(base), target, FAST)
+    written = download.download_dataset(DATASET, fetch.resolve_base(base), target, FAST)
 
     assert written == [target / "ratings.csv", target / "movies.csv", target / "README.txt"]
     assert {p.name: p.read_bytes() for p in target.iterdir()} == {
@@ -280,7 +281,7 @@ def test_a_stall_once_is_retried(server, project):
 def test_the_default_retry_policy_gives_up_well_under_a_minute():
     """Worst case of one fetch against a server that never answers: every attempt waits out its
     timeout, plus the back-off sleeps between attempts. The stage stops at the first failed fetch."""
-    policy = download.RetryPolicy()
+    policy = fetch.RetryPolicy()
     sleeps = sum(policy.backoff_s * 2**i for i in range(policy.attempts - 1))
     assert policy.attempts >= 2
     assert policy.attempts * policy.timeout_s + sleeps < 45
@@ -367,7 +368,7 @@ def test_extraction_counts_decompressed_bytes_against_the_cap(tmp_path):
     archive = zipfile.ZipFile(io.BytesIO(make_zip([(member("ratings.csv"), b"0" * 50_000)])))
 
     with archive, pytest.raises(PipelineError, match="decompresses past the cap of 1000 bytes"):
-        download.extract_members(archive, archive.infolist(), tmp_path / "out", max_bytes=1000)
+        zip_archive.extract_members(archive, archive.infolist(), tmp_path / "out", max_bytes=1000)
 
 
 def test_failed_run_keeps_previous_output_and_good_run_replaces_it(project, tmp_path):
@@ -399,11 +400,11 @@ def test_failed_run_keeps_previous_output_and_good_run_replaces_it(project, tmp_
     ],
 )
 def test_resolve_base_accepts(mirror, expected):
-    assert download.resolve_base(mirror) == expected
+    assert fetch.resolve_base(mirror) == expected
 
 
 def test_resolve_base_accepts_absolute_directory(tmp_path):
-    assert download.resolve_base(str(tmp_path)) == str(tmp_path)
+    assert fetch.resolve_base(str(tmp_path)) == str(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -418,7 +419,7 @@ def test_resolve_base_accepts_absolute_directory(tmp_path):
 )
 def test_resolve_base_rejects(mirror, message):
     with pytest.raises(PipelineError, match=message):
-        download.resolve_base(mirror)
+        fetch.resolve_base(mirror)
 
 
 @pytest.mark.parametrize(
@@ -432,7 +433,7 @@ def test_resolve_base_rejects(mirror, message):
     ids=["bsd", "md5sum", "md5sum-binary", "several-lines"],
 )
 def test_parse_md5(text):
-    assert download.parse_md5(text, ZIP) == "91f91ad0f0846e764ddf79cf44a0cbe1"
+    assert fetch.parse_md5(text, ZIP) == "91f91ad0f0846e764ddf79cf44a0cbe1"
 
 
 @pytest.mark.parametrize(
@@ -440,12 +441,12 @@ def test_parse_md5(text):
 )
 def test_parse_md5_rejects(text):
     with pytest.raises(PipelineError, match=f"no MD5 for {ZIP}"):
-        download.parse_md5(text, ZIP)
+        fetch.parse_md5(text, ZIP)
 
 
 def test_main_reads_params_and_mirror(project, tmp_path, monkeypatch):
     base = write_mirror(tmp_path / "mirror", mirror_files(make_zip(good_entries())))
-    monkeypatch.setenv(download.MIRROR_ENV, base)
+    monkeypatch.setenv(fetch.MIRROR_ENV, base)
 
     download_stage.main()
 
@@ -529,7 +530,7 @@ def cli_faults(tmp_path_factory):
         root = folder / "project"
         root.mkdir(parents=True)
         shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-        case_env = {**env, download.MIRROR_ENV: make_mirror(folder / "mirror", httpd)}
+        case_env = {**env, fetch.MIRROR_ENV: make_mirror(folder / "mirror", httpd)}
         running[case] = (folder, subprocess.Popen(
             [sys.executable, "-m", "stages.download"], cwd=root, env=case_env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -573,7 +574,7 @@ def test_a_server_that_never_answers_stops_the_stage_well_under_a_minute(tmp_pat
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            download.MIRROR_ENV: f"http://127.0.0.1:{port}",
+            fetch.MIRROR_ENV: f"http://127.0.0.1:{port}",
         }
         start = time.monotonic()
         result = subprocess.run(
@@ -625,7 +626,7 @@ run_stage(download_stage.main)
 
 def run_download(root: Path, mirror: str, *args: str) -> subprocess.CompletedProcess:
     code = ["-c", KILLED_DOWNLOAD, *args] if args else ["-m", "stages.download"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), download.MIRROR_ENV: mirror, "LOGLEVEL": "ERROR"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), fetch.MIRROR_ENV: mirror, "LOGLEVEL": "ERROR"}
     return subprocess.run(
         [sys.executable, *code], cwd=root, env=env, capture_output=True, text=True, timeout=120
     )

@@ -76,16 +76,15 @@ def test_stages_are_the_six_in_order():
 # The params section each stage reads, where it is not named after the stage.
 SECTION = {"train_watch": "watch"}
 # What a stage reads beyond its own section: download and preprocess the dataset's name;
-# evaluate ranks with watch.like_weight, which train_watch does not read (so changing it reruns
-# evaluate only); crossvalidate fits the train stage's models (every train.* key) under the split rule.
-OTHER_SECTIONS = {"crossvalidate": ("train",)}
+# evaluate scores the served lists (every ranking.* key), which train_watch does not read (so
+# changing ranking.like_weight reruns evaluate only); crossvalidate fits the train stage's models
+# (every train.* key) under the split rule.
+OTHER_SECTIONS = {"evaluate": ("ranking",), "crossvalidate": ("train",)}
 OTHER_KEYS = {
     "download": {"data.dataset"},
     "preprocess": {"data.dataset"},
-    "evaluate": {"watch.like_weight"},
     "crossvalidate": {"preprocess.split"},
 }
-NOT_READ = {"train_watch": {"watch.like_weight"}}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -103,7 +102,13 @@ def test_params_are_exactly_the_stage_section_of_the_schema(stage):
         for section in (SECTION.get(stage, stage), *OTHER_SECTIONS.get(stage, ()))
         for key in schema.get(section, {})
     }
-    assert listed == reads - NOT_READ.get(stage, set())
+    assert listed == reads
+
+
+def test_only_evaluate_reads_the_served_formulas_weight():
+    """The watch fit does not read it: changing ranking.like_weight reruns evaluate alone."""
+    readers = [name for name in STAGES if "ranking.like_weight" in DVC["stages"][name]["params"]]
+    assert readers == ["evaluate"]
 
 
 def test_crossvalidate_reads_no_evaluate_param_and_not_the_test_split():

@@ -33,8 +33,9 @@ from movielens.plumbing.errors import PipelineError
 from movielens.training import engines
 from movielens.training import fit as train
 from movielens.training.compiled import fit as compiled_fit
-from movielens.training.epochs import FitSettings, carve_validation, epoch_orders, training_data
+from movielens.training.epochs import carve_validation, epoch_orders, training_data
 from movielens.training.keras_fit import EpochBatches, fit_keras
+from movielens.training.settings import TrainSettings
 from stages import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +83,13 @@ def ratings() -> pd.DataFrame:
     return planted_ratings()
 
 
+def settings_with(**changes) -> TrainSettings:
+    """The train settings of PARAMS with some keys changed."""
+    return TrainSettings.from_params({**PARAMS, **changes})
+
+
 def fit_with(ratings, build=build_model, **changes) -> train.Fit:
-    return train.train_model(ratings, N_USERS, N_MOVIES, {**PARAMS, **changes}, build=build)
+    return train.train_model(ratings, N_USERS, N_MOVIES, settings_with(**changes), build=build)
 
 
 def weights(model) -> list[np.ndarray]:
@@ -280,25 +286,24 @@ def test_the_refit_trains_on_every_row_for_the_chosen_epochs(ratings):
         selected.best_epoch,
     )
     # The saved weights are those of a fresh model fitted on every row for best_epoch epochs.
-    p = {**PARAMS, "epochs": 6, "patience": 1, "learning_rate": 0.05}
-    keras.utils.set_random_seed(p["seed"])
+    settings = settings_with(epochs=6, patience=1, learning_rate=0.05)
+    keras.utils.set_random_seed(settings.seed)
     fresh = build_model(N_USERS, N_MOVIES, 8, 5e-5, 0.03, (0.5, 5.0))
-    every = whole_data(ratings, p)
-    compiled_fit.fit_compiled(
-        fresh, every, FitSettings.of(p).for_epochs(refitted.best_epoch), every.fit_rows[:10]
-    )
+    every = whole_data(ratings, settings)
+    fit_settings = settings.fitting().for_epochs(refitted.best_epoch)
+    compiled_fit.fit_compiled(fresh, every, fit_settings, every.fit_rows[:10])
     for a, b in zip(weights(refitted.model), weights(fresh), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def whole_data(ratings, p):
+def whole_data(ratings, settings: TrainSettings):
     """The training data with every row fitted, as the refit sees it."""
     return training_data(
         ratings["user_index"].to_numpy(),
         ratings["movie_index"].to_numpy(),
         ratings["rating"].to_numpy(),
-        p["validation_size"],
-        p["seed"],
+        settings.validation_size,
+        settings.seed,
     ).whole()
 
 
@@ -309,11 +314,10 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
-from test_engines import PARAMS, N_USERS, N_MOVIES, planted_ratings
+from test_engines import N_USERS, N_MOVIES, planted_ratings, settings_with
 from movielens.training import fit as train
-from stages import train as train_stage
 ratings = planted_ratings()
-p = {**PARAMS, "engine": "keras", "epochs": 3}
+p = settings_with(engine="keras", epochs=3)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 mirrored = train.train_model(ratings, N_USERS, N_MOVIES, p, distribution=strategy)
 single = train.train_model(ratings, N_USERS, N_MOVIES, p)
@@ -343,11 +347,11 @@ def test_the_keras_refit_equals_a_fresh_model_fitted_on_every_row(ratings):
     be those of a new model, new optimizer, fitted on every row for the chosen epochs."""
     changes = {"engine": "keras", "epochs": 5, "patience": 1, "learning_rate": 0.05}
     refitted = fit_with(ratings, refit=True, **changes)
-    p = {**PARAMS, **changes}
-    data = whole_data(ratings, p)
-    keras.utils.set_random_seed(p["seed"])
+    settings = settings_with(**changes)
+    data = whole_data(ratings, settings)
+    keras.utils.set_random_seed(settings.seed)
     fresh = build_model(N_USERS, N_MOVIES, 8, 5e-5, 0.03, (0.5, 5.0))
-    fit_keras(fresh, data, FitSettings.of(p).for_epochs(refitted.best_epoch))
+    fit_keras(fresh, data, settings.fitting().for_epochs(refitted.best_epoch))
     for a, b in zip(weights(refitted.model), weights(fresh), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -385,7 +389,7 @@ def test_the_refitted_models_of_both_engines_agree(ratings):
 
 def test_an_extra_iterator_does_not_shift_the_epoch_orders(ratings):
     """Keras may open an iterator before the first epoch (to build a model under a strategy):
-    the epoch Keras starts, not the number of iterators opened, picks the order."""
+    the order set for the epoch, not the number of iterators opened, picks the batches."""
     data = training_data(
         ratings["user_index"].to_numpy(),
         ratings["movie_index"].to_numpy(),
@@ -393,15 +397,16 @@ def test_an_extra_iterator_does_not_shift_the_epoch_orders(ratings):
         0.1,
         3,
     )
-    batches = EpochBatches(data, 256, seed=7)
+    orders = epoch_orders(data.fit_rows, 7)
+    epoch_1, epoch_2 = next(orders), next(orders)
+    batches = EpochBatches(data, 256)
     dataset = batches.dataset()
+    batches.order = epoch_1
     peeked = next(dataset.as_numpy_iterator())
     first = list(dataset.as_numpy_iterator())
-    batches.epoch = 1
+    batches.order = epoch_2
     second = list(dataset.as_numpy_iterator())
-    orders = epoch_orders(data.fit_rows, 7)
-    for got in (first, second):
-        order = next(orders)
+    for got, order in ((first, epoch_1), (second, epoch_2)):
         assert len(got) == batches.steps == -(-len(data.fit_rows) // 256)
         assert [len(r) for _, r in got] == [256] * (batches.steps - 1) + [
             len(order) - 256 * (batches.steps - 1)
@@ -425,9 +430,8 @@ def test_an_epoch_of_whole_batches_ends_without_an_empty_batch(ratings):
         3,
     )
     size = next(b for b in range(200, 2, -1) if len(data.fit_rows) % b == 0)
-    batches = EpochBatches(data, size, seed=7)
+    batches = EpochBatches(data, size)
+    batches.order = next(epoch_orders(data.fit_rows, 7))
     got = list(batches.dataset().as_numpy_iterator())
     assert [len(r) for _, r in got] == [size] * (len(data.fit_rows) // size)
-    np.testing.assert_array_equal(
-        np.concatenate([r for _, r in got]), data.ratings[next(epoch_orders(data.fit_rows, 7))]
-    )
+    np.testing.assert_array_equal(np.concatenate([r for _, r in got]), data.ratings[batches.order])

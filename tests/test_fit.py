@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -19,6 +20,7 @@ from movielens.training.compiled import kernels
 from movielens.training.compiled.fit import AdamTrainer, objective_of, warm_up_kernels
 from movielens.training.epochs import carve_validation, fitted_ratings
 from movielens.training.fit import fit_model
+from movielens.training.settings import TrainSettings
 
 N_USERS, N_MOVIES, DIM = 6, 9, 4
 SCALE = (0.5, 5.0)
@@ -127,27 +129,27 @@ def training_frame(n=600, seed=3):
     )
 
 
-PARAMS = {
-    "backend": "tensorflow",
-    "engine": "compiled",
-    "shard_tables": False,
-    "refit": False,
-    "embedding_dim": 4,
-    "epochs": 12,
-    "batch_size": 64,
-    "learning_rate": 0.05,
-    "optimizer": "adam",
-    "embeddings_l2": 1e-4,
-    "activity_l2": 0.01,
-    "validation_size": 0.2,
-    "patience": 2,
-    "seed": 7,
-}
+SETTINGS = TrainSettings(
+    backend="tensorflow",
+    engine="compiled",
+    shard_tables=False,
+    refit=False,
+    embedding_dim=4,
+    epochs=12,
+    batch_size=64,
+    learning_rate=0.05,
+    optimizer="adam",
+    embeddings_l2=1e-4,
+    activity_l2=0.01,
+    validation_size=0.2,
+    patience=2,
+    seed=7,
+)
 
 
 def test_fit_is_bit_for_bit_repeatable():
-    first, h1 = fit_model(training_frame(), 20, 30, PARAMS)
-    second, h2 = fit_model(training_frame(), 20, 30, PARAMS)
+    first, h1 = fit_model(training_frame(), 20, 30, SETTINGS)
+    second, h2 = fit_model(training_frame(), 20, 30, SETTINGS)
     for a, b in zip(weights(first), weights(second), strict=True):
         np.testing.assert_array_equal(a, b)
     pd.testing.assert_frame_equal(h1, h2)
@@ -201,13 +203,13 @@ def test_restore_puts_back_a_snapshot():
 
 
 def test_fit_learns_and_keeps_the_best_validation_epoch():
-    model, history = fit_model(training_frame(), 20, 30, PARAMS)
+    model, history = fit_model(training_frame(), 20, 30, SETTINGS)
     assert list(history.columns) == ["epoch", "loss", "rmse", "val_rmse"]
     assert history["rmse"].iloc[-1] < history["rmse"].iloc[0]
     best = history["val_rmse"].min()
     frame = training_frame()
     # Rebuild the validation part the way fit_model carves it and score the returned weights.
-    _, val = carve_validation(len(frame), PARAMS["validation_size"], PARAMS["seed"])
+    _, val = carve_validation(len(frame), SETTINGS.validation_size, SETTINGS.seed)
     v = frame.iloc[val]
     trainer = AdamTrainer(model, 0.01, 8)
     score = trainer.rmse(
@@ -219,13 +221,13 @@ def test_fit_learns_and_keeps_the_best_validation_epoch():
 def test_early_stopping_stops_patience_epochs_after_the_best_and_keeps_the_best():
     """The run ends exactly `patience` epochs after its best validation epoch, long before the
     limit, and the returned weights score that best epoch's validation RMSE."""
-    params = {**PARAMS, "epochs": 200, "learning_rate": 0.2, "patience": 1}
-    model, history = fit_model(training_frame(), 20, 30, params)
+    settings = replace(SETTINGS, epochs=200, learning_rate=0.2, patience=1)
+    model, history = fit_model(training_frame(), 20, 30, settings)
     best = int(history["val_rmse"].to_numpy().argmin())
-    assert len(history) == best + 1 + params["patience"] < 200
+    assert len(history) == best + 1 + settings.patience < 200
     assert list(history["epoch"]) == list(range(1, len(history) + 1))
     frame = training_frame()
-    v = frame.iloc[carve_validation(len(frame), PARAMS["validation_size"], PARAMS["seed"])[1]]
+    v = frame.iloc[carve_validation(len(frame), SETTINGS.validation_size, SETTINGS.seed)[1]]
     score = AdamTrainer(model, 0.01, 8).rmse(
         v["user_index"].to_numpy(), v["movie_index"].to_numpy(), v["rating"].to_numpy()
     )
@@ -233,16 +235,16 @@ def test_early_stopping_stops_patience_epochs_after_the_best_and_keeps_the_best(
 
 
 def test_no_validation_part_trains_every_epoch():
-    params = {**PARAMS, "validation_size": 0.0, "epochs": 3}
-    _, history = fit_model(training_frame(), 20, 30, params)
+    settings = replace(SETTINGS, validation_size=0.0, epochs=3)
+    _, history = fit_model(training_frame(), 20, 30, settings)
     assert list(history.columns) == ["epoch", "loss", "rmse"]
     assert len(history) == 3
 
 
 def test_divergence_is_a_clear_error():
-    params = {**PARAMS, "learning_rate": 0.9, "embeddings_l2": 1e30}
+    settings = replace(SETTINGS, learning_rate=0.9, embeddings_l2=1e30)
     with pytest.raises(PipelineError, match=r"diverged.*learning_rate"):
-        fit_model(training_frame(), 20, 30, params)
+        fit_model(training_frame(), 20, 30, settings)
 
 
 @pytest.mark.parametrize(

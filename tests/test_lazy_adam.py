@@ -16,13 +16,14 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from movielens.model.baseline import fit_bias_model
+from movielens.model.baseline import BiasSettings, fit_bias_model
 from movielens.model.keras_model import build_model, model_inputs, predict_ratings
 from movielens.params import params_schema
 from movielens.training.compiled import kernels
 from movielens.training.compiled.fit import EPOCHS, AdamTrainer
 from movielens.training.fit import fit_model
 from movielens.training.optimizers import LazyAdam
+from movielens.training.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 LR, BETA_1, BETA_2, EPSILON = 0.05, 0.9, 0.999, 1e-7
@@ -294,19 +295,20 @@ def test_lazy_adam_learns_a_planted_interaction_far_below_the_bias_baseline():
     train, test, (n_users, n_movies) = generated_split(300_000, seed=5)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
     params |= {"epochs": 30, "patience": 2, "batch_size": 4096, "embedding_dim": 16}
-    baseline = fit_bias_model(train, n_users, n_movies, params)
+    baseline = fit_bias_model(train, n_users, n_movies, BiasSettings.from_params(params))
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
     actual = test["rating"].to_numpy()
 
-    def test_rmse(predicted: np.ndarray) -> float:
+    def held_out_rmse(predicted: np.ndarray) -> float:
         return float(np.sqrt(np.mean((predicted - actual) ** 2)))
 
-    lazy, _ = fit_model(train, n_users, n_movies, params | LAZY)
-    dense, _ = fit_model(train, n_users, n_movies, params | {"optimizer": "adam"})
+    lazy, _ = fit_model(train, n_users, n_movies, TrainSettings.from_params(params | LAZY))
+    dense_settings = TrainSettings.from_params(params | {"optimizer": "adam"})
+    dense, _ = fit_model(train, n_users, n_movies, dense_settings)
     scores = {
-        name: test_rmse(predict_ratings(model, users, movies, 65536))
+        name: held_out_rmse(predict_ratings(model, users, movies, 65536))
         for name, model in (("lazy_adam", lazy), ("adam", dense))
     }
-    scores["biases"] = test_rmse(baseline.predict(users, movies))
+    scores["biases"] = held_out_rmse(baseline.predict(users, movies))
     assert scores["lazy_adam"] < scores["biases"] - 0.05, scores
     print(f"test RMSE on 300k generated ratings: {scores}")

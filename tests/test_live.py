@@ -17,6 +17,7 @@ import pytest
 from movielens.plumbing import paths
 from movielens.training import live as training_live
 from movielens.training.fit import train_model
+from movielens.training.settings import TrainSettings
 
 PARAMS = {
     "engine": "compiled", "refit": True, "embedding_dim": 4, "epochs": 6, "batch_size": 64,
@@ -61,9 +62,8 @@ def logged(request, tmp_path_factory):
         patch.chdir(folder.parent)
         patch.setenv("DVC_STUDIO_OFFLINE", "false")
         with training_live.open_live(folder) as live:
-            fit = train_model(
-                training_frame(), 20, 30, {**PARAMS, "engine": request.param}, live=live
-            )
+            settings = TrainSettings.from_params({**PARAMS, "engine": request.param})
+            fit = train_model(training_frame(), 20, 30, settings, live=live)
     return fit, folder
 
 

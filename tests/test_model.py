@@ -94,5 +94,18 @@ def test_saved_model_loads_in_safe_mode_with_the_same_predictions(model, tmp_pat
     )
 
 
-def test_predict_ratings_of_no_pairs_is_empty(model):
-    assert predict_ratings(model, np.array([], int), np.array([], int), 8).shape == (0,)
+class Refuses:
+    """A model that fails if it is asked for anything."""
+
+    def predict(self, *args, **kwargs):
+        raise AssertionError("the model was run on no pairs")
+
+
+def test_predict_ratings_of_no_pairs_asks_the_model_nothing_and_joins_as_float32(model):
+    """Every pair of a request may be cold: then the model is not run (Keras' predict fails on
+    no rows), and the empty float32 answer joins the other pairs' predictions unchanged."""
+    empty = predict_ratings(Refuses(), np.array([], int), np.array([], int), 8)
+    pairs = predict_ratings(model, np.array([0, 3]), np.array([2, 5]), 8)
+    joined = np.concatenate([empty, pairs])
+    assert joined.dtype == np.float32
+    np.testing.assert_array_equal(joined, pairs)

@@ -129,8 +129,10 @@ def test_a_train_param_reruns_train_evaluate_and_crossvalidate(repo, env):
     run(repo, "dvc", "checkout", "-q", env=env)
 
 
-def test_an_evaluate_param_reruns_evaluate_only(repo, env):
-    output = run(repo, "dvc", "exp", "run", "-S", "evaluate.k=5", env=env)
+# The served formula's weight has a section of its own: the watch fit does not read it.
+@pytest.mark.parametrize("change", ["evaluate.k=5", "ranking.like_weight=2"])
+def test_an_evaluate_param_reruns_evaluate_only(repo, env, change):
+    output = run(repo, "dvc", "exp", "run", "-S", change, env=env)
     assert ran(output) == {"evaluate"}, output
     run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
     run(repo, "dvc", "checkout", "-q", env=env)

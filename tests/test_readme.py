@@ -1,6 +1,8 @@
-"""The README's DVC commands, run the way the README tells a user to: in a shell that activated
-.venv, in a git + DVC copy of the project on small generated data."""
+"""The README and docs/: the README's DVC commands run as written (in a shell that activated .venv,
+in a git + DVC copy of the project on small generated data), its headline figures are the committed
+metrics, and every link, file path and module name the pages give exists."""
 
+import json
 import os
 import re
 import subprocess
@@ -13,8 +15,11 @@ from benchmarks.project_copy import make_project, project_env
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 ACTIVATE = ". .venv/bin/activate"
 SECTION = "## Using it with DVC"
+MAX_README_BYTES = 12 * 1024
+FIRST_SCREEN_LINES = 45
 
 
 def dvc_section_commands() -> list[str]:
@@ -32,10 +37,105 @@ def a_users_shell(env: dict) -> dict:
     return {**shell, "PATH": os.pathsep.join(path)}
 
 
+def table_row(label: str) -> list[str]:
+    """The cells after the label of the README's table row that starts with `label`."""
+    rows = [line for line in README.splitlines() if line.startswith(f"| {label}")]
+    assert len(rows) == 1, f"the README has {len(rows)} table rows starting {label!r}"
+    return [cell.strip().strip("*") for cell in rows[0].strip("|").split("|")[1:]]
+
+
 def test_the_dvc_section_says_to_activate_the_environment():
     section = README[README.index(SECTION) :]
     assert ACTIVATE in section.split("```")[0]
     assert any(command.startswith("dvc repro") for command in dvc_section_commands())
+
+
+def test_the_readme_is_one_screen_first_and_at_most_12_kb():
+    assert len(README.encode("utf-8")) <= MAX_README_BYTES
+    first_screen = "\n".join(README.splitlines()[:FIRST_SCREEN_LINES])
+    for needed in ("make repro", "make test", "MOVIELENS_MIRROR=", "movielens recommend --user"):
+        assert needed in first_screen, f"{needed!r} is not in the README's first screen"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_a_page_names_no_folder_of_the_machine_it_was_written_on(page):
+    text = page.read_text(encoding="utf-8")
+    found = re.findall(r"(?<![\w.~])/(?:work|tmp|home|root|Users)/[^\s`)]*", text)
+    assert not found, f"{page.name} names folders of one machine: {found}"
+
+
+def test_the_readme_headline_figures_are_the_committed_metrics():
+    scores = json.loads((ROOT / "metrics" / "scores.json").read_text())
+    cv = json.loads((ROOT / "metrics" / "cv.json").read_text())
+    ranking = scores["ranking"]
+
+    def ranks(name: str) -> list[str]:
+        return [f"{ranking[name][m]:.4f}" for m in ("ndcg@10", "precision@10", "recall@10")]
+
+    assert table_row("**served") == ["", *ranks("served")]
+    assert table_row("the will-watch model alone") == ["", *ranks("watch")]
+    assert table_row("most popular") == ["", *ranks("most_popular")]
+    assert table_row("**the rating model") == [f"{scores['rmse']:.4f}", *ranks("model")]
+    assert f"5-fold cross-validation: {cv['rmse_mean']:.4f} ± {cv['rmse_std']:.4f}" in README
+    baselines = scores["baselines"]
+    assert table_row("user + movie biases")[0] == f"{baselines['user_movie_biases']['rmse']:.4f}"
+    assert table_row("global mean")[0] == f"{baselines['global_mean']['rmse']:.4f}"
+
+
+def test_the_readme_peer_figures_are_the_committed_benchmark():
+    rows = {
+        row["model"]: row
+        for row in json.loads((ROOT / "benchmarks" / "topn.json").read_text())["rows"]
+    }
+
+    def ranks(name: str) -> list[str]:
+        return ["", *(f"{rows[name][m]:.4f}" for m in ("ndcg@10", "precision@10", "recall@10"))]
+
+    assert table_row("EASE, whole catalogue") == ranks("EASE (lambda 100)")
+    assert table_row("implicit's ALS, best") == ranks("implicit ALS (256 factors, reg 20, alpha 4)")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_points_to_an_existing_file_and_heading(page):
+    for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+://", link):
+            continue
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path) if path else page
+        assert target.exists(), f"{page.name} links to {link}, which does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", target.read_text(encoding="utf-8"), flags=re.M)
+            assert anchor in map(github_anchor, headings), f"{page.name}: no heading for {link}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_code_path_and_module_a_page_names_exists(page):
+    text = page.read_text(encoding="utf-8")
+    paths = re.findall(
+        r"(?<![\w/.~-])((?:movielens|stages|benchmarks|scripts|tests)/[\w/.*{<-]*)", text
+    )
+    for path in (p.rstrip(".") for p in paths):
+        if not any(c in path for c in "*{<"):
+            assert (ROOT / path).exists(), f"{page.name} names {path}, which does not exist"
+    for dotted in re.findall(r"`(movielens(?:\.\w+)+)`", text):
+        parts = dotted.split(".")
+        prefixes = [Path(*parts[:n]) for n in range(len(parts), 0, -1)]
+        module = next(
+            p
+            for p in prefixes
+            if (ROOT / p).with_suffix(".py").exists() or (ROOT / p / "__init__.py").exists()
+        )
+        rest = parts[len(module.parts) :]
+        assert len(rest) <= 1, f"{page.name} names {dotted}: no module {'.'.join(parts[:-1])}"
+        if rest:
+            source = ROOT / module.with_suffix(".py")
+            source = source if source.exists() else ROOT / module / "__init__.py"
+            assert re.search(rf"\b{rest[0]}\b", source.read_text()), f"{page.name} names {dotted}"
 
 
 @pytest.mark.slow

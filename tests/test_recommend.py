@@ -25,8 +25,9 @@ from movielens.model.layers import MOVIE_INPUT, USER_INPUT
 from movielens.model.watch import WatchModel, save_watch
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
+from movielens.ranking.lists import top_n
 from movielens.ranking.scorers import Factors, PairScorer, factors_from_model, scorer_of
-from movielens.serve.answers import recommend, top_n
+from movielens.serve.answers import recommend
 from movielens.serve.command import main
 from movielens.serve.load import FILTERED, IN_TEST, load_scorer
 from movielens.training.epochs import carve_validation
@@ -202,7 +203,7 @@ def test_numpy_scores_equal_model_predict(model):
 
 
 def test_weights_read_with_h5py_equal_the_keras_model(workdir, model):
-    factors = load_scorer(paths.MODEL, len(USER_IDS), len(MOVIE_IDS))
+    factors = load_scorer(paths.MODEL, len(USER_IDS), len(MOVIE_IDS), batch_size=5)
     expected = factors_from_model(model)
     assert isinstance(factors, Factors)
     for name in ("user_vectors", "movie_vectors", "user_bias", "movie_bias"):
@@ -251,7 +252,7 @@ def test_json_output_is_an_object_with_the_recommendations(workdir, capsys):
     scores = [r["score"] for r in recommendations]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
     # The flat watch model scores every movie 1: the served score is like ** like_weight.
-    weight = yaml.safe_load(Path(paths.PARAMS).read_text())["watch"]["like_weight"]
+    weight = yaml.safe_load(Path(paths.PARAMS).read_text())["ranking"]["like_weight"]
     predicted = np.array([r["predicted"] for r in recommendations])
     np.testing.assert_allclose(scores, ((predicted - 0.5) / 4.5) ** weight, atol=2e-4)
     first = recommendations[0]["movieId"]
@@ -283,7 +284,7 @@ def test_a_user_unknown_to_the_model_gets_the_flagged_bias_list(workdir, capsys,
     # Movie 100 is left out: both users rated it (in the test split, in the raw ratings).
     # Watch: training ratings / the most (2): 200, 300, 400 1; 500 0.5; 600 0 (never rated).
     # Like: (mu + b_m - 0.5) / 4.5 with mu + b_m 3.5, 2.8, 3.3, 3.0, 3.4 (BIASES).
-    weight = yaml.safe_load(Path(paths.PARAMS).read_text())["watch"]["like_weight"]
+    weight = yaml.safe_load(Path(paths.PARAMS).read_text())["ranking"]["like_weight"]
     watch = {200: 1.0, 300: 1.0, 400: 1.0, 500: 0.5, 600: 0.0}
     average = {200: 3.5, 300: 2.8, 400: 3.3, 500: 3.0, 600: 3.4}
     score = {m: watch[m] * ((average[m] - 0.5) / 4.5) ** weight for m in watch}
@@ -320,12 +321,12 @@ def test_without_raw_data_an_absent_user_is_reported_as_either(workdir):
 def test_unreadable_model_is_reported(workdir):
     (workdir / paths.MODEL).write_bytes(b"not a zip")
     with pytest.raises(PipelineError, match=r"cannot be loaded .*dvc repro"):
-        load_scorer(paths.MODEL, len(USER_IDS), len(MOVIE_IDS))
+        load_scorer(paths.MODEL, len(USER_IDS), len(MOVIE_IDS), batch_size=5)
 
 
 def test_model_and_data_of_different_runs_are_reported(workdir):
     with pytest.raises(PipelineError, match="has 4 users and 6 movies but data/processed has 5"):
-        load_scorer(paths.MODEL, 5, len(MOVIE_IDS))
+        load_scorer(paths.MODEL, 5, len(MOVIE_IDS), batch_size=5)
 
 
 @pytest.mark.parametrize(
@@ -657,7 +658,7 @@ def hand_metrics(lists: pd.DataFrame, relevant: set[tuple[int, int]], k: int) ->
 
 def test_the_written_top_lists_are_the_ones_the_metrics_were_computed_from(tmp_path, monkeypatch):
     from movielens.data.preprocess import encode_splits, split_ratings
-    from movielens.model.watch import fit_settings, fit_watch, history_matrix
+    from movielens.model.watch import fit_watch, history_matrix
     from movielens.synth.generate import generate_ratings
 
     ratings = generate_ratings(3000, 60, 150, seed=1)
@@ -671,7 +672,7 @@ def test_the_written_top_lists_are_the_ones_the_metrics_were_computed_from(tmp_p
     history = history_matrix(
         train["user_index"], train["movie_index"], len(user_ids), len(movie_ids)
     )
-    save_watch(fit_watch(history, **fit_settings(params["watch"])), paths.WATCH_MODEL)
+    save_watch(fit_watch(history, **params["watch"]), paths.WATCH_MODEL)
     evaluate_stage.main()
     scores = json.loads(Path(paths.SCORES).read_text())
     lists = pd.read_parquet(paths.TOPN)

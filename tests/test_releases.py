@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from movielens import synth
-from movielens.data import download
+from movielens.data import fetch
 from movielens.data import releases as datasets
 from movielens.data.releases import DATASETS
 from movielens.plumbing import paths
@@ -57,15 +57,15 @@ def project(tmp_path, monkeypatch):
         return tmp_path
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(download.TRUST_MD5_ENV, raising=False)
+    monkeypatch.delenv(fetch.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch.TRUST_MD5_ENV, raising=False)
     return make
 
 
 def run_stages(name: str, mirror: Path, monkeypatch, trust: bool) -> None:
-    monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(mirror))
     if trust:
-        monkeypatch.setenv(download.TRUST_MD5_ENV, "1")
+        monkeypatch.setenv(fetch.TRUST_MD5_ENV, "1")
     download_stage.main()
     preprocess_stage.main()
 
@@ -129,8 +129,8 @@ def test_a_generated_mirror_of_a_frozen_release_needs_the_opt_in(
 ):
     project(name)
     tiny_mirror(name, tmp_path / "mirror")
-    monkeypatch.setenv(download.MIRROR_ENV, str(tmp_path / "mirror"))
-    with pytest.raises(PipelineError, match=f"was expected.*{download.TRUST_MD5_ENV}=1"):
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(tmp_path / "mirror"))
+    with pytest.raises(PipelineError, match=f"was expected.*{fetch.TRUST_MD5_ENV}=1"):
         download_stage.main()
     assert not paths.raw_dir(name).exists()
 
@@ -138,7 +138,7 @@ def test_a_generated_mirror_of_a_frozen_release_needs_the_opt_in(
 def test_the_opt_in_warns_that_the_data_is_not_official(project, tmp_path, monkeypatch, caplog):
     project("ml-25m")
     tiny_mirror("ml-25m", tmp_path / "mirror")
-    with caplog.at_level(logging.WARNING, logger=download.__name__):
+    with caplog.at_level(logging.WARNING, logger=fetch.__name__):
         run_stages("ml-25m", tmp_path / "mirror", monkeypatch, trust=True)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
@@ -163,7 +163,7 @@ def test_the_opt_in_still_rejects_a_zip_that_does_not_match_the_mirrors_md5(
     [(None, None, False), ("", "/m", False), ("0", "/m", False), ("1", "/m", True)],
 )
 def test_trusts_mirror_md5_accepts(trust, mirror, expected):
-    assert download.trusts_mirror_md5(trust, mirror) is expected
+    assert fetch.trusts_mirror_md5(trust, mirror) is expected
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,7 @@ def test_trusts_mirror_md5_accepts(trust, mirror, expected):
 )
 def test_trusts_mirror_md5_refuses(trust, mirror, message):
     with pytest.raises(PipelineError, match=message):
-        download.trusts_mirror_md5(trust, mirror)
+        fetch.trusts_mirror_md5(trust, mirror)
 
 
 # ---------------------------------------------------------------------------- "::" files, streamed

@@ -4,6 +4,12 @@ itself run end to end at 200k ratings (the same code as `make bench-scale` at 25
 from __future__ import annotations
 
 import json
+import os
+import re
+import resource
+import shlex
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -139,15 +145,44 @@ def test_a_sample_of_users_scores_exactly_those_users(case):
 # ---------------------------------------------------------------------------- the benchmark
 
 
+def test_measure_times_the_command_and_takes_the_peak_of_the_largest_process(tmp_path):
+    """A shell whose two children each hold 300 MB for 0.5 s, one after the other: the time of
+    the whole, the peak of the largest process in MB (not a sum)."""
+    child = [sys.executable, "-c", "import time; b = b'x' * (300 << 20); time.sleep(0.5)"]
+    command = ["sh", "-c", f"{shlex.join(child)}; {shlex.join(child)}; echo done"]
+    wall, peak = bench_scale.measure(command, tmp_path, dict(os.environ), tmp_path / "out.log")
+    assert 1.0 <= wall < 20
+    # A forked child counts the pages it shares with this process until it execs: this
+    # process's own peak bounds the figure too.
+    this_process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert 300 <= peak < max(550, this_process + 100)
+    assert (tmp_path / "out.log").read_text(encoding="utf-8") == "done\n"
+    with pytest.raises(RuntimeError, match=r"failed \(3\):\nboom"):
+        bench_scale.measure(["sh", "-c", "echo boom; exit 3"], tmp_path, {}, tmp_path / "x.log")
+
+
+def logged_span(log: Path) -> int:
+    """Seconds from the first to the last line the stage's process logged (its %H:%M:%S times)."""
+    times = re.findall(r"^(\d\d):(\d\d):(\d\d) ", log.read_text(encoding="utf-8"), re.MULTILINE)
+    seconds = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in times]
+    return (seconds[-1] - seconds[0]) % 86400 if seconds else 0
+
+
 @pytest.mark.slow
 def test_bench_scale_runs_the_whole_pipeline_at_200k(tmp_path):
     runs = bench_scale.run_benchmark(200_000, tmp_path / "cache", tmp_path / "work")
 
     assert [run.stage for run in runs] == [*bench_scale.STAGES, "pipeline", "total"]
-    for run in runs:
-        assert run.wall_seconds > 0 and run.peak_rss_mb > 50
+    logs = tmp_path / "work" / "logs"
+    for run in runs[:-2]:  # each stage's time holds what its process logged, to the second
+        assert run.wall_seconds >= logged_span(logs / f"{run.stage}.log") - 1
+        assert run.peak_rss_mb > 50
+    fit = re.search(
+        r"fit took ([\d.]+) s \((\d+) ratings/s\)", (logs / "train.log").read_text(encoding="utf-8")
+    )
+    assert runs[2].wall_seconds >= float(fit[1]) > 0  # the train stage's time holds its fit
     rates = {run.stage: run.ratings_per_second for run in runs}
-    assert rates.pop("train") > 0
+    assert rates.pop("train") == int(fit[2])  # the rate the stage logged
     assert set(rates.values()) == {None}
     stages, (pipeline, total) = runs[:-2], runs[-2:]
     assert total.wall_seconds == pytest.approx(sum(run.wall_seconds for run in stages), abs=0.2)

@@ -6,7 +6,7 @@ import pytest
 
 from movielens.model.keras_model import build_model, model_inputs
 from movielens.model.layers import MOVIE_BIAS, MOVIE_EMBEDDING, USER_BIAS, USER_EMBEDDING
-from movielens.ranking.formula import predict_pairs, predict_scores, rating_of_logit
+from movielens.ranking.formula import predict_logits, rating_of_logit
 
 SCALE = (0.5, 5.0)
 
@@ -29,24 +29,30 @@ def tables(model):
     ]
 
 
+def block_and_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A block of users (one twice) and its (user, movie) pairs, user-major."""
+    block = np.array([0, 3, 6, 3])
+    return block, np.repeat(block, 11), np.tile(np.arange(11), len(block))
+
+
 def test_every_movie_for_a_block_of_users_is_the_models_own_prediction(model):
     (users_t, movies_t), (user_bias, movie_bias) = tables(model)
-    block = np.array([0, 3, 6, 3])
-    got = predict_scores(users_t[block], user_bias[block], movies_t, movie_bias, SCALE)
-    pairs_user, pairs_movie = np.repeat(block, 11), np.tile(np.arange(11), len(block))
+    block, pairs_user, pairs_movie = block_and_pairs()
+    logits = predict_logits(users_t[block], user_bias[block], movies_t, movie_bias)
+    got = rating_of_logit(logits, SCALE)
     want = np.asarray(model(model_inputs(pairs_user, pairs_movie))).reshape(len(block), 11)
-    assert got.shape == (4, 11) and got.dtype == np.float32
+    assert logits.shape == (4, 11) and logits.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
 
 
-def test_aligned_pairs_are_the_models_own_prediction(model):
+def test_the_ranking_score_is_the_models_logit(model):
+    """Lists are ranked by the logit (movielens.ranking.scorers.Factors): the Keras model's own."""
     (users_t, movies_t), (user_bias, movie_bias) = tables(model)
-    users, movies = np.array([1, 1, 4, 6, 0]), np.array([10, 2, 2, 0, 7])
-    got = predict_pairs(
-        users_t[users], user_bias[users], movies_t[movies], movie_bias[movies], SCALE
-    )
-    want = np.asarray(model(model_inputs(users, movies))).reshape(-1)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+    block, pairs_user, pairs_movie = block_and_pairs()
+    got = predict_logits(users_t[block], user_bias[block], movies_t, movie_bias)
+    logit_layer = keras.Model(model.input, model.get_layer("logit").output)
+    want = np.asarray(logit_layer(model_inputs(pairs_user, pairs_movie))).reshape(len(block), 11)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_the_rescaled_sigmoid_spans_the_rating_scale_without_overflow():

@@ -3,6 +3,9 @@
 import dataclasses
 import hashlib
 import json
+import logging
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -18,7 +21,8 @@ from movielens.data.releases import (
     read_movies,
     read_ratings,
 )
-from movielens.synth import choices as synth_ranking
+from movielens.synth import choices, latent, sampling, shapes, streams
+from movielens.synth.generate import RatingsOptions, generate_with_oracle
 
 TINY = {"n_ratings": 300, "n_users": 20, "n_movies": 40}
 LATIN1_DATASETS = [name for name, d in DATASETS.items() if d.encoding == "latin-1"]
@@ -244,12 +248,17 @@ def test_cli_writes_a_mirror(tmp_path):
 # ---------------------------------------------------------------- the floor
 
 
+def latent_model(n_users: int, n_movies: int, seed: int) -> latent.LatentModel:
+    """The generator's own latent model for these counts and seed."""
+    return latent.latent_model(n_users, n_movies, streams.rng(seed, streams.MODEL))
+
+
 def monte_carlo_rating(mean: np.ndarray, step: np.ndarray, draws: int, seed: int) -> np.ndarray:
     """The mean of `draws` generated ratings per (mean, step), as the generator rounds and clips."""
     rng = np.random.default_rng(seed)
-    noisy = mean[:, None] + rng.standard_normal((len(mean), draws)) * synth.NOISE_STD
+    noisy = mean[:, None] + rng.standard_normal((len(mean), draws)) * latent.NOISE_STD
     grid = step[:, None]
-    return np.clip(np.round(noisy / grid) * grid, grid, synth.MAX_RATING).mean(axis=1)
+    return np.clip(np.round(noisy / grid) * grid, grid, latent.MAX_RATING).mean(axis=1)
 
 
 def test_expected_rating_is_the_mean_of_the_generated_ratings():
@@ -269,21 +278,18 @@ def test_release_writes_the_floor_a_perfect_model_scores(tmp_path):
     truth = json.loads(synth.floor_path(zip_path).read_text())
     assert synth.floor_path(zip_path) == tmp_path / "ml-25m.floor.json"
     assert {k: truth[k] for k in counts} == counts
-    assert truth["seed"] == 3 and truth["latent_dim"] == synth.LATENT_DIM
-    assert truth["noise_std"] == synth.NOISE_STD and truth["half_stars"] is True
+    assert truth["seed"] == 3 and truth["latent_dim"] == latent.LATENT_DIM
+    assert truth["noise_std"] == latent.NOISE_STD and truth["half_stars"] is True
     assert truth["taste"] == 0.0
     assert truth["oracle_ndcg@10"] > truth["popularity_ndcg@10"] > 0
     assert 0 < truth["popularity_precision@10"] < truth["oracle_precision@10"] < 1
 
     # Rebuild each rating's noiseless mean from the generator's own latent model.
     ratings = synth.generate_ratings(**counts, seed=3)
-    model = synth._latent_model(200, 400, synth._rng(3, synth._MODEL))
-    users = np.searchsorted(
-        synth._sparse_ids(200, synth.USER_ID_SPREAD, synth._rng(3, synth._USER_IDS)),
-        ratings["userId"],
-    )
+    model = latent_model(200, 400, seed=3)
+    users = np.searchsorted(synth.user_ids(200, 3), ratings["userId"])
     movies = np.searchsorted(synth.movie_ids(400, 3), ratings["movieId"])
-    mean = synth.GLOBAL_MEAN + model.user_bias[users] + model.movie_bias[movies]
+    mean = latent.GLOBAL_MEAN + model.user_bias[users] + model.movie_bias[movies]
     mean = mean + np.sum(model.user_factors[users] * model.movie_factors[movies], axis=1)
     step = np.where(model.whole_stars_only[users], 1.0, 0.5)
     rating = ratings["rating"].to_numpy(np.float64)
@@ -319,22 +325,21 @@ def test_taste_zero_gives_the_table_of_before(args, digest):
 
 def pair_affinities(ratings: pd.DataFrame, n_users: int, n_movies: int, seed: int) -> tuple:
     """p_u . q_m (the rating's) and p_u . c_m (the choice's) of each rated pair, from the model."""
-    model = synth._latent_model(n_users, n_movies, synth._rng(seed, synth._MODEL))
-    choice = synth._choice_factors(model, synth._rng(seed, synth._CHOICE))
-    user_ids = synth._sparse_ids(n_users, synth.USER_ID_SPREAD, synth._rng(seed, synth._USER_IDS))
-    users = np.searchsorted(user_ids, ratings["userId"])
+    model = latent_model(n_users, n_movies, seed)
+    choice = latent.choice_factors(model, streams.rng(seed, streams.CHOICE))
+    users = np.searchsorted(synth.user_ids(n_users, seed), ratings["userId"])
     movies = np.searchsorted(synth.movie_ids(n_movies, seed), ratings["movieId"])
     p_u = model.user_factors[users]
     return np.sum(p_u * model.movie_factors[movies], axis=1), np.sum(p_u * choice[movies], axis=1)
 
 
 def test_choice_vectors_correlate_with_rating_vectors_as_set():
-    model = synth._latent_model(2000, 2000, synth._rng(0, synth._MODEL))
-    choice = synth._choice_factors(model, synth._rng(0, synth._CHOICE))
+    model = latent_model(2000, 2000, seed=0)
+    choice = latent.choice_factors(model, streams.rng(0, streams.CHOICE))
     rating_affinity = (model.user_factors @ model.movie_factors.T).ravel()
     choice_affinity = (model.user_factors @ choice.T).ravel()
     correlation = np.corrcoef(rating_affinity, choice_affinity)[0, 1]
-    assert correlation == pytest.approx(synth.TASTE_RATING_CORRELATION, abs=0.03)
+    assert correlation == pytest.approx(latent.TASTE_RATING_CORRELATION, abs=0.03)
     assert choice_affinity.std() == pytest.approx(rating_affinity.std(), rel=0.05)
 
 
@@ -358,11 +363,9 @@ def test_taste_makes_users_rate_what_they_like():
 )
 def test_taste_keeps_the_counts_and_distinct_pairs(counts):
     ratings = synth.generate_ratings(**counts, taste=2.0)
-    model = synth._latent_model(
-        counts["n_users"], counts["n_movies"], synth._rng(counts["seed"], synth._MODEL)
-    )
-    least = synth._default_min_user_ratings(counts["n_ratings"], counts["n_users"])
-    wanted = synth._user_counts(counts["n_ratings"], model.activity, least, counts["n_movies"])
+    model = latent_model(counts["n_users"], counts["n_movies"], counts["seed"])
+    least = shapes.default_min_user_ratings(counts["n_ratings"], counts["n_users"])
+    wanted = sampling.user_counts(counts["n_ratings"], model.activity, least, counts["n_movies"])
     assert len(ratings) == counts["n_ratings"]
     assert not ratings.duplicated(["userId", "movieId"]).any()
     np.testing.assert_array_equal(ratings.groupby("userId").size().to_numpy(), wanted)
@@ -376,7 +379,7 @@ def ranking_of(taste: float) -> dict:
 def test_the_oracle_beats_popularity_by_more_as_taste_grows():
     plain, tasteful = ranking_of(0.0), ranking_of(3.0)
     for ranking in (plain, tasteful):
-        assert 800 < ranking["ranking_users"] <= synth_ranking.RANKING_USERS
+        assert 800 < ranking["ranking_users"] <= choices.RANKING_USERS
         assert ranking["oracle_precision@10"] > ranking["popularity_precision@10"]
     # Without taste the oracle's edge is only its knowledge of the ratings (P(rating >= 4)).
     assert plain["popularity_ndcg@10"] < plain["oracle_ndcg@10"] < 1.6 * plain["popularity_ndcg@10"]
@@ -384,13 +387,11 @@ def test_the_oracle_beats_popularity_by_more_as_taste_grows():
 
 
 def test_the_oracle_that_knows_the_taste_ranks_best():
-    _, _, oracle, pairs = synth._generate(100_000, 1000, 2000, 0, True, None, None, 3.0)
+    _, _, oracle, pairs = generate_with_oracle(100_000, 1000, 2000, 0, RatingsOptions(taste=3.0))
 
     def ndcg(taste: float) -> float:
         scorer = dataclasses.replace(oracle, taste=taste)
-        return synth_ranking.estimate_ranking(scorer, *pairs, np.random.default_rng(5))[
-            "oracle_ndcg@10"
-        ]
+        return choices.estimate_ranking(scorer, *pairs, np.random.default_rng(5))["oracle_ndcg@10"]
 
     best = ndcg(3.0)
     assert best > 1.2 * ndcg(0.0)  # blind to taste, it still sees it through P(rating >= 4)
@@ -405,11 +406,9 @@ def test_inclusion_matches_the_draws_it_approximates():
     users = np.repeat(np.arange(runs), 4 * wanted)
     picked = rng.choice(60, size=len(users), p=popularity / popularity.sum())
     keys = np.sort(users * 60 + picked)
-    kept = synth_ranking.keep_by_taste(
-        keys, np.full(runs, wanted), 60, lambda u, m: log_taste[m], rng
-    )
+    kept = choices.keep_by_taste(keys, np.full(runs, wanted), 60, lambda u, m: log_taste[m], rng)
     frequency = np.bincount(kept % 60, minlength=60) / runs
-    got = np.exp(synth_ranking.log_inclusion(popularity, [wanted], log_taste[None], [4 * wanted]))
+    got = np.exp(choices.log_inclusion(popularity, [wanted], log_taste[None], [4 * wanted]))
     assert got.sum() == pytest.approx(wanted, rel=1e-3)
     np.testing.assert_allclose(got[0], frequency, atol=0.05)
     assert np.corrcoef(got[0], frequency)[0, 1] > 0.98
@@ -422,3 +421,34 @@ def test_cli_refuses_a_bad_taste_in_one_line(value, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: taste=")
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- entry points and logging
+
+
+def test_python_m_synth_runs_the_cli_and_sets_up_logging(tmp_path):
+    """`python -m movielens.synth` is an entry point: it writes the release and logs its progress."""
+    argv = ["--dataset", "ml-100k", "--ratings", "2000", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "movielens.synth", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ml-100k.floor.json",
+        "ml-100k.zip",
+        "ml-100k.zip.md5",
+    ]
+    assert "INFO" in done.stderr and "floor RMSE" in done.stderr  # runtime.set_up's format
+
+
+def test_the_library_leaves_logging_to_the_entry_point(tmp_path):
+    """synth.main called from a program configures no logging of its own."""
+    code = (
+        "import logging, sys; from movielens import synth; "
+        f"code = synth.main(['--dataset', 'ml-1m', '--ratings', '3000', '--out', {str(tmp_path)!r}]); "
+        "print(code, logging.getLogger().handlers, logging.getLogger().level)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "[]", str(logging.WARNING)]
+    assert "floor RMSE" not in done.stderr  # INFO lines stay unshown without a handler

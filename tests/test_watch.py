@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -14,6 +16,7 @@ from movielens.model.watch import (
     load_watch,
     save_watch,
 )
+from movielens.params import params_schema
 from movielens.plumbing.errors import PipelineError
 from movielens.ranking.lists import top_lists
 from movielens.ranking.scorers import Factors
@@ -162,3 +165,11 @@ def test_the_served_ranking_lets_the_predicted_rating_reorder_likely_movies():
     }
     assert first[0.0].movies[0, 0] == likely  # watch alone
     assert first[3.0].movies[0, 0] == other  # the predicted rating reorders the likely movies
+
+
+def test_the_watch_section_of_params_is_fit_watchs_arguments_key_for_key():
+    """train_watch passes the section whole (fit_watch(history, **section)): a key the fit does not
+    take (as like_weight once was) belongs to another section."""
+    fit_arguments = set(inspect.signature(fit_watch).parameters) - {"history"}
+    assert set(params_schema()["watch"]) == fit_arguments
+    assert "like_weight" in params_schema()["ranking"]

@@ -12,9 +12,10 @@ import pandas as pd
 from movielens.data.preprocess import encode_splits
 from movielens.data.splits import assign_folds, fold_parts
 from movielens.evaluation.accuracy import mae, predict_test, rmse
-from movielens.model.baseline import fit_bias_model
+from movielens.model.baseline import BiasSettings, fit_bias_model
 from movielens.plumbing.errors import PipelineError
 from movielens.training.fit import fit_model
+from movielens.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ def fold_splits(
     """Each fold's training and held-out ratings, encoded on its training part only.
 
     Yields:
-        train and test as movielens.data.preprocess.encode_splits gives them (user_index, movie_index;
-        test also `cold`), and the numbers of encoded users and movies.
+        train and test as movielens.data.preprocess.encode_splits gives them (user_index,
+        movie_index; test also `cold`), and the numbers of encoded users and movies.
 
     Raises:
         PipelineError: when a fold would have no training or no held-out ratings; checked for
@@ -102,22 +103,24 @@ def cross_validate(
     split: str,
     folds: int,
     seed: int,
-    p: dict,
     batch_size: int,
+    model_settings: TrainSettings,
+    bias_settings: BiasSettings,
     on_fold: Callable[[dict], None] | None = None,
 ) -> dict:
     """Fit and score the model and the bias baseline on each fold, as train and evaluate do.
 
-    Each fold's model is movielens.training.fit.fit_model on its training part (with its own validation
-    part for early stopping), its bias model movielens.model.baseline.fit_bias_model on the same part;
-    the held-out ratings are predicted by movielens.evaluation.accuracy.predict_test (cold pairs by the bias
-    model).
+    Each fold's model is movielens.training.fit.fit_model on its training part (with its own
+    validation part for early stopping), its bias model movielens.model.baseline.fit_bias_model on
+    the same part; the held-out ratings are predicted by
+    movielens.evaluation.accuracy.predict_test (cold pairs by the bias model).
 
     Args:
         ratings: userId, movieId, rating, timestamp of every kept rating.
         split, folds, seed: see assign_folds.
-        p: the `train` params section.
         batch_size: held-out pairs per model.predict call.
+        model_settings: how each fold's model is fitted (the train stage's).
+        bias_settings: how each fold's bias model is fitted (the train stage's).
         on_fold: called with each fold's row as it is scored (movielens.training.live.log_fold).
 
     Returns:
@@ -128,8 +131,8 @@ def cross_validate(
         fold_splits(ratings, folds, seed, split), start=1
     ):
         start = time.perf_counter()
-        model, history = fit_model(train, n_users, n_movies, p)
-        biases = fit_bias_model(train, n_users, n_movies, p)
+        model, history = fit_model(train, n_users, n_movies, model_settings)
+        biases = fit_bias_model(train, n_users, n_movies, bias_settings)
         predicted, baseline = predict_test(model, biases, test, batch_size)
         row = {
             "fold": k,

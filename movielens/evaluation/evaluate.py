@@ -91,7 +91,7 @@ def evaluate_split(
         model: the trained Keras model; biases: the saved user+movie bias model (cold pairs);
             watch: the saved watch model (its id spaces are the processed data's).
         train, test: user_index, movie_index and rating of the splits (-1: a cold id).
-        like_weight, batch_size, ...: the `watch.like_weight` and `evaluate` params.
+        like_weight, batch_size, ...: the `ranking.like_weight` and `evaluate` params.
     """
     n_users = watch.n_users
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()

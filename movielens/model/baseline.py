@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,25 @@ from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import atomic_path
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same arrays give the same bytes
+
+
+@dataclass(frozen=True)
+class BiasSettings:
+    """The bias model's fit: the `train` params it reads, one field per key, of the same name.
+
+    Attributes:
+        baseline_reg_users, baseline_reg_movies: the L2 weights of b_u and b_m.
+        baseline_iterations: alternating least-squares passes.
+    """
+
+    baseline_reg_users: float
+    baseline_reg_movies: float
+    baseline_iterations: int
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> BiasSettings:
+        """The settings from an already loaded `train` params section (its other keys left out)."""
+        return cls(**{f.name: section[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -79,14 +100,15 @@ def predict_biases(
     return mu + user_part + movie_part
 
 
-def fit_bias_model(train: pd.DataFrame, n_users: int, n_movies: int, p: dict) -> BiasModel:
-    """The bias model of a training split, with the `train` params' baseline_* settings.
+def fit_bias_model(
+    train: pd.DataFrame, n_users: int, n_movies: int, settings: BiasSettings
+) -> BiasModel:
+    """The bias model of a training split.
 
     Args:
         train: user_index, movie_index (int) and rating of the training split.
         n_users, n_movies: sizes of the encoded id spaces.
-        p: the `train` params section (baseline_reg_users, baseline_reg_movies,
-            baseline_iterations).
+        settings: the L2 weights and the number of passes.
     """
     mu, b_u, b_m = fit_biases(
         train["user_index"].to_numpy(),
@@ -94,9 +116,9 @@ def fit_bias_model(train: pd.DataFrame, n_users: int, n_movies: int, p: dict) ->
         train["rating"].to_numpy(),
         n_users,
         n_movies,
-        p["baseline_reg_users"],
-        p["baseline_reg_movies"],
-        p["baseline_iterations"],
+        settings.baseline_reg_users,
+        settings.baseline_reg_movies,
+        settings.baseline_iterations,
     )
     return BiasModel(mu, b_u, b_m)
 

@@ -173,14 +173,6 @@ def fit_als(
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
-def fit_settings(watch_params: dict, **changes) -> dict:
-    """fit_watch's keyword arguments from params.yaml's watch section (with `changes`): every key
-    but like_weight, which the served ranking reads (movielens.ranking.served), not the fit."""
-    return {
-        key: value for key, value in {**watch_params, **changes}.items() if key != "like_weight"
-    }
-
-
 def fit_watch(
     history: sp.csr_matrix,
     model: str,
@@ -194,6 +186,8 @@ def fit_watch(
     seed: int,
 ) -> WatchModel:
     """Fit the watch model `model` ("ease" or "als") on a binary history matrix.
+
+    The other arguments are params.yaml's watch section, key for key (movielens.params).
 
     Raises:
         PipelineError: for an unknown model, no movie with min_ratings ratings, or an EASE

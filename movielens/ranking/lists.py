@@ -44,6 +44,23 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return cols
 
 
+def top_n(scores: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
+    """The n best-scored items not in `seen`, best first; equal scores go to the lower index.
+
+    Args:
+        scores: float (n_items,).
+        seen: int (n_seen,), item indices to leave out.
+        n: how many, >= 1.
+
+    Returns:
+        int64 (min(n, n_items - n_unique_seen),) item indices.
+    """
+    masked = np.array(scores, dtype=np.float64)
+    masked[np.asarray(seen, dtype=np.int64)] = -np.inf
+    best = top_k(masked[None, :], n)[0]
+    return best[best >= 0]
+
+
 def sample_users(n_users: int, ranking_users: int | None, seed: int) -> np.ndarray | None:
     """The users to rank: `ranking_users` of 0..n_users-1 drawn at random with `seed`, ascending.
 

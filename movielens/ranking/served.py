@@ -8,7 +8,7 @@ logit). A movie the watch model gives no positive evidence for scores 0, below e
 does; like_weight = 0 ranks by watch alone, and a larger weight lets the predicted rating reorder
 the likely movies more. The score is non-decreasing in each input, and increasing where the other
 is positive. The evaluate stage scores exactly these lists (movielens.ranking.lists.top_lists)
-and `movielens recommend` serves them.
+and `movielens recommend` serves them, both with params.yaml's ranking.like_weight.
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ def like_fraction(ratings: np.ndarray, rating_scale: tuple[float, float]) -> np.
     return ((np.asarray(ratings, np.float64) - lo) / (hi - lo)).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class WatchScorer:
-    """The watch model alone, as a Scorer over its users' training histories."""
+class _WatchSized:
+    """The id spaces of a scorer built on a watch model: the watch model's."""
 
     watch: WatchModel
-    history: sp.csr_matrix
 
     @property
     def n_users(self) -> int:
@@ -52,12 +50,20 @@ class WatchScorer:
     def n_movies(self) -> int:
         return self.watch.n_movies
 
+
+@dataclass(frozen=True)
+class WatchScorer(_WatchSized):
+    """The watch model alone, as a Scorer over its users' training histories."""
+
+    watch: WatchModel
+    history: sp.csr_matrix
+
     def scores(self, user_index: np.ndarray) -> np.ndarray:
         return self.watch.scores(user_index, self.history)
 
 
 @dataclass(frozen=True)
-class Ranker:
+class Ranker(_WatchSized):
     """The served ranking: blend(watch, like, like_weight) for every movie of a block of users.
 
     Attributes:
@@ -69,14 +75,6 @@ class Ranker:
     watch: WatchScorer
     rating: Scorer
     like_weight: float
-
-    @property
-    def n_users(self) -> int:
-        return self.watch.n_users
-
-    @property
-    def n_movies(self) -> int:
-        return self.watch.n_movies
 
     def scores(self, user_index: np.ndarray) -> np.ndarray:
         """float32 (len(user_index), n_movies), the served scores."""

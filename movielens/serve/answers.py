@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from movielens.data.ids import index_in
-from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import write_csv, write_parquet
-from movielens.ranking.lists import top_k, top_lists
+from movielens.ranking.lists import top_lists, top_n
 from movielens.ranking.scorers import Scorer
 from movielens.ranking.served import lists_frame, ranked_by
 from movielens.serve.load import (
@@ -42,21 +42,21 @@ NON_PERSONAL = "popularity (training ratings) x the average user's predicted rat
 LIST_WRITERS = {".csv": write_csv, ".parquet": write_parquet}
 
 
-def top_n(scores: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
-    """The n best-scored items not in `seen`, best first; equal scores go to the lower index.
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `recommend` and `similar` take from params.yaml, read once by the CLI (serve.command).
 
-    Args:
-        scores: float (n_items,).
-        seen: int (n_seen,), item indices to leave out.
-        n: how many, >= 1.
-
-    Returns:
-        int64 (min(n, n_items - n_unique_seen),) item indices.
+    Attributes:
+        like_weight: ranking.like_weight, the served formula's weight of the predicted rating.
+        block_size: evaluate.block_size, users ranked per matrix product (--all-users).
+        batch_size: evaluate.batch_size, pairs per model.predict call (a non-standard model).
+        dataset: data.dataset, whose raw ratings tell why an id is missing from the splits.
     """
-    masked = np.array(scores, dtype=np.float64)
-    masked[np.asarray(seen, dtype=np.int64)] = -np.inf
-    best = top_k(masked[None, :], n)[0]
-    return best[best >= 0]
+
+    like_weight: float
+    block_size: int
+    batch_size: int
+    dataset: str
 
 
 def recommend(
@@ -105,20 +105,20 @@ def indices_of(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return positions[positions >= 0]
 
 
-def user_list(user_id: int, n: int) -> dict:
+def user_list(user_id: int, n: int, settings: ServeSettings) -> dict:
     """The --user answer: userId, personalised, reason, ranked_by, rated (count), recommendations."""
     catalogue = load_catalogue()
     rows = catalogue.ratings[catalogue.ratings["userId"] == user_id]
     user = index_of(user_id, catalogue.user_ids)
     if user is not None:
-        ranker = load_ranker(catalogue)
+        ranker = load_ranker(catalogue, settings.like_weight, settings.batch_size)
         rated = rows["movie_index"].to_numpy()
         best, scores = recommend(ranker, user, rated[rated >= 0], n)
         predicted = ranker.predicted_ratings(user, best)
         reason, how, count = None, ranked_by(ranker.watch.watch.kind, ranker.like_weight), len(rows)
     else:
-        reason, rated_ids = unknown_user(user_id, rows)
-        scores_all, average = load_non_personal(catalogue, load_params()["watch"]["like_weight"])
+        reason, rated_ids = unknown_user(user_id, rows, settings.dataset)
+        scores_all, average = load_non_personal(catalogue, settings.like_weight)
         best = top_n(scores_all, indices_of(rated_ids, catalogue.movie_ids), n)
         scores, predicted = scores_all[best], average[best]
         how, count = NON_PERSONAL, len(np.unique(rated_ids))
@@ -153,20 +153,19 @@ def check_list_path(out: Path) -> None:
         raise PipelineError(f"--out {out}: the folder {folder} is not writable; choose another")
 
 
-def all_user_lists(n: int) -> tuple[pd.DataFrame, str]:
+def all_user_lists(n: int, settings: ServeSettings) -> tuple[pd.DataFrame, str]:
     """Every user's served list: userId, movieId, rank, score, title; and what it is ranked by.
 
-    Users the models know are ranked in blocks of evaluate.block_size (one matrix product each);
+    Users the models know are ranked in blocks of settings.block_size (one matrix product each);
     a user with ratings only in the test split gets the non-personal list.
     """
     catalogue = load_catalogue()
-    ranker = load_ranker(catalogue)
+    ranker = load_ranker(catalogue, settings.like_weight, settings.batch_size)
     ratings = catalogue.ratings
     known = ratings[(ratings["user_index"] >= 0) & (ratings["movie_index"] >= 0)]
     excluded = (known["user_index"].to_numpy(), known["movie_index"].to_numpy())
     users = np.arange(len(catalogue.user_ids))
-    block_size = load_params()["evaluate"]["block_size"]
-    lists = top_lists(ranker, users, excluded, n, block_size)
+    lists = top_lists(ranker, users, excluded, n, settings.block_size)
     frames = [lists_frame(lists, catalogue.user_ids, catalogue.movie_ids)]
     strangers = ratings[ratings["user_index"] < 0]
     if len(strangers):
@@ -197,7 +196,7 @@ def write_lists(frame: pd.DataFrame, out: Path) -> None:
     LIST_WRITERS[out.suffix](out, frame)
 
 
-def similar_list(movie_id: int, n: int) -> dict:
+def similar_list(movie_id: int, n: int, settings: ServeSettings) -> dict:
     """The --similar-to answer: the movie, what similarity means, and its `similar` movies.
 
     Movies are compared by the watch model's representation (what people watch together: it
@@ -208,7 +207,7 @@ def similar_list(movie_id: int, n: int) -> dict:
     catalogue = load_catalogue()
     movie = index_of(movie_id, catalogue.movie_ids)
     if movie is None:
-        raise PipelineError(explain_unknown_movie(movie_id, catalogue))
+        raise PipelineError(explain_unknown_movie(movie_id, catalogue, settings.dataset))
     n_users, n_movies = len(catalogue.user_ids), len(catalogue.movie_ids)
     watch = load_watch_model(n_users, n_movies)
     similarity = watch.similarity(movie)

@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from movielens.params import load_params
 from movielens.plumbing.errors import PipelineError
 from movielens.serve import answers as recommend
+from movielens.serve.answers import ServeSettings
 from movielens.serve.load import rating_scale
 from movielens.serve.text import Neighbour, Recommendation, format_table
 
@@ -59,6 +61,17 @@ def parse_args(
     return args
 
 
+def serve_settings() -> ServeSettings:
+    """The params.yaml keys the answers read, read here once: the CLI is the door to params."""
+    params = load_params()
+    return ServeSettings(
+        like_weight=params["ranking"]["like_weight"],
+        block_size=params["evaluate"]["block_size"],
+        batch_size=params["evaluate"]["batch_size"],
+        dataset=params["data"]["dataset"],
+    )
+
+
 def user_header(answer: dict, n_rows: int) -> str:
     """The table's first line: whose list it is, what it leaves out, how it is ranked."""
     who = f"Top {n_rows} movies for user {answer['userId']} among those it has not rated"
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None, prog: str = "movielens recommend") -> No
     args = parse_args(argv, prog)
     if args.all_users:
         recommend.check_list_path(args.out)
-        frame, how = recommend.all_user_lists(args.n)
+        frame, how = recommend.all_user_lists(args.n, serve_settings())
         recommend.write_lists(frame, args.out)
         summary = {
             "out": str(args.out),
@@ -90,11 +103,11 @@ def main(argv: list[str] | None = None, prog: str = "movielens recommend") -> No
               f"({summary['users']} users) to {args.out}, ranked by {how}")  # fmt: skip
         return
     if args.user is not None:
-        answer = recommend.user_list(args.user, args.n)
+        answer = recommend.user_list(args.user, args.n, serve_settings())
         rows = [Recommendation(**r) for r in answer["recommendations"]]
         header, values = user_header(answer, len(rows)), {"score": 4, "predicted": 2}
     else:
-        answer = recommend.similar_list(args.similar_to, args.n)
+        answer = recommend.similar_list(args.similar_to, args.n, serve_settings())
         rows = [Neighbour(**r) for r in answer["similar"]]
         values = {"similarity": 3}
         header = (

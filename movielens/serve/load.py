@@ -15,7 +15,6 @@ from movielens.model.architecture import standard_problem
 from movielens.model.baseline import load_bias_model
 from movielens.model.layers import MOVIE_EMBEDDING, RATING, TABLES, USER_EMBEDDING
 from movielens.model.watch import WatchModel, load_watch
-from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError, require
 from movielens.ranking.scorers import Scorer, factors_from_tables, scorer_of
@@ -65,14 +64,13 @@ def load_catalogue() -> Catalogue:
     )
 
 
-def load_ranker(catalogue: Catalogue) -> Ranker:
-    """The served ranker: the saved watch and rating models, watch.like_weight from params.yaml."""
+def load_ranker(catalogue: Catalogue, like_weight: float, batch_size: int) -> Ranker:
+    """The served ranker over the saved watch and rating models (batch_size: as load_scorer's)."""
     require(paths.MODEL, paths.WATCH_MODEL)
     n_users, n_movies = len(catalogue.user_ids), len(catalogue.movie_ids)
     watch = load_watch(paths.WATCH_MODEL, n_users, n_movies)
     train = catalogue.train
-    rating = load_scorer(paths.MODEL, n_users, n_movies)
-    like_weight = load_params()["watch"]["like_weight"]
+    rating = load_scorer(paths.MODEL, n_users, n_movies, batch_size)
     return served_ranker(rating, watch, train["user_index"], train["movie_index"], like_weight)
 
 
@@ -92,14 +90,17 @@ def load_watch_model(n_users: int, n_movies: int) -> WatchModel:
     return load_watch(paths.WATCH_MODEL, n_users, n_movies)
 
 
-def raw_ratings_of(column: str, value: int, kind: str) -> pd.DataFrame:
+def raw_ratings_of(column: str, value: int, kind: str, dataset: str) -> pd.DataFrame:
     """The raw ratings whose `column` equals `value`, for a user or movie missing from the splits.
+
+    Args:
+        dataset: the release the processed data came from (data.dataset).
 
     Raises:
         PipelineError: when there are none, or the raw ratings are absent (then the cause is unknown).
     """
-    dataset = get_dataset(load_params()["data"]["dataset"])
-    raw = paths.raw_dir(dataset.name) / dataset.ratings
+    release = get_dataset(dataset)
+    raw = paths.raw_dir(release.name) / release.ratings
     if not raw.is_file():
         raise PipelineError(
             f"{kind} {value} is not in data/processed: either no such {column} exists or "
@@ -107,39 +108,41 @@ def raw_ratings_of(column: str, value: int, kind: str) -> pd.DataFrame:
         )
     from movielens.data.preprocess import read_raw  # only for ids absent from the splits
 
-    ratings = read_raw(paths.raw_dir(dataset.name), dataset)[0]
+    ratings = read_raw(paths.raw_dir(release.name), release)[0]
     found = ratings[ratings[column] == value]
     if found.empty:
         raise PipelineError(
-            f"unknown {kind} {value}: {dataset.name} has no ratings by that {column}"
+            f"unknown {kind} {value}: {release.name} has no ratings by that {column}"
         )
     return found
 
 
-def unknown_user(user_id: int, rated_in_splits: pd.DataFrame) -> tuple[str, np.ndarray]:
-    """Why the model does not know a user, and the movieIds the user rated.
+def unknown_user(
+    user_id: int, rated_in_splits: pd.DataFrame, dataset: str
+) -> tuple[str, np.ndarray]:
+    """Why the model does not know a user, and the movieIds the user rated (dataset: data.dataset).
 
     Raises:
         PipelineError: for a userId absent from the ratings (or when that cannot be told).
     """
     if len(rated_in_splits):
         return IN_TEST, rated_in_splits["movieId"].to_numpy()
-    return FILTERED, raw_ratings_of("userId", user_id, "user")["movieId"].to_numpy()
+    return FILTERED, raw_ratings_of("userId", user_id, "user", dataset)["movieId"].to_numpy()
 
 
-def explain_unknown_movie(movie_id: int, catalogue: Catalogue) -> str:
-    """Why the model has no vector for `movie_id`: the error message."""
+def explain_unknown_movie(movie_id: int, catalogue: Catalogue, dataset: str) -> str:
+    """Why the model has no vector for `movie_id`: the error message (dataset: data.dataset)."""
     if (catalogue.ratings["movieId"] == movie_id).any():
         return f"movie {movie_id} is unknown to the model: {IN_TEST}"
-    raw_ratings_of("movieId", movie_id, "movie")
+    raw_ratings_of("movieId", movie_id, "movie", dataset)
     return f"movie {movie_id} is unknown to the model: {FILTERED}"
 
 
-def load_scorer(path: Path, n_users: int, n_movies: int) -> Scorer:
+def load_scorer(path: Path, n_users: int, n_movies: int, batch_size: int) -> Scorer:
     """The saved rating model's scorer, checked against the processed data's id tables.
 
     The standard architecture's tables are read with h5py (no TensorFlow); any other model is
-    loaded with Keras and scores with its own predict.
+    loaded with Keras and scores with its own predict, batch_size pairs per call.
     """
     config = weights.read_config(path)
     problem = standard_problem(config)
@@ -155,7 +158,7 @@ def load_scorer(path: Path, n_users: int, n_movies: int) -> Scorer:
     if {USER_EMBEDDING, MOVIE_EMBEDDING} <= names:
         tables = (model.get_layer(name).input_dim for name in (USER_EMBEDDING, MOVIE_EMBEDDING))
         check_sizes(path, *tables, n_users, n_movies)
-    return scorer_of(model, n_users, n_movies, load_params()["evaluate"]["batch_size"])
+    return scorer_of(model, n_users, n_movies, batch_size)
 
 
 def check_sizes(path: Path, users: int, movies: int, n_users: int, n_movies: int) -> None:

@@ -1,10 +1,4 @@
-"""Taste in movielens.synth.generate: which movies a user rates, and what a perfect top-N ranker scores.
-
-With `taste` > 0 the generator draws user u's movies with chance ~ popularity[m] *
-exp(taste * affinity(u, m)); keep_by_taste does that by importance resampling. estimate_ranking
-scores a ranker that knows the generator (the oracle) and the most-popular ranker under the
-pipeline's ranking protocol, on a sample of users.
-"""
+"""Taste: which movies a user rates, and what a perfect top-N ranker scores on generated data."""
 
 from __future__ import annotations
 

@@ -14,10 +14,10 @@ import pandas as pd
 from movielens.model.keras_model import model_inputs
 from movielens.plumbing.errors import PipelineError
 from movielens.training.compiled.fit import compiled_problem, fit_compiled
-from movielens.training.epochs import FitSettings, TrainingData
+from movielens.training.epochs import TrainingData
 from movielens.training.keras_fit import fit_keras
+from movielens.training.settings import FitSettings
 
-ENGINES = ("auto", "keras", "compiled", "xla")
 # Without a validation part, the post-fit check compares the engines on this many fitting rows.
 CHECK_ROWS = 100_000
 CHECK_TOLERANCE = 1e-4  # RMSE stars: Keras' predictions against the compiled trainer's own

@@ -1,52 +1,28 @@
-"""What every training engine shares: its settings, the validation carve, each epoch's order, early
-stopping and the per-epoch record.
+"""The one epoch loop of every engine, and what the engines share: the validation carve, each
+epoch's order, early stopping and the per-epoch record.
 
-One home for them, so that the engines (movielens.training.keras_fit, compiled_fit, xla_fit) fit the
-same rows in the same batches when they are given the same params, stop by the same rule, and
-report each epoch through the same place (`EpochRecord`).
+An engine (movielens.training.keras_fit, compiled.fit, xla_fit) supplies its epoch step
+(`EpochStep`: train one epoch, score the validation part, snapshot and restore its weights) and
+`run_epochs` does the rest: validate, record the row (`EpochRecord`), stop by the one rule
+(`EarlyStopping`), keep the best epoch's weights and put them back at the end. So the engines fit
+the same rows in the same batches when given the same settings, stop alike, and report each
+epoch through the same place.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from movielens.plumbing.errors import PipelineError
+from movielens.training.settings import FitSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    """How an engine fits: the train params it reads, as named fields.
-
-    Attributes:
-        epochs: at most this many epochs (exactly this many without a validation part).
-        batch_size: ratings per step; learning_rate: Adam's.
-        optimizer: "adam" or "lazy_adam" (movielens.training.optimizers).
-        patience: epochs without a better validation RMSE before stopping.
-        seed: draws each epoch's order.
-    """
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    optimizer: str
-    patience: int
-    seed: int
-
-    @classmethod
-    def of(cls, p: dict) -> FitSettings:
-        """The settings from a `train` params section."""
-        return cls(**{f.name: p[f.name] for f in fields(cls)})
-
-    def for_epochs(self, epochs: int | None) -> FitSettings:
-        """The same settings for `epochs` epochs (None: unchanged), as the refit runs."""
-        return self if epochs is None else replace(self, epochs=epochs)
 
 
 @dataclass(frozen=True)
@@ -177,3 +153,65 @@ class EpochRecord:
     def history(self) -> pd.DataFrame:
         """The rows as a DataFrame, one row per epoch run."""
         return pd.DataFrame(self.rows)
+
+
+class EpochStep(Protocol):
+    """What an engine plugs into run_epochs.
+
+    Attributes:
+        host_order: whether the step trains each epoch in the order run_epochs draws (epoch_orders);
+            False for a step that draws its own (the xla engine, on its device).
+    """
+
+    host_order: bool
+
+    def run(self, epoch: int, order: np.ndarray | None) -> dict:
+        """Train epoch `epoch` (1-based) over the fitting rows in `order` (None: the step's own);
+        its {"loss", "rmse"}."""
+
+    def validation_rmse(self) -> float:
+        """The current weights' RMSE on the validation part."""
+
+    def snapshot(self) -> Any:
+        """The current weights, for `restore`."""
+
+    def restore(self, snapshot: Any) -> None:
+        """Put back the weights of a snapshot."""
+
+
+def run_epochs(
+    step: EpochStep,
+    data: TrainingData,
+    s: FitSettings,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> pd.DataFrame:
+    """Train `step` on `data` for up to s.epochs epochs; with a validation part, stop early and
+    keep the best epoch's weights.
+
+    Each epoch is trained on the fitting rows in the order epoch_orders draws from s.seed (unless
+    the step draws its own), then scored on the validation part when there is one, and its row
+    recorded (EpochRecord: logged, handed to `on_epoch`, checked for divergence). With a
+    validation part the run stops s.patience epochs after its best epoch (EarlyStopping), and
+    that epoch's weights are put back at the end.
+
+    Returns:
+        The per-epoch history: epoch, loss, rmse, and val_rmse when validating.
+    """
+    orders = epoch_orders(data.fit_rows, s.seed) if step.host_order else None
+    record = EpochRecord(s.epochs, on_epoch)
+    stopper = EarlyStopping(s.patience) if len(data.val_rows) else None
+    best = None
+    for epoch in range(1, s.epochs + 1):
+        row = {"epoch": epoch, **step.run(epoch, None if orders is None else next(orders))}
+        if stopper is not None:
+            row["val_rmse"] = step.validation_rmse()
+        record.add(row)
+        if stopper is None:
+            continue
+        if stopper.improved(epoch, row["val_rmse"]):
+            best = step.snapshot()
+        if stopper.done:
+            break
+    if best is not None:
+        step.restore(best)
+    return record.history()

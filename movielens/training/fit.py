@@ -21,10 +21,11 @@ from movielens.training.backend import (
     seed_everything,
 )
 from movielens.training.engines import check_rows, choose_engine, run_engine
-from movielens.training.epochs import FitSettings, TrainingData, fitted_ratings, training_data
+from movielens.training.epochs import TrainingData, fitted_ratings, training_data
 from movielens.training.keras_fit import restart
 from movielens.training.live import REFIT, SELECTION, epoch_hook
 from movielens.training.optimizers import lazy_adam_guard
+from movielens.training.settings import FitSettings, TrainSettings
 
 if TYPE_CHECKING:
     from dvclive import Live
@@ -83,20 +84,21 @@ def train_model(
     train: pd.DataFrame,
     n_users: int,
     n_movies: int,
-    p: dict,
+    settings: TrainSettings,
     build: Callable[..., keras.Model] = build_model,
     distribution=None,
     live: Live | None = None,
 ) -> Fit:
-    """Build the model and train it with the engine train.engine picks; refit it when asked.
+    """Build the model and train it with the engine settings.engine picks; refit it when asked.
 
     Args:
         train: user_index, movie_index (int32) and rating (float32) of the training split.
         n_users, n_movies: sizes of the encoded id spaces.
-        p: the `train` params section; its backend must be the one Keras runs on
+        settings: the train settings; their backend must be the one Keras runs on
             (movielens.training.backend.use_backend).
         build: builds the model from (n_users, n_movies, embedding_dim, embeddings_l2,
-            activity_l2, rating_scale); movielens.model.keras_model.build_model unless a test edits the model.
+            activity_l2, rating_scale); movielens.model.keras_model.build_model unless a test
+            edits the model.
         distribution: where the model is built and trained: a tf.distribute.Strategy
             (TensorFlow) or a keras.distribution.Distribution (JAX); by default
             backend.default_distribution.
@@ -104,35 +106,34 @@ def train_model(
             (movielens.training.live).
 
     Raises:
-        PipelineError: for train params the backend or the engine cannot run.
+        PipelineError: for settings the backend or the engine cannot run.
     """
-    lazy_adam_guard(p["optimizer"], p["embeddings_l2"])
+    s = settings
+    lazy_adam_guard(s.optimizer, s.embeddings_l2)
     backend = active_backend()
-    if p["backend"] != backend:
-        raise PipelineError(f"train.backend={p['backend']} but Keras runs on {backend}")
+    if s.backend != backend:
+        raise PipelineError(f"train.backend={s.backend} but Keras runs on {backend}")
     data = training_data(
         train["user_index"].to_numpy(),
         train["movie_index"].to_numpy(),
         train["rating"].to_numpy(),
-        p["validation_size"],
-        p["seed"],
+        s.validation_size,
+        s.seed,
     )
     scale = rating_scale_of(data.ratings[data.fit_rows])
     n_accelerators = len(accelerators())
-    distribution = distribution or default_distribution(p["shard_tables"])
+    distribution = distribution or default_distribution(s.shard_tables)
     replicas = getattr(distribution, "num_replicas_in_sync", 1)  # a TensorFlow strategy's
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with scope:
-        seed_everything(p["seed"])  # the same initial weights every time
-        model = build(
-            n_users, n_movies, p["embedding_dim"], p["embeddings_l2"], p["activity_l2"], scale
-        )
-        engine, reason = choose_engine(p["engine"], model, backend, n_accelerators)
+        seed_everything(s.seed)  # the same initial weights every time
+        model = build(n_users, n_movies, s.embedding_dim, s.embeddings_l2, s.activity_l2, scale)
+        engine, reason = choose_engine(s.engine, model, backend, n_accelerators)
         log.info("engine: %s on %s (%s)", engine, backend, reason)
-        fitted = Trainer(engine, model, data, FitSettings.of(p), replicas)
+        fitted = Trainer(engine, model, data, s.fitting(), replicas)
         history = fitted.select(epoch_hook(live, SELECTION))
         best = best_epoch_of(history)
-        refit = bool(p["refit"]) and len(data.val_rows) > 0
+        refit = bool(s.refit) and len(data.val_rows) > 0
         if refit:
             fitted.refit(best, epoch_hook(live, REFIT))
         bare = uncompiled(model)  # in the scope: its variables keep the distribution's layouts
@@ -140,10 +141,10 @@ def train_model(
     return Fit(bare, history, engine, reason, backend, best, refit, n_fitted)
 
 
-def prepare(p: dict) -> None:
-    """Get ready what the engine train.engine may pick needs before the first fit (the compiled
+def prepare(engine: str) -> None:
+    """Get ready what `engine` (train.engine) may pick needs before the first fit (the compiled
     engine's kernels), so that the time fits take is the fits' own."""
-    if p["engine"] in ("auto", "compiled"):
+    if engine in ("auto", "compiled"):
         from movielens.training.compiled.fit import ready_kernels
 
         ready_kernels()
@@ -190,10 +191,10 @@ def uncompiled(model: keras.Model) -> keras.Model:
 
 
 def fit_model(
-    train: pd.DataFrame, n_users: int, n_movies: int, p: dict
+    train: pd.DataFrame, n_users: int, n_movies: int, settings: TrainSettings
 ) -> tuple[keras.Model, pd.DataFrame]:
     """train_model's model and history, for callers that need no more (benchmarks, folds)."""
-    fit = train_model(train, n_users, n_movies, p)
+    fit = train_model(train, n_users, n_movies, settings)
     return fit.model, fit.history
 
 
@@ -214,7 +215,7 @@ def summarize_fit(fit: Fit) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()}
 
 
-def ratings_processed(fit: Fit, n_train: int, p: dict) -> int:
+def ratings_processed(fit: Fit, n_train: int, validation_size: float) -> int:
     """Ratings the engines went through: each epoch of the selection run, then the refit's."""
-    selection = fitted_ratings(n_train, p["validation_size"]) * len(fit.history)
+    selection = fitted_ratings(n_train, validation_size) * len(fit.history)
     return selection + (n_train * fit.best_epoch if fit.refit else 0)

@@ -2,9 +2,11 @@
 build, on any Keras backend.
 
 The model is compiled with the project's Adam (movielens.training.optimizers), MSE loss and an RMSE
-metric, and fitted on each epoch's ratings in the order movielens.training.epochs draws from
-train.seed (the other engines read the same order), with early stopping on the validation part
-that keeps the best weights. On TensorFlow the batches come through tf.data
+metric. The shared epoch loop (movielens.training.epochs.run_epochs) drives it: each epoch is one
+`model.fit` call for that epoch (initial_epoch=epoch - 1, epochs=epoch) on the ratings in the
+order movielens.training.epochs draws from train.seed (the other engines read the same order),
+and the validation part is scored by `model.evaluate`, as fit's own validation does; the loop
+stops early and keeps the best weights. On TensorFlow the batches come through tf.data
 (movielens.training.tf_backend) and an epoch's steps run in one call of the compiled train step; on
 other backends a keras.utils.PyDataset hands them over. The refit fits the same compiled model
 again from its initial weights (`restart`).
@@ -19,14 +21,9 @@ import numpy as np
 import pandas as pd
 
 from movielens.model.keras_model import model_inputs
-from movielens.training.epochs import (
-    EarlyStopping,
-    EpochRecord,
-    FitSettings,
-    TrainingData,
-    epoch_orders,
-)
+from movielens.training.epochs import TrainingData, run_epochs
 from movielens.training.optimizers import make_optimizer
+from movielens.training.settings import FitSettings
 
 RMSE = "rmse"
 VALIDATION_BATCH = 65536  # validation pairs per batch of the test step
@@ -44,35 +41,23 @@ def restart(model: keras.Model, weights: list[np.ndarray]) -> None:
 
 
 class EpochBatches:
-    """The fitting rows' batches for one epoch at a time, each epoch in epoch_orders' order.
+    """The fitting rows' batches of one epoch, in the order set for it (`order`).
 
     Keras opens a new iterator at each epoch, and may open one more before training to build the
-    model; so the epoch whose order an iterator yields is set by the EpochStart callback, not
-    counted by the iterators.
+    model (under a distribution strategy); every iterator reads the order set for the epoch, not
+    one counted by the iterators.
     """
 
-    def __init__(self, data: TrainingData, batch_size: int, seed: int):
+    def __init__(self, data: TrainingData, batch_size: int):
         self.data = data
         self.batch_size = batch_size
         self.steps = math.ceil(len(data.fit_rows) / batch_size)
         self.rest = len(data.fit_rows) % batch_size  # ratings in the short last batch; 0: none
-        self.epoch = 0  # set by EpochStart
-        self._orders = epoch_orders(data.fit_rows, seed)
-        self._drawn = -1
-        self._order = data.fit_rows
-
-    def order(self, epoch: int) -> np.ndarray:
-        """Epoch `epoch`'s order (0-based); epochs are asked for in increasing order."""
-        if epoch < self._drawn:
-            raise ValueError(f"epoch {epoch}'s order was asked for after epoch {self._drawn}'s")
-        while self._drawn < epoch:
-            self._order = next(self._orders)
-            self._drawn += 1
-        return self._order
+        self.order = data.fit_rows  # the current epoch's; set before each epoch
 
     def __call__(self) -> tuple[np.ndarray, ...]:
         """The current epoch: users, movies, ratings in whole batches, then the short batch's."""
-        columns = self.data.part(self.order(self.epoch))
+        columns = self.data.part(self.order)
         whole = len(columns[2]) - self.rest
         return (
             *(column[:whole].reshape(-1, self.batch_size) for column in columns),
@@ -81,7 +66,7 @@ class EpochBatches:
 
     def batch(self, index: int) -> tuple[dict, np.ndarray]:
         """Batch `index` of the current epoch as (inputs, ratings)."""
-        rows = self.order(self.epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         users, movies, ratings = self.data.part(rows)
         return model_inputs(users, movies), ratings
 
@@ -108,63 +93,28 @@ class BatchSequence(keras.utils.PyDataset):
         return self.batches.batch(index)
 
 
-class EpochStart(keras.callbacks.Callback):
-    """Tells EpochBatches which epoch Keras is starting."""
-
-    def __init__(self, batches: EpochBatches):
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.batches.epoch = epoch
-
-
-class EpochEnd(keras.callbacks.Callback):
-    """Records each epoch (EpochRecord) and applies the shared stopping rule (EarlyStopping),
-    keeping the best epoch's weights and putting them back when training ends."""
-
-    def __init__(self, record: EpochRecord, stopper: EarlyStopping | None):
-        super().__init__()
-        self.record = record
-        self.stopper = stopper
-        self.best_weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "rmse": float(logs[RMSE])}
-        if f"val_{RMSE}" in logs:
-            row["val_rmse"] = float(logs[f"val_{RMSE}"])
-        self.record.add(row)
-        if self.stopper is None:
-            return
-        if self.stopper.improved(row["epoch"], row["val_rmse"]):
-            self.best_weights = self.model.get_weights()
-        self.model.stop_training = self.stopper.done
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-
-
-def validation_data(data: TrainingData):
-    """The validation pairs as Keras takes them: batched once (tf.data) on TensorFlow."""
+def validation_data(data: TrainingData) -> dict:
+    """The validation pairs as model.evaluate's arguments: batched once (tf.data) on TensorFlow,
+    else arrays with the batch size."""
     users, movies, ratings = data.part(data.val_rows)
     inputs = model_inputs(users, movies)
     if keras.backend.backend() == "tensorflow":
         from movielens.training import tf_backend
 
-        return tf_backend.validation_dataset(inputs, ratings, VALIDATION_BATCH)
-    return inputs, ratings
+        return {"x": tf_backend.validation_dataset(inputs, ratings, VALIDATION_BATCH)}
+    return {"x": inputs, "y": ratings, "batch_size": VALIDATION_BATCH}
 
 
-def compile_model(model: keras.Model, s: FitSettings, steps_per_execution: int) -> None:
+def compile_model(
+    model: keras.Model, optimizer: str, learning_rate: float, steps_per_execution: int
+) -> None:
     """The project's Adam, MSE and RMSE; `steps_per_execution` steps in each call of the step.
 
     The optimizer's slots are made here, not by the first train step: a tf.function that creates
     variables is traced twice, and a trace of the train step costs about half a second.
     """
     model.compile(
-        optimizer=make_optimizer(s.optimizer, s.learning_rate),
+        optimizer=make_optimizer(optimizer, learning_rate),
         loss="mse",
         metrics=[keras.metrics.RootMeanSquaredError(name=RMSE)],
         # Keras turns XLA off while TensorFlow's op determinism is on (seed_everything), which
@@ -175,13 +125,56 @@ def compile_model(model: keras.Model, s: FitSettings, steps_per_execution: int) 
     model.optimizer.build(model.trainable_variables)
 
 
-def fit_keras(
-    model: keras.Model, data: TrainingData, s: FitSettings, on_epoch=None, replicas: int = 1
-) -> pd.DataFrame:
-    """Fit the model in place with Keras; the best validation epoch's weights stay.
+class KerasEpochs:
+    """The Keras engine's epoch step (movielens.training.epochs.EpochStep): one `model.fit` call
+    per epoch, and `model.evaluate` on the validation part.
 
     An uncompiled model is compiled first; a compiled one is fitted as it is, optimizer state
     included (`restart` puts it back to step 0 for the refit).
+    """
+
+    host_order = True
+
+    def __init__(self, model: keras.Model, data: TrainingData, s: FitSettings, replicas: int = 1):
+        if not model.compiled:
+            # One call of the train step runs an epoch, the refit's longer one (every training
+            # row) included, so that the refit reuses the traced function. Keras' multi-step loop
+            # fails over several TensorFlow replicas (TensorFlow 2.21, a placeholder left unfed in
+            # its while loop): one step a call then.
+            per_call = math.ceil(len(data.ratings) / s.batch_size)
+            compile_model(model, s.optimizer, s.learning_rate, per_call if replicas == 1 else 1)
+        self.model = model
+        self.batches = EpochBatches(data, s.batch_size)
+        self.dataset = self.batches.dataset()
+        self.validation = validation_data(data) if len(data.val_rows) else None
+
+    def run(self, epoch: int, order: np.ndarray) -> dict:
+        self.batches.order = order
+        logs = self.model.fit(
+            self.dataset,
+            initial_epoch=epoch - 1,  # Keras counts epochs from 0
+            epochs=epoch,
+            shuffle=False,  # EpochBatches orders each epoch
+            verbose=0,
+        ).history
+        return {"loss": float(logs["loss"][-1]), "rmse": float(logs[RMSE][-1])}
+
+    def validation_rmse(self) -> float:
+        logs = self.model.evaluate(**self.validation, verbose=0, return_dict=True)
+        return float(logs[RMSE])
+
+    def snapshot(self) -> list[np.ndarray]:
+        return self.model.get_weights()
+
+    def restore(self, snapshot: list[np.ndarray]) -> None:
+        self.model.set_weights(snapshot)
+
+
+def fit_keras(
+    model: keras.Model, data: TrainingData, s: FitSettings, on_epoch=None, replicas: int = 1
+) -> pd.DataFrame:
+    """Fit the model in place with Keras' model.fit, epoch by epoch; the best validation epoch's
+    weights stay.
 
     Args:
         model: any Keras model taking the user and movie index inputs and returning ratings,
@@ -194,24 +187,4 @@ def fit_keras(
     Returns:
         The per-epoch history: epoch, loss, rmse, and val_rmse when validating.
     """
-    if not model.compiled:
-        # One call of the train step runs an epoch, the refit's longer one (every training row)
-        # included, so that the refit reuses the traced function. Keras' multi-step loop fails
-        # over several TensorFlow replicas (TensorFlow 2.21, a placeholder left unfed in its
-        # while loop): one step a call then.
-        per_call = math.ceil(len(data.ratings) / s.batch_size)
-        compile_model(model, s, per_call if replicas == 1 else 1)
-    batches = EpochBatches(data, s.batch_size, s.seed)
-    record = EpochRecord(s.epochs, on_epoch)
-    validating = len(data.val_rows) > 0
-    end = EpochEnd(record, EarlyStopping(s.patience) if validating else None)
-    model.fit(
-        batches.dataset(),
-        epochs=s.epochs,
-        validation_data=validation_data(data) if validating else None,
-        validation_batch_size=None if keras.backend.backend() == "tensorflow" else VALIDATION_BATCH,
-        callbacks=[EpochStart(batches), end],
-        shuffle=False,  # EpochBatches orders each epoch
-        verbose=0,
-    )
-    return record.history()
+    return run_epochs(KerasEpochs(model, data, s, replicas), data, s, on_epoch)

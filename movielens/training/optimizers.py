@@ -1,9 +1,9 @@
 """The project's Adam, the one home of its Keras optimizers: dense Adam and LazyAdam, on any backend.
 
 Both update on each variable's true gradient: on TensorFlow an embedding lookup's sparse gradient
-is densified first (movielens.training.tf_backend.dense_gradients); on JAX it is dense already. The
-Numba kernels (movielens.training.compiled.kernels) implement the same two updates for the compiled engine,
-and tests compare them step by step.
+is densified first (movielens.training.tf_backend.dense_gradients); on JAX it is dense already.
+The Numba kernels (movielens.training.compiled.kernels) implement the same two updates for the
+compiled engine, and tests compare them step by step.
 """
 
 from __future__ import annotations

@@ -28,13 +28,9 @@ import numpy as np
 import pandas as pd
 
 from movielens.model.layers import MOVIE_INPUT, USER_INPUT
-from movielens.training.epochs import (
-    EarlyStopping,
-    EpochRecord,
-    FitSettings,
-    TrainingData,
-)
+from movielens.training.epochs import TrainingData, run_epochs
 from movielens.training.optimizers import make_optimizer
+from movielens.training.settings import FitSettings
 
 
 class EpochProgram:
@@ -122,6 +118,48 @@ def assign(variables, arrays) -> None:
         variable.assign(array)
 
 
+class XlaEpochs:
+    """The xla engine's epoch step (movielens.training.epochs.EpochStep): an EpochProgram per
+    epoch, its weights assigned back to the Keras model after each one."""
+
+    host_order = False  # each epoch's order is drawn on the device, keyed by seed and epoch
+
+    def __init__(self, model: keras.Model, data: TrainingData, s: FitSettings):
+        optimizer = make_optimizer(s.optimizer, s.learning_rate)
+        optimizer.build(model.trainable_variables)
+        self.model = model
+        self.program = EpochProgram(model, optimizer, s.batch_size)
+        self.state = (
+            values(model.trainable_variables),
+            values(model.non_trainable_variables),
+            values(optimizer.variables),
+        )
+        self.columns = tuple(jnp.asarray(x) for x in (data.users, data.movies, data.ratings))
+        self.validation = tuple(jnp.asarray(x) for x in data.part(data.val_rows))
+        self.rows = jnp.asarray(data.fit_rows, jnp.int32)
+        self.key = jax.random.key(s.seed)
+        self.n_fit, self.n_val = len(data.fit_rows), len(data.val_rows)
+
+    def run(self, epoch: int, order: None) -> dict:
+        key = jax.random.fold_in(self.key, epoch)
+        self.state, loss, sse = self.program.epoch(self.state, self.columns, self.rows, key)
+        self.restore(self.snapshot())  # the Keras model holds every epoch's weights
+        n = self.n_fit
+        return {"loss": float(loss) / n, "rmse": float(np.sqrt(float(sse) / n))}
+
+    def validation_rmse(self) -> float:
+        return float(np.sqrt(float(self.program.sse(self.state, *self.validation)) / self.n_val))
+
+    def snapshot(self) -> tuple:
+        """The trainable and non-trainable values (JAX arrays: never changed in place)."""
+        return self.state[0], self.state[1]
+
+    def restore(self, snapshot: tuple) -> None:
+        """Assign a snapshot's values to the Keras model's variables."""
+        assign(self.model.trainable_variables, snapshot[0])
+        assign(self.model.non_trainable_variables, snapshot[1])
+
+
 def fit_xla(
     model: keras.Model,
     data: TrainingData,
@@ -140,38 +178,4 @@ def fit_xla(
     Returns:
         The per-epoch history: epoch, loss, rmse, and val_rmse when validating.
     """
-    optimizer = make_optimizer(s.optimizer, s.learning_rate)
-    optimizer.build(model.trainable_variables)
-    program = EpochProgram(model, optimizer, s.batch_size)
-    state = (
-        values(model.trainable_variables),
-        values(model.non_trainable_variables),
-        values(optimizer.variables),
-    )
-    columns = tuple(jnp.asarray(x) for x in (data.users, data.movies, data.ratings))
-    validation = tuple(jnp.asarray(x) for x in data.part(data.val_rows))
-    stopper = EarlyStopping(s.patience) if len(data.val_rows) else None
-    best = None
-    record = EpochRecord(s.epochs, on_epoch)
-    rows = jnp.asarray(data.fit_rows, jnp.int32)
-    key = jax.random.key(s.seed)
-    n = len(data.fit_rows)
-    for epoch in range(1, s.epochs + 1):
-        state, loss, sse = program.epoch(state, columns, rows, jax.random.fold_in(key, epoch))
-        assign(model.trainable_variables, state[0])
-        assign(model.non_trainable_variables, state[1])
-        row = {"epoch": epoch, "loss": float(loss) / n, "rmse": float(np.sqrt(float(sse) / n))}
-        if stopper is not None:
-            row["val_rmse"] = float(
-                np.sqrt(float(program.sse(state, *validation)) / len(data.val_rows))
-            )
-        record.add(row)
-        if stopper is not None:
-            if stopper.improved(epoch, row["val_rmse"]):
-                best = (state[0], state[1])
-            if stopper.done:
-                break
-    if best is not None:
-        assign(model.trainable_variables, best[0])
-        assign(model.non_trainable_variables, best[1])
-    return record.history()
+    return run_epochs(XlaEpochs(model, data, s), data, s, on_epoch)

@@ -1,4 +1,4 @@
-"""Fast training of the rating model: mini-batch Adam in compiled loops (movielens.training.compiled.kernels).
+"""Fast training of the rating model: mini-batch Adam in Numba-compiled loops (compiled.kernels).
 
 Keras `fit` pays a dispatch per step and updates both tables through generic kernels. This module
 minimises exactly the objective the Keras model declares (its MSE plus its L2 terms, read from the
@@ -28,13 +28,8 @@ import pandas as pd
 from movielens.model.architecture import standard_problem
 from movielens.model.layers import TABLES, rating_scale
 from movielens.training.compiled import kernels
-from movielens.training.epochs import (
-    EarlyStopping,
-    EpochRecord,
-    FitSettings,
-    TrainingData,
-    epoch_orders,
-)
+from movielens.training.epochs import TrainingData, run_epochs
+from movielens.training.settings import FitSettings
 
 # train.optimizer -> the compiled epoch: Keras' Adam on the dense gradient, or lazy Adam (only the
 # rows a batch looked up; movielens.training.optimizers.LazyAdam is the same update for Keras).
@@ -77,9 +72,9 @@ def ready_kernels() -> None:
 def compiled_problem(model: keras.Model) -> str | None:
     """Why the compiled engine cannot train `model` exactly, or None when it can.
 
-    It implements the standard architecture of movielens.model.keras_model and nothing else: the four tables,
-    Dot without normalisation, Add, sigmoid, Rescaling, L2 regularizers only, no other layers,
-    constraints or trainable weights.
+    It implements the standard architecture of movielens.model.keras_model and nothing else: the
+    four tables, Dot without normalisation, Add, sigmoid, Rescaling, L2 regularizers only, no
+    other layers, constraints or trainable weights.
     """
     problem = standard_problem(model.get_config())
     if problem is None and len(model.trainable_weights) != len(TABLES):
@@ -230,6 +225,32 @@ def _columns(l2: tuple[float, float], dim: int) -> np.ndarray:
     return np.array([l2[0]] * dim + [l2[1]], np.float32)
 
 
+class CompiledEpochs:
+    """The compiled engine's epoch step (movielens.training.epochs.EpochStep): AdamTrainer over a
+    copy of the ratings gathered in each epoch's order."""
+
+    host_order = True
+
+    def __init__(self, trainer: AdamTrainer, data: TrainingData):
+        self.trainer = trainer
+        self.columns = (data.users, data.movies, data.ratings)
+        self.validation = data.part(data.val_rows)
+        self.shuffled = [np.empty(len(data.fit_rows), a.dtype) for a in self.columns]
+
+    def run(self, epoch: int, order: np.ndarray) -> dict:
+        kernels.gather(order, *self.columns, *self.shuffled)
+        return self.trainer.run_epoch(*self.shuffled)
+
+    def validation_rmse(self) -> float:
+        return self.trainer.rmse(*self.validation)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.trainer.snapshot()
+
+    def restore(self, snapshot: tuple[np.ndarray, np.ndarray]) -> None:
+        self.trainer.restore(snapshot)
+
+
 def fit_compiled(
     model: keras.Model,
     data: TrainingData,
@@ -253,27 +274,6 @@ def fit_compiled(
     """
     ready_kernels()
     trainer = AdamTrainer(model, s.learning_rate, s.batch_size, optimizer=s.optimizer)
-    validating = len(data.val_rows) > 0
-    stopper = EarlyStopping(s.patience) if validating else None
-    best_weights = None
-    validation = data.part(data.val_rows)
-    shuffled = [
-        np.empty(len(data.fit_rows), a.dtype) for a in (data.users, data.movies, data.ratings)
-    ]
-    orders = epoch_orders(data.fit_rows, s.seed)
-    record = EpochRecord(s.epochs, on_epoch)
-    for epoch in range(1, s.epochs + 1):
-        kernels.gather(next(orders), data.users, data.movies, data.ratings, *shuffled)
-        row = {"epoch": epoch, **trainer.run_epoch(*shuffled)}
-        if validating:
-            row["val_rmse"] = trainer.rmse(*validation)
-        record.add(row)
-        if stopper is not None:
-            if stopper.improved(epoch, row["val_rmse"]):
-                best_weights = trainer.snapshot()
-            if stopper.done:
-                break
-    if best_weights is not None:
-        trainer.restore(best_weights)
+    history = run_epochs(CompiledEpochs(trainer, data), data, s, on_epoch)
     trainer.to_model()
-    return record.history(), trainer.rmse(*data.part(check_rows))
+    return history, trainer.rmse(*data.part(check_rows))
