@@ -16,8 +16,8 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
-deps: $(STAMP)  ## create or refresh .venv from the pinned requirements; install graphviz if missing
-	@./scripts/install-system-deps.sh graphviz chromium
+deps: $(STAMP)  ## create or refresh .venv from the pinned requirements; install graphviz, chromium, chromium-driver if missing
+	@./scripts/install-system-deps.sh graphviz chromium chromium-driver
 
 repro: deps  ## run the pipeline (dvc repro); offline, set MOVIELENS_MIRROR to a local copy
 	$(BIN)/dvc repro
@@ -46,6 +46,7 @@ bench: deps  ## training vs Surprise, top-N vs EASE/ALS/popularity on the pipeli
 	$(BIN)/dvc repro evaluate
 	$(BIN)/python -m benchmarks.bench_topn
 	$(BIN)/python -m benchmarks.bench_recommend
+	$(BIN)/python -m benchmarks.bench_foldin
 
 search: deps  ## grid search over train params, then the watch model and like_weight, on the validation part only
 	$(BIN)/dvc repro preprocess
@@ -55,3 +56,7 @@ search: deps  ## grid search over train params, then the watch model and like_we
 .PHONY: bench-scale
 bench-scale: deps  ## whole pipeline on 25M generated ml-25m-layout ratings: time, memory per stage
 	$(BIN)/python -m benchmarks.bench_scale
+
+.PHONY: bench-serve
+bench-serve: deps  ## movielens serve under load on 127.0.0.1: requests/s, p50/p99 per endpoint, during reloads
+	$(BIN)/python -m benchmarks.bench_serve

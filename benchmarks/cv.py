@@ -28,10 +28,11 @@ def cross_validation(params: dict, models: list[str]) -> dict:
     cv, split = params["crossvalidate"], params["preprocess"]["split"]
     ratings = kept_ratings()
     runs: dict[str, list[dict]] = {name: [] for name in models}
-    folds = fold_splits(ratings, cv["folds"], cv["seed"], split)
-    for k, (train, test, n_users, n_movies) in enumerate(folds, start=1):
+    history_size = params["preprocess"]["history_size"]
+    folds = fold_splits(ratings, cv["folds"], cv["seed"], split, history_size=history_size)
+    for k, parts in enumerate(folds, start=1):
         log.info("cross-validation: fold %d of %d", k, cv["folds"])
-        fold = Split(train, test, n_users, n_movies)
+        fold = Split(parts.train, parts.test, parts.n_users, parts.n_movies)
         for name in models:
             if name == OURS:
                 row = bench_ours(fold, params, batch_size=cv["batch_size"])

@@ -71,10 +71,16 @@ def release_ratings(params: dict) -> pd.DataFrame:
 
 def resplit(ratings: pd.DataFrame, prep: dict, seed: int) -> Split:
     """Split `ratings` as the preprocess stage does with the `preprocess` params, but with `seed`."""
-    _, train, test, user_ids, movie_ids = preprocess(
-        ratings, prep["top_users"], prep["top_movies"], prep["test_size"], seed, prep["split"]
+    done = preprocess(
+        ratings,
+        prep["top_users"],
+        prep["top_movies"],
+        prep["test_size"],
+        seed,
+        prep["split"],
+        history_size=prep["history_size"],
     )
-    return Split(train, test, len(user_ids), len(movie_ids))
+    return Split(done.train, done.test, len(done.user_ids), len(done.movie_ids))
 
 
 def same_split(a: Split, b: Split) -> bool:

@@ -2,7 +2,9 @@
 
 movielens recommend --user 1 [-n 10] [--json]    top-n movies for a user: will watch x will like
 movielens recommend --all-users -n 10 --out F    every user's list into F (.csv or .parquet)
+movielens recommend --ratings FILE [--user ID]   a list for anyone: ratings given now, folded in
 movielens similar 1 [-n 10] [--json]             the movies most like a movieId
+movielens serve [--host H] [--port P] [--workers N]  the models over HTTP, and a page to try them
 movielens synth --dataset ml-25m --out DIR ...   MovieLens-shaped generated data, with its floor
 """
 
@@ -34,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "similar" and rest and not rest[0].startswith("-"):
             rest = ["--similar-to", rest[0], *rest[1:]]
         run_stage(lambda: serve.main(rest, prog=f"movielens {command}"))
+        return 0
+    if command == "serve":
+        from movielens.plumbing.errors import run_stage
+        from movielens.serve.http import server
+
+        run_stage(lambda: server.main(rest))
         return 0
     print(f"error: unknown command {command!r}; run `movielens --help`", file=sys.stderr)
     return 1

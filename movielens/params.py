@@ -104,6 +104,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "test_size": fraction,
             "seed": seed,
             "split": Spec(str, choices=SPLITS),
+            "history_size": Spec(float, low=0.0, high=1.0, low_inclusive=False),
         },
         "train": {
             "backend": Spec(str, choices=("tensorflow", "jax")),
@@ -135,6 +136,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "relevance_threshold": Spec(float, low=0.0),
             "block_size": positive_int,
             "ranking_users": Spec(int, low=1, nullable=True),
+            "bootstrap_resamples": positive_int,
             "seed": seed,
         },
         "crossvalidate": {

@@ -27,7 +27,7 @@ def main() -> None:
     from movielens.evaluation.crossvalidation import cross_validate
     from movielens.training.fit import prepare
 
-    split = params["preprocess"]["split"]
+    split, history_size = params["preprocess"]["split"], params["preprocess"]["history_size"]
     require(paths.RATINGS)
     ratings = pd.read_parquet(paths.RATINGS)
     log.info("%d-fold cross-validation (split=%s) of %d ratings", cv["folds"], split, len(ratings))
@@ -42,6 +42,7 @@ def main() -> None:
             model_settings=model_settings,
             bias_settings=BiasSettings.from_params(params["train"]),
             on_fold=partial(log_fold, live),
+            history_size=history_size,
         )
     write_json(paths.CV_METRICS, result)
     log.info(

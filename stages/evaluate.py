@@ -1,47 +1,64 @@
 """The evaluate stage: score the test split (RMSE, MAE, the served lists' ranking metrics) against the
-baselines; write the plots' data and the scored top-k lists."""
+baselines, with paired bootstrap intervals and beyond-accuracy figures; write the plots' data, the
+scored top-k lists and the per-user metrics. Under preprocess.split=heldout_users the held-out
+people are folded in from data/processed/history.parquet (empty under the other splits)."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
-from movielens.evaluation.evaluate import evaluate_split
+from movielens.evaluation.evaluate import evaluate_people, evaluate_split, per_user_frame
 from movielens.model.baseline import load_bias_model
 from movielens.model.watch import load_watch
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
 from movielens.plumbing.files import write_csv, write_json, write_parquet
+from movielens.ranking.foldin import fold_in_settings
 from movielens.ranking.served import lists_frame
+
+COLUMNS = ["userId", "user_index", "movie_index", "rating"]
 
 
 def main() -> None:
     from movielens.model.keras_model import load_model
 
     params = load_params()
-    require(paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MODEL, paths.BASELINE)
-    require(paths.WATCH_MODEL)
+    require(paths.TRAIN, paths.TEST, paths.HISTORY, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES)
+    require(paths.MODEL, paths.BASELINE, paths.WATCH_MODEL, paths.TRAIN_METRICS)
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
-    test = pd.read_parquet(paths.TEST, columns=["user_index", "movie_index", "rating"])
+    test = pd.read_parquet(paths.TEST, columns=COLUMNS)
+    history = pd.read_parquet(paths.HISTORY, columns=COLUMNS)
     user_ids = pd.read_parquet(paths.USER_IDS)["userId"].to_numpy()
     movie_ids = pd.read_parquet(paths.MOVIE_IDS)["movieId"].to_numpy()
+    movies = pd.read_parquet(paths.MOVIES, columns=["movieId", "genres"]).set_index("movieId")
     model = load_model(paths.MODEL)
     biases = load_bias_model(paths.BASELINE, len(user_ids), len(movie_ids))
     watch = load_watch(paths.WATCH_MODEL, len(user_ids), len(movie_ids))
-
-    evaluation = evaluate_split(
-        model,
-        biases,
-        watch,
-        train,
-        test,
-        like_weight=params["ranking"]["like_weight"],
+    settings = {
+        "movie_genres": movies["genres"].reindex(movie_ids).to_numpy(),
+        "like_weight": params["ranking"]["like_weight"],
         **params["evaluate"],
-    )
+    }
+    if len(history):  # heldout_users: the people held out give these ratings at request time
+        # ratings in one epoch of the fit that gave the saved tables (the train stage's count)
+        n_fitted = json.loads(paths.TRAIN_METRICS.read_text())["fitted_ratings"]
+        evaluation = evaluate_people(
+            model, biases, watch, train, history, test,
+            fold_in=fold_in_settings(paths.MODEL, n_fitted),
+            reg_users=params["train"]["baseline_reg_users"],
+            **settings,
+        )  # fmt: skip
+    else:
+        evaluation = evaluate_split(model, biases, watch, train, test, **settings)
+    ids = user_ids if evaluation.people is None else evaluation.people
     write_json(paths.SCORES, evaluation.scores)
     write_csv(paths.PREDICTIONS, evaluation.predictions)
     write_csv(paths.RMSE_BY_ACTIVITY, evaluation.rmse_by_activity)
-    write_parquet(paths.TOPN, lists_frame(evaluation.top_lists, user_ids, movie_ids))
+    write_parquet(paths.TOPN, lists_frame(evaluation.top_lists, ids, movie_ids))
+    write_parquet(paths.PER_USER, per_user_frame(evaluation.rankings, ids))
 
 
 if __name__ == "__main__":

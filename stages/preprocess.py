@@ -1,4 +1,5 @@
-"""The preprocess stage: validate the raw ratings, keep the top users and movies, split them and encode the ids."""
+"""The preprocess stage: validate the raw ratings, keep the top users and movies, split them (under
+heldout_users: training, the held-out users' history, their ratings to predict) and encode the ids."""
 
 from __future__ import annotations
 
@@ -22,19 +23,20 @@ def main() -> None:
     prep = params["preprocess"]
     dataset = get_dataset(params["data"]["dataset"])
     ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
-    kept, train, test, user_ids, movie_ids = preprocess(
+    kept, train, test, user_ids, movie_ids, history = preprocess(
         ratings,
         prep["top_users"],
         prep["top_movies"],
         prep["test_size"],
         prep["seed"],
         prep["split"],
+        history_size=prep["history_size"],
     )
     summary = {
         "dataset": dataset.name,
         "split": prep["split"],
         **counts,
-        "ratings_kept": len(train) + len(test),
+        "ratings_kept": len(train) + len(history) + len(test),
         "users": len(user_ids),
         "movies": len(movie_ids),
         "train_ratings": len(train),
@@ -43,6 +45,10 @@ def main() -> None:
         "test_cold_users": int((test["user_index"] < 0).sum()),
         "test_cold_movies": int((test["movie_index"] < 0).sum()),
     }
+    if prep["split"] == "heldout_users":  # the other protocols' summary keeps its bytes
+        summary["heldout_users"] = int(history["userId"].nunique())  # each gives a history
+        summary["history_ratings"] = len(history)
+        summary["test_users"] = int(test["userId"].nunique())
     log.info("%s", summary)
     write_parquet(paths.TRAIN, train)
     write_parquet(paths.TEST, test)
@@ -50,6 +56,7 @@ def main() -> None:
     write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": movie_ids.astype(np.int32)}))
     write_parquet(paths.MOVIES, movies)
     write_parquet(paths.RATINGS, kept[list(RATING_COLUMNS)])
+    write_parquet(paths.HISTORY, history)
     write_json(paths.PREPROCESS_SUMMARY, summary)
 
 

@@ -51,6 +51,11 @@ def test_an_unknown_command_is_one_line_and_status_1():
         (["recommend", "--user", "7", "-n", "3"], ["--user", "7", "-n", "3"]),
         (["similar", "12", "-n", "4", "--json"], ["--similar-to", "12", "-n", "4", "--json"]),
         (["similar", "--similar-to", "12"], ["--similar-to", "12"]),
+        (["recommend", "--ratings", "-", "-n", "3"], ["--ratings", "-", "-n", "3"]),
+        (
+            ["recommend", "--user", "7", "--ratings", "new.csv", "--json"],
+            ["--user", "7", "--ratings", "new.csv", "--json"],
+        ),
     ],
 )
 def test_recommend_and_similar_reach_recommend_with_its_options(monkeypatch, argv, expected):
@@ -65,6 +70,38 @@ def test_a_usage_error_names_the_subcommand(tmp_path):
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and "--user" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_recommend_help_shows_the_ratings_option_with_examples():
+    done = run_cli("recommend", "--help")
+    assert done.returncode == 0
+    assert "--ratings FILE" in done.stdout
+    assert "movielens recommend --ratings my_ratings.csv -n 10" in done.stdout
+    assert "cat my_ratings.json | movielens recommend --ratings - --json" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--ratings", "-", "--all-users", "--out", "x.csv"],
+            "error: argument --ratings: not allowed with argument --all-users (see --help)",
+        ),
+        (
+            ["--ratings", "-", "--similar-to", "1"],
+            "error: argument --ratings: not allowed with argument --similar-to (see --help)",
+        ),
+        (
+            ["-n", "2"],
+            "error: one of the arguments --user --all-users --similar-to --ratings is required "
+            "(see --help)",
+        ),
+    ],
+)
+def test_ratings_with_another_target_is_one_line_before_any_work(tmp_path, args, line):
+    done = run_cli("recommend", *args, cwd=tmp_path)  # no project here: refused before loading
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.strip().splitlines() == [line]
 
 
 def test_synth_writes_a_release_and_its_floor(tmp_path):

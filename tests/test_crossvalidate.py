@@ -119,7 +119,10 @@ def test_time_folds_break_ties_by_user_then_movie_not_by_seed_or_file_order():
 
 
 def test_fold_ids_are_encoded_on_the_training_part_only():
-    for fitted, held_out, n_users, n_movies in fold_splits(RATINGS, 5, 0, "time"):
+    for fitted, held_out, n_users, n_movies, history in fold_splits(
+        RATINGS, 5, 0, "time", history_size=0.8
+    ):
+        assert len(history) == 0  # a history is heldout_users' only
         assert n_users == fitted["userId"].nunique() and n_movies == fitted["movieId"].nunique()
         cold_user = ~held_out["userId"].isin(fitted["userId"])
         assert ((held_out["user_index"] < 0) == cold_user).all()
@@ -137,7 +140,7 @@ def test_fold_ids_are_encoded_on_the_training_part_only():
 )  # fmt: skip
 def test_a_fold_that_would_be_empty_is_refused(split, ratings, folds, words):
     with pytest.raises(PipelineError, match=re.escape(words)):
-        next(fold_splits(ratings, folds, 0, split))
+        next(fold_splits(ratings, folds, 0, split, history_size=0.8))
 
 
 def test_scores_and_their_mean_and_std_are_the_hand_computed_ones():
@@ -172,31 +175,50 @@ def tiny_params() -> dict:
     return params
 
 
+def write_fold(fold: crossvalidate.Fold, params: dict, root: Path) -> None:
+    """A fold as the preprocess stage writes data/processed, and params.yaml, in `root`."""
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    (root / paths.PROCESSED_DIR).mkdir(parents=True)
+    fold.train.to_parquet(root / paths.TRAIN)
+    fold.test.to_parquet(root / paths.TEST)
+    fold.history.to_parquet(root / paths.HISTORY)  # no rows but under heldout_users
+    pd.DataFrame({"userId": np.sort(fold.train["userId"].unique())}).to_parquet(
+        root / paths.USER_IDS
+    )
+    movie_ids = np.sort(fold.train["movieId"].unique())
+    pd.DataFrame({"movieId": movie_ids}).to_parquet(root / paths.MOVIE_IDS)
+    movies = np.sort(RATINGS["movieId"].unique())
+    titles = [f"Movie {m}" for m in movies]
+    genres = ["Drama" if m % 2 else "Comedy|Drama" for m in movies]
+    pd.DataFrame({"movieId": movies, "title": titles, "genres": genres}).to_parquet(
+        root / paths.MOVIES
+    )
+
+
 @pytest.mark.slow
-def test_each_fold_scores_what_the_train_and_evaluate_stages_give(tmp_path, monkeypatch):
+@pytest.mark.parametrize("split", ["user", "heldout_users"])
+def test_each_fold_scores_what_the_train_and_evaluate_stages_give(tmp_path, monkeypatch, split):
     """Fold 2 of a 3-fold run, written as data/processed and run through train_stage.main and
-    evaluate_stage.main, gets the same model and baseline scores as cross_validate gave it."""
+    evaluate_stage.main, gets the same model and baseline scores as cross_validate gave it; under
+    heldout_users evaluate folds the fold's held-out users in from their histories as the fold did."""
     params = tiny_params()
     result = crossvalidate.cross_validate(
         RATINGS,
-        "user",
+        split,
         folds=3,
         seed=5,
         batch_size=512,
         model_settings=TrainSettings.from_params(params["train"]),
         bias_settings=BiasSettings.from_params(params["train"]),
+        history_size=0.8,
     )
     assert [row["fold"] for row in result["per_fold"]] == [1, 2, 3]
-    assert result["folds"] == 3 and result["split"] == "user"
+    assert result["folds"] == 3 and result["split"] == split
 
-    fitted, held_out, _, _ = list(fold_splits(RATINGS, 3, 5, "user"))[1]
+    fold = list(fold_splits(RATINGS, 3, 5, split, history_size=0.8))[1]
+    assert (len(fold.history) > 0) == (split == "heldout_users")
+    write_fold(fold, params, tmp_path)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    paths.PROCESSED_DIR.mkdir(parents=True)
-    fitted.to_parquet(paths.TRAIN)
-    held_out.to_parquet(paths.TEST)
-    pd.DataFrame({"userId": np.sort(fitted["userId"].unique())}).to_parquet(paths.USER_IDS)
-    pd.DataFrame({"movieId": np.sort(fitted["movieId"].unique())}).to_parquet(paths.MOVIE_IDS)
     train_stage.main()
     train_watch_stage.main()
     evaluate_stage.main()

@@ -77,13 +77,16 @@ def test_stages_are_the_six_in_order():
 SECTION = {"train_watch": "watch"}
 # What a stage reads beyond its own section: download and preprocess the dataset's name;
 # evaluate scores the served lists (every ranking.* key), which train_watch does not read (so
-# changing ranking.like_weight reruns evaluate only); crossvalidate fits the train stage's models
-# (every train.* key) under the split rule.
+# changing ranking.like_weight reruns evaluate only), and folds held-out users into the bias
+# baseline with its L2 (the rating model's L2s it reads from the saved model); crossvalidate fits
+# the train stage's models (every train.* key) under the split rule, heldout_users' with its
+# history_size.
 OTHER_SECTIONS = {"evaluate": ("ranking",), "crossvalidate": ("train",)}
 OTHER_KEYS = {
     "download": {"data.dataset"},
     "preprocess": {"data.dataset"},
-    "crossvalidate": {"preprocess.split"},
+    "evaluate": {"train.baseline_reg_users"},
+    "crossvalidate": {"preprocess.split", "preprocess.history_size"},
 }
 
 
@@ -114,7 +117,8 @@ def test_only_evaluate_reads_the_served_formulas_weight():
 def test_crossvalidate_reads_no_evaluate_param_and_not_the_test_split():
     """So that an evaluate.* change, or another test split, never reruns the K fits."""
     stage = DVC["stages"]["crossvalidate"]
-    assert {key for key in stage["params"] if key.startswith("preprocess.")} == {"preprocess.split"}
+    preprocess_keys = {key for key in stage["params"] if key.startswith("preprocess.")}
+    assert preprocess_keys == {"preprocess.split", "preprocess.history_size"}
     assert not any(key.startswith("evaluate.") for key in stage["params"])
     data = {d for d in as_paths(stage["deps"]) if not d.endswith(".py")}
     assert data == {str(paths.RATINGS)}

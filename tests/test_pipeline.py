@@ -146,7 +146,16 @@ def test_a_preprocess_param_does_not_rerun_download(repo, env):
     run(repo, "dvc", "checkout", "-q", env=env)
 
 
-@pytest.mark.parametrize("split", ["time", "user"])
+def test_the_history_size_reruns_only_what_reads_it(repo, env):
+    # Under `random` it changes no output: preprocess writes the same files, so train and
+    # evaluate do not run again; crossvalidate reads the key, so it does.
+    output = run(repo, "dvc", "exp", "run", "-S", "preprocess.history_size=0.5", env=env)
+    assert ran(output) == {"preprocess", "crossvalidate"}, output
+    run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
+    run(repo, "dvc", "checkout", "-q", env=env)
+
+
+@pytest.mark.parametrize("split", ["time", "user", "heldout_users"])
 def test_another_split_rule_runs_end_to_end(repo, env, split):
     output = run(repo, "dvc", "exp", "run", "-S", f"preprocess.split={split}", env=env)
     assert ran(output) == {"preprocess", "train", "evaluate", "crossvalidate"}, output
@@ -157,6 +166,9 @@ def test_another_split_rule_runs_end_to_end(repo, env, split):
         json.loads((repo / "metrics/scores.json").read_text())["test_pairs"]
         == summary["test_ratings"]
     )
+    if split == "heldout_users":  # the held-out users' histories, folded in by evaluate
+        assert summary["history_ratings"] > 0 and summary["heldout_users"] > 0
+        assert all("history_ratings" in row for row in cv["per_fold"])
     run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", env=env)
     run(repo, "dvc", "checkout", "-q", env=env)
 

@@ -202,7 +202,10 @@ def test_filter_top_applies_both_rankings_to_the_full_table():
 
 def test_preprocess_returns_the_kept_ratings_it_split():
     ratings = ratings_frame([(u, m, 4.0, 0) for u in (1, 2, 3) for m in (10, 20, 30)][:-1])
-    kept, train, test, user_ids, movie_ids = preprocess.preprocess(ratings, 2, 2, 0.25, 0)
+    kept, train, test, user_ids, movie_ids, history = preprocess.preprocess(
+        ratings, 2, 2, 0.25, 0, history_size=0.8
+    )
+    assert len(history) == 0 and list(history.columns) == list(test.columns)  # not heldout_users
     assert kept[["userId", "movieId"]].to_numpy().tolist() == [[1, 10], [1, 20], [2, 10], [2, 20]]
     both = pd.concat([train, test])[["userId", "movieId"]].to_numpy().tolist()
     assert sorted(both) == kept[["userId", "movieId"]].to_numpy().tolist()
@@ -213,7 +216,7 @@ def test_preprocess_returns_the_kept_ratings_it_split():
 def test_preprocess_refuses_a_filter_that_keeps_nothing():
     ratings = ratings_frame([(1, 1, 4.0, 0), (1, 2, 4.0, 0), (2, 3, 4.0, 0), (3, 3, 4.0, 0)])
     with pytest.raises(PipelineError, match="top_users=1 and top_movies=1 leave no ratings"):
-        preprocess.preprocess(ratings, 1, 1, 0.5, 0)
+        preprocess.preprocess(ratings, 1, 1, 0.5, 0, history_size=0.8)
 
 
 # ---------------------------------------------------------------------------- split_ratings
@@ -384,7 +387,9 @@ KEPT = {
     for user, movies in RATED.items()
     for movie, rating in movies.items()
 }
-OUTPUTS = [paths.TRAIN, paths.TEST, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES, paths.RATINGS]
+OUTPUTS = [
+    paths.TRAIN, paths.TEST, paths.HISTORY, paths.USER_IDS, paths.MOVIE_IDS, paths.MOVIES, paths.RATINGS
+]  # fmt: skip
 
 
 def write_project(root: Path, ratings: bytes | None, movies: bytes | None, **prep) -> None:
@@ -467,22 +472,28 @@ def test_main_writes_the_known_split(tmp_path, monkeypatch):
     assert sorted(p.name for p in paths.PROCESSED_DIR.iterdir()) == sorted(
         p.name for p in [*OUTPUTS, paths.PREPROCESS_SUMMARY]
     )
+    history = pd.read_parquet(paths.HISTORY)  # heldout_users' file, with no rows under `random`
+    assert len(history) == 0 and history.dtypes.to_dict() == test.dtypes.to_dict()
 
 
-@pytest.mark.parametrize("split", ["random", "user", "time"])
-def test_main_writes_the_kept_ratings_whatever_the_split(tmp_path, monkeypatch, split):
-    summary = run_main(tmp_path, monkeypatch, split=split, test_size=0.25)
+# heldout_users: 0.4 of the 5 users holds out users 3 (4 ratings) and 5 (1, a history only).
+@pytest.mark.parametrize(
+    ("split", "test_size"),
+    [("random", 0.25), ("user", 0.25), ("time", 0.25), ("heldout_users", 0.4)],
+)
+def test_main_writes_the_kept_ratings_whatever_the_split(tmp_path, monkeypatch, split, test_size):
+    summary = run_main(tmp_path, monkeypatch, split=split, test_size=test_size)
     kept = pd.read_parquet(paths.RATINGS)
     assert kept.dtypes.astype(str).to_dict() == {
         "userId": "int32", "movieId": "int32", "rating": "float32", "timestamp": "int64"
     }  # fmt: skip
-    assert (
-        pairs(kept)
-        == KEPT
-        == pairs(pd.read_parquet(paths.TRAIN)) | pairs(pd.read_parquet(paths.TEST))
-    )
+    parts = [pd.read_parquet(path) for path in (paths.TRAIN, paths.HISTORY, paths.TEST)]
+    assert pairs(kept) == KEPT == set().union(*map(pairs, parts))
     assert summary["split"] == split
-    assert summary["train_ratings"] + summary["test_ratings"] == summary["ratings_kept"] == 20
+    history_ratings = summary.get("history_ratings", 0)
+    assert history_ratings == len(parts[1]) and (history_ratings > 0) == (split == "heldout_users")
+    assert summary["train_ratings"] + history_ratings + summary["test_ratings"] == 20
+    assert summary["ratings_kept"] == 20
 
 
 def test_the_kept_ratings_do_not_depend_on_the_test_split(tmp_path, monkeypatch):

@@ -128,6 +128,7 @@ def write_project(
     train_frame, test_frame, user_ids, movie_ids = frames
     train_frame.to_parquet(root / paths.TRAIN, index=False)
     test_frame.to_parquet(root / paths.TEST, index=False)
+    test_frame.iloc[:0].to_parquet(root / paths.HISTORY, index=False)  # no held-out users
     pd.DataFrame({"userId": np.int32(user_ids)}).to_parquet(root / paths.USER_IDS, index=False)
     pd.DataFrame({"movieId": np.int32(movie_ids)}).to_parquet(root / paths.MOVIE_IDS, index=False)
     movies.to_parquet(root / paths.MOVIES, index=False)
@@ -135,6 +136,8 @@ def write_project(
     model.save(root / paths.MODEL)
     save_bias_model(biases, root / paths.BASELINE)
     save_watch(flat_watch(len(user_ids), len(movie_ids)), root / paths.WATCH_MODEL)
+    (root / paths.TRAIN_METRICS).parent.mkdir(parents=True, exist_ok=True)
+    (root / paths.TRAIN_METRICS).write_text(json.dumps({"fitted_ratings": len(train_frame)}))
     return root
 
 
@@ -334,7 +337,7 @@ def test_model_and_data_of_different_runs_are_reported(workdir):
     [
         (
             ["-n", "3"],
-            "one of the arguments --user --all-users --similar-to is required (see --help)",
+            "one of the arguments --user --all-users --similar-to --ratings is required (see --help)",
         ),
         (["--user", "x"], "argument --user: invalid int value: 'x' (see --help)"),
         (["--user", "10", "-n", "x"], "argument -n: 'x' is not an integer (see --help)"),

@@ -18,7 +18,7 @@ from movielens.data.releases import (
     read_movies,
     read_ratings,
 )
-from movielens.data.splits import held_out_mask
+from movielens.data.splits import held_out_mask, refuse_no_targets, split_history
 from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -256,23 +256,31 @@ def encode_splits(
     train: pd.DataFrame, test: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
     """Add user_index and movie_index to both splits and a `cold` flag to the test split."""
-    users, train_users, test_users = encode_ids(train["userId"], test["userId"])
-    movies, train_movies, test_movies = encode_ids(train["movieId"], test["movieId"])
+    users, train_users, _ = encode_ids(train["userId"], test["userId"])
+    movies, train_movies, _ = encode_ids(train["movieId"], test["movieId"])
     train = train.assign(user_index=train_users, movie_index=train_movies)
-    test = test.assign(
-        user_index=test_users, movie_index=test_movies, cold=(test_users < 0) | (test_movies < 0)
+    return train, encode_held_out(test, users, movies), users, movies
+
+
+def encode_held_out(frame: pd.DataFrame, users: np.ndarray, movies: np.ndarray) -> pd.DataFrame:
+    """Add user_index and movie_index (in the training id tables `users` and `movies`; -1 where
+    absent) and `cold` (either is -1) to held-out ratings: a test split or a history."""
+    user_index = index_in(users, frame["userId"].to_numpy())
+    movie_index = index_in(movies, frame["movieId"].to_numpy())
+    return frame.assign(
+        user_index=user_index, movie_index=movie_index, cold=(user_index < 0) | (movie_index < 0)
     )
-    return train, test, users, movies
 
 
 class Preprocessed(NamedTuple):
-    """What preprocess gives: the kept ratings, both splits encoded, and the id tables."""
+    """What preprocess gives: the kept ratings, the splits encoded, and the id tables."""
 
     kept: pd.DataFrame  # the ratings filter_top kept, in their original order
     train: pd.DataFrame  # encode_splits' training split
     test: pd.DataFrame  # encode_splits' test split, with `cold`
     user_ids: np.ndarray  # the sorted training userIds: index i holds the id of user index i
     movie_ids: np.ndarray  # the same for movieIds
+    history: pd.DataFrame  # held-out users' given ratings, as `test`; empty but for heldout_users
 
 
 def preprocess(
@@ -282,13 +290,19 @@ def preprocess(
     test_size: float,
     seed: int,
     split: str = "random",
+    *,
+    history_size: float,
 ) -> Preprocessed:
     """Keep the top users and movies of validated ratings, split them and encode the ids.
 
-    See keep_top, split_ratings and encode_splits.
+    See keep_top, split_ratings, split_history and encode_splits (the history, as the test split).
     """
     kept = keep_top(ratings, top_users, top_movies)
-    return Preprocessed(kept, *encode_splits(*split_ratings(kept, test_size, seed, split)))
+    train, held_out = split_ratings(kept, test_size, seed, split)
+    history, test = split_history(held_out, split, history_size)
+    refuse_no_targets(history, test, history_size)
+    train, test, users, movies = encode_splits(train, test)
+    return Preprocessed(kept, train, test, users, movies, encode_held_out(history, users, movies))
 
 
 def keep_top(ratings: pd.DataFrame, top_users: int | None, top_movies: int | None) -> pd.DataFrame:

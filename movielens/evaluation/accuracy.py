@@ -1,4 +1,5 @@
-"""Rating accuracy: RMSE and MAE of predicted ratings, the model's test predictions with their fallback."""
+"""Rating accuracy: RMSE and MAE of predicted ratings, the model's test predictions with their fallback
+(trained users, or people folded in from a history)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 from movielens.model.baseline import BiasModel
+from movielens.ranking.foldin import Histories, folded_bias_ratings, folded_ratings
+from movielens.ranking.served import Ranker
 
 
 def rmse(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -69,5 +72,33 @@ def predict_test(
     fallback = biases.predict(users, movies)
     predicted = predict_with_fallback(
         lambda u, m: predict_ratings(model, u, m, batch_size), fallback, users, movies
+    )
+    return predicted, fallback
+
+
+def predict_folded(
+    served: Ranker,
+    biases: BiasModel,
+    reg_users: float,
+    histories: Histories,
+    targets: pd.DataFrame,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out targets' predictions: the rating model folded in, the bias baseline folded in.
+
+    Args:
+        served: movielens.ranking.foldin.folded_ranker over the people; its rating model predicts.
+        biases: the saved bias model; each person's bias is folded in from their history with
+            reg_users (train.baseline_reg_users), as the train stage fitted the trained users'.
+        histories: the people's ratings the two models were folded in from.
+        targets: user_index (the person) and movie_index (-1: unseen in training) to predict.
+
+    Returns:
+        float64 (n_targets,) predictions of the folded model, the bias baseline where the movie is
+        cold, and float64 (n_targets,) of the folded bias baseline alone.
+    """
+    users, movies = targets["user_index"].to_numpy(), targets["movie_index"].to_numpy()
+    fallback = folded_bias_ratings(biases, reg_users, histories, users, movies)
+    predicted = predict_with_fallback(
+        lambda u, m: folded_ratings(served, u, m), fallback, users, movies
     )
     return predicted, fallback

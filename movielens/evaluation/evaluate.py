@@ -11,11 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from movielens.evaluation.accuracy import predict_test, rmse, scores
-from movielens.evaluation.topn import rank_test_users, ranking_summary
+from movielens.data.ids import index_in, sorted_unique
+from movielens.evaluation.accuracy import predict_folded, predict_test, rmse, scores
+from movielens.evaluation.compare import Comparing
+from movielens.evaluation.ranking_metrics import RankingMetrics
+from movielens.evaluation.topn import rank_folded_people, rank_test_users, ranking_summary
+from movielens.model.architecture import standard_problem
 from movielens.model.baseline import BiasModel
 from movielens.model.watch import WatchModel
+from movielens.plumbing.errors import PipelineError
+from movielens.ranking.foldin import FoldInSettings, Histories, folded_ranker
 from movielens.ranking.lists import TopLists, sample_users
+from movielens.ranking.scorers import Factors, factors_from_model
 from movielens.ranking.served import ranked_by
 
 log = logging.getLogger(__name__)
@@ -60,12 +67,51 @@ def sample_rows(n: int, limit: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What the evaluate stage writes: the scores, the data of two plots and the served lists."""
+    """What the evaluate stage writes: the scores, the data of two plots, the served lists and the
+    per-user metrics.
+
+    Attributes:
+        rankings: each ranker's per-user metrics (per_user_frame), its lists among them.
+        people: the userId of each person folded in (the lists' and rankings' user index), or None
+            when the rankings index the trained users (data/processed/user_ids.parquet).
+    """
 
     scores: dict
     predictions: pd.DataFrame  # actual and predicted ratings of at most plot_points test pairs
     rmse_by_activity: pd.DataFrame
     top_lists: TopLists  # the served top-k lists the ranking metrics were computed from
+    rankings: dict[str, RankingMetrics]
+    people: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """The test targets and their predicted ratings.
+
+    Attributes:
+        users: int (n,), each target's user index (or person folded in); -1: a user the model
+            does not know.
+        actual: float64 (n,); predicted: float64 (n,), the rating model's with the bias model's
+            fallback on cold pairs; baseline: float64 (n,), the bias model's alone.
+        warm: bool (n,), the pairs the rating model predicted itself.
+    """
+
+    users: np.ndarray
+    actual: np.ndarray
+    predicted: np.ndarray
+    baseline: np.ndarray
+    warm: np.ndarray
+
+    def table(self, mu: float) -> dict:
+        """scores() of the model and the two baselines (the global mean mu, the bias model)."""
+        return scores(
+            self.actual,
+            {
+                "model": self.predicted,
+                "global_mean": np.full(len(self.actual), mu),
+                "user_movie_biases": self.baseline,
+            },
+        )
 
 
 def evaluate_split(
@@ -75,6 +121,7 @@ def evaluate_split(
     train: pd.DataFrame,
     test: pd.DataFrame,
     *,
+    movie_genres: np.ndarray,
     like_weight: float,
     batch_size: int,
     plot_points: int,
@@ -83,6 +130,7 @@ def evaluate_split(
     relevance_threshold: float,
     block_size: int,
     ranking_users: int | None,
+    bootstrap_resamples: int,
     seed: int,
 ) -> Evaluation:
     """Score the model and the baselines on the test split, and rank for the sampled users.
@@ -91,42 +139,173 @@ def evaluate_split(
         model: the trained Keras model; biases: the saved user+movie bias model (cold pairs);
             watch: the saved watch model (its id spaces are the processed data's).
         train, test: user_index, movie_index and rating of the splits (-1: a cold id).
+        movie_genres: str (n_movies,), each movie index's genres ("A|B", data/processed/movies).
         like_weight, batch_size, ...: the `ranking.like_weight` and `evaluate` params.
     """
-    n_users = watch.n_users
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
-    actual = test["rating"].to_numpy(np.float64)
     predicted, baseline = predict_test(model, biases, test, batch_size)
-    warm = (users >= 0) & (movies >= 0)
-    table = scores(
-        actual,
-        {
-            "model": predicted,
-            "global_mean": np.full(len(actual), biases.mu),
-            "user_movie_biases": baseline,
-        },
-    )
-    ranked = sample_users(n_users, ranking_users, seed)
+    actual = test["rating"].to_numpy(np.float64)
+    targets = Predicted(users, actual, predicted, baseline, (users >= 0) & (movies >= 0))
+    ranked = sample_users(watch.n_users, ranking_users, seed)
     ranking = rank_test_users(
-        model,
-        watch,
-        train,
-        test,
-        like_weight,
-        batch_size,
-        k,
-        relevance_threshold,
-        block_size,
+        model, watch, train, test, like_weight, batch_size, k, relevance_threshold, block_size,
         ranked,
+    )  # fmt: skip
+    comparing = Comparing.of(
+        train["movie_index"], movie_genres, watch.n_movies, bootstrap_resamples, seed
     )
+    return evaluation_of(
+        targets, biases.mu, ranking, train["user_index"].to_numpy(), watch.n_users,
+        ranked_by(watch.kind, like_weight), comparing, plot_points, activity_buckets,
+    )  # fmt: skip
+
+
+def evaluation_of(
+    targets: Predicted,
+    mu: float,
+    ranking: dict[str, RankingMetrics],
+    given_users: np.ndarray,
+    n_users: int,
+    served_by: str,
+    comparing: Comparing,
+    plot_points: int,
+    activity_buckets: list[int],
+    folded_in: dict | None = None,
+    people: np.ndarray | None = None,
+) -> Evaluation:
+    """The Evaluation of predicted targets and rankings: scores.json (folded_in, when given, after
+    the existing keys, then the comparisons), the plots' data, the lists, the per-user metrics.
+
+    Args:
+        given_users: int (n,), the user index of each rating the users gave (training, history):
+            RMSE by activity counts them.
+        n_users: the users ranked from; served_by: ranked_by's words.
+    """
+    table = targets.table(mu)
     rows = {name: ranking_summary(metrics) for name, metrics in ranking.items()}
-    served_by = ranked_by(watch.kind, like_weight)
-    result = scores_json(table, rows, served_by, rmse(actual[warm], predicted[warm]), n_users, warm)
-    log_scores(table, rows, len(actual), int((~warm).sum()))
+    warm = targets.warm
+    rmse_warm = rmse(targets.actual[warm], targets.predicted[warm])
+    result = scores_json(table, rows, served_by, rmse_warm, n_users, warm)
+    if folded_in is not None:
+        result["folded_in"] = folded_in
+    result |= comparing.figures(ranking)
+    log_scores(table, rows, len(warm), int((~warm).sum()))
     predictions, by_activity = plot_data(
-        actual, predicted, users, train["user_index"].to_numpy(), plot_points, activity_buckets
+        targets.actual, targets.predicted, targets.users, given_users, plot_points,
+        activity_buckets,
+    )  # fmt: skip
+    return Evaluation(result, predictions, by_activity, ranking["served"].lists, ranking, people)
+
+
+def evaluate_people(
+    model,
+    biases: BiasModel,
+    watch: WatchModel,
+    train: pd.DataFrame,
+    history: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    fold_in: FoldInSettings,
+    reg_users: float,
+    movie_genres: np.ndarray,
+    like_weight: float,
+    batch_size: int,
+    plot_points: int,
+    activity_buckets: list[int],
+    k: int,
+    relevance_threshold: float,
+    block_size: int,
+    ranking_users: int | None,
+    bootstrap_resamples: int,
+    seed: int,
+) -> Evaluation:
+    """evaluate_split for people held out of training (preprocess.split: heldout_users): each one
+    folded in from their history (movielens.ranking.foldin, the path `recommend --ratings` takes),
+    their later ratings predicted and ranked for, beside the bias baseline folded in the same way.
+
+    Args:
+        history, test: userId, movie_index (-1: unseen in training) and rating of the ratings the
+            people give and of those to predict.
+        fold_in: fold_in_settings of the saved model; reg_users: train.baseline_reg_users.
+        batch_size: unused (a folded-in person is scored in NumPy); the rest as evaluate_split.
+    """
+    people, histories, given, skipped = folded_people(history, test)
+    served = folded_ranker(histories, standard_factors(model), watch, like_weight, fold_in)
+    predicted, baseline = predict_folded(served, biases, reg_users, histories, given)
+    users, actual = given["user_index"].to_numpy(), given["rating"].to_numpy(np.float64)
+    targets = Predicted(users, actual, predicted, baseline, given["movie_index"].to_numpy() >= 0)
+    ranked = sample_users(histories.n_people, ranking_users, seed)
+    train_movies = train["movie_index"].to_numpy()
+    ranking = rank_folded_people(
+        served, histories, train_movies, given, k, relevance_threshold, block_size, ranked
     )
-    return Evaluation(result, predictions, by_activity, ranking["served"].lists)
+    folded_in = {
+        "people": len(people),
+        "history_ratings": len(histories.users),
+        "history_ratings_unknown_movies": skipped,  # movies the models have no row for
+        "baseline": "user_movie_biases folded in with train.baseline_reg_users",
+    }
+    comparing = Comparing.of(train_movies, movie_genres, watch.n_movies, bootstrap_resamples, seed)
+    return evaluation_of(
+        targets, biases.mu, ranking, histories.users, len(people),
+        ranked_by(watch.kind, like_weight), comparing, plot_points, activity_buckets, folded_in,
+        people,
+    )  # fmt: skip
+
+
+def folded_people(
+    history: pd.DataFrame, test: pd.DataFrame
+) -> tuple[np.ndarray, Histories, pd.DataFrame, int]:
+    """The held-out people, numbered 0..n-1 by userId: their histories and their targets.
+
+    A history rating of a movie the models do not know (movie_index -1) cannot be folded in and is
+    left out (counted); a target of such a movie is predicted by the bias baseline.
+
+    Returns:
+        int (n_people,) the people's userIds, ascending; their Histories; the targets as
+        user_index (the person), movie_index, rating; the history ratings left out.
+
+    Raises:
+        PipelineError: when a target's user gives no history (the files are from different runs).
+    """
+    user_ids = history["userId"].to_numpy()
+    people = sorted_unique(user_ids)
+    known = history["movie_index"].to_numpy() >= 0
+    histories = Histories.of(
+        index_in(people, user_ids)[known],
+        history["movie_index"].to_numpy()[known],
+        history["rating"].to_numpy()[known],
+        len(people),
+    )
+    person = index_in(people, test["userId"].to_numpy())
+    if (person < 0).any():
+        raise PipelineError(
+            f"{int((person < 0).sum())} test ratings belong to users without a history in "
+            "data/processed/history.parquet; rerun the pipeline (dvc repro)"
+        )
+    targets = pd.DataFrame(
+        {
+            "user_index": person.astype(np.int64),
+            "movie_index": test["movie_index"].to_numpy(),
+            "rating": test["rating"].to_numpy(),
+        }
+    )
+    return people, histories, targets, int((~known).sum())
+
+
+def standard_factors(model) -> Factors:
+    """The model's tables as Factors: folding a person in needs the standard architecture.
+
+    Raises:
+        PipelineError: for a model of another architecture (no user row to fit).
+    """
+    problem = standard_problem(model.get_config())
+    if problem is not None:
+        raise PipelineError(
+            f"folding held-out users in needs the standard rating model, and {problem}; use "
+            "another preprocess.split or the standard model"
+        )
+    return factors_from_model(model)
 
 
 def scores_json(
@@ -136,7 +315,8 @@ def scores_json(
 
     Args:
         table: scores() of the model and the baselines; rows: ranking_summary of each ranker.
-        served_by: what the served lists are ranked by; n_users: the users the model knows.
+        served_by: what the served lists are ranked by; n_users: the users ranked from (the
+            users the model knows, or the people folded in).
         warm: bool (n_test,), the test pairs whose user and movie the model knows.
     """
     return {
@@ -154,6 +334,28 @@ def scores_json(
     }
 
 
+def per_user_frame(rankings: dict[str, RankingMetrics], user_ids: np.ndarray) -> pd.DataFrame:
+    """data/evaluation/per_user.parquet: userId, ranker, precision, recall, ndcg of every user
+    evaluated, ranker by ranker in scores.json's order, users ascending within a ranker.
+
+    Args:
+        user_ids: the userId of each user index the rankings use.
+    """
+    frames = [
+        pd.DataFrame(
+            {
+                "userId": np.asarray(user_ids)[metrics.user_index],
+                "ranker": name,
+                "precision": metrics.precision,
+                "recall": metrics.recall,
+                "ndcg": metrics.ndcg,
+            }
+        )
+        for name, metrics in rankings.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
 def plot_data(
     actual: np.ndarray,
     predicted: np.ndarray,
@@ -165,7 +367,8 @@ def plot_data(
     """The two plots' data: at most plot_points (actual, predicted) pairs, RMSE by user activity."""
     points = sample_rows(len(actual), plot_points)
     predictions = pd.DataFrame({"actual": actual[points], "predicted": predicted[points].round(4)})
-    train_counts = np.bincount(train_users)  # every warm test user has training ratings
+    # every warm test user has training ratings; a folded-in person may have none of known movies
+    train_counts = np.bincount(train_users, minlength=int(test_users.max(initial=-1)) + 1)
     counts = np.where(test_users >= 0, train_counts[np.maximum(test_users, 0)], 0)
     return predictions, rmse_by_activity(actual, predicted, counts, activity_buckets)
 

@@ -1,5 +1,6 @@
 """Top-N evaluation: the served ranking beside the rating model alone, the watch model alone and
-popularity, each ranked over the same users and scored against the test split."""
+popularity, each ranked over the same users (trained users, or people folded in from a history)
+and scored against the test split."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pandas as pd
 
 from movielens.evaluation.ranking_metrics import RankingMetrics, ranking_metrics
 from movielens.model.watch import WatchModel
+from movielens.ranking.foldin import Histories
 from movielens.ranking.scorers import Factors, Scorer, scorer_of
-from movielens.ranking.served import served_ranker
+from movielens.ranking.served import Ranker, served_ranker
 
 
 def popularity_factors(train_movies: np.ndarray, n_users: int, n_movies: int) -> Factors:
@@ -83,10 +85,42 @@ def rank_test_users(
     served = served_ranker(
         rating, watch, train["user_index"].to_numpy(), train["movie_index"].to_numpy(), like_weight
     )
-    rankers = {
-        "served": served,
-        "model": rating,
-        "watch": served.watch,
-        "most_popular": popularity_factors(train["movie_index"].to_numpy(), n_users, n_movies),
-    }
+    rankers = beside_baselines(served, train["movie_index"].to_numpy())
     return ranking_table(rankers, train, test, k, relevance_threshold, block_size, users)
+
+
+def beside_baselines(served: Ranker, train_movies: np.ndarray) -> dict[str, Scorer]:
+    """The served ranking, the rating model alone, the watch model alone and popularity (the
+    training ratings per movie), over the served ranker's users: the rankers every protocol scores.
+    """
+    return {
+        "served": served,
+        "model": served.rating,
+        "watch": served.watch,
+        "most_popular": popularity_factors(train_movies, served.n_users, served.n_movies),
+    }
+
+
+def rank_folded_people(
+    served: Ranker,
+    histories: Histories,
+    train_movies: np.ndarray,
+    targets: pd.DataFrame,
+    k: int,
+    relevance_threshold: float,
+    block_size: int,
+    users: np.ndarray | None,
+) -> dict[str, RankingMetrics]:
+    """beside_baselines for people folded in (movielens.ranking.foldin.folded_ranker's `served`):
+    their history is what each ranker leaves out, as a trained user's training ratings are.
+
+    Args:
+        histories: the people's ratings (people 0..n_people-1, the ranker's user index).
+        train_movies: int (n_train,), the training ratings' movies (popularity).
+        targets: user_index (the person), movie_index (-1: unseen in training) and rating of the
+            ratings to predict.
+        users: the people to rank (sample_users), None: all.
+    """
+    given = pd.DataFrame({"user_index": histories.users, "movie_index": histories.movies})
+    rankers = beside_baselines(served, train_movies)
+    return ranking_table(rankers, given, targets, k, relevance_threshold, block_size, users)

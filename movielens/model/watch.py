@@ -9,8 +9,11 @@ binary user x movie matrix of the training split, every unrated movie a negative
   Memory and time grow with the catalogue squared and cubed, so it suits catalogues of up to a
   few ten thousand movies.
 - als: implicit's AlternatingLeastSquares (weighted matrix factorisation, Hu, Koren and Volinsky
-  2008), confidence 1 + als_alpha on rated pairs; memory and time grow with the ratings, so it
-  suits the large releases.
+  2008): implicit 0.7 multiplies the binary matrix by als_alpha, so a rated pair has confidence
+  als_alpha and an unrated one 1 (not the paper's 1 + alpha); memory and time grow with the
+  ratings, so it suits the large releases.
+
+Both score a person the training never saw from their history row (WatchModel.fold_in).
 
 Only movies with at least `min_ratings` training ratings are scored (the catalogue); the others,
 with too few ratings to learn from, get score 0, the score of "no evidence to watch".
@@ -19,7 +22,7 @@ with too few ratings to learn from, get score 0, the score of "no evidence to wa
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,8 @@ class WatchModel:
         n_users, n_movies: sizes of the id spaces it was fitted on.
         item_weights: ease: float32 (n_kept, n_kept), B; als: float32 (n_kept, factors).
         user_factors: als: float32 (n_users, factors); ease: float32 (0, 0), unused.
+        als_regularization, als_alpha: als: the fit's settings, which fold_in solves with
+            (None in a file saved before they were); ease: None, unused.
     """
 
     kind: str
@@ -52,6 +57,8 @@ class WatchModel:
     n_movies: int
     item_weights: np.ndarray
     user_factors: np.ndarray
+    als_regularization: float | None = None
+    als_alpha: float | None = None
 
     def scores(self, user_index: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 (len(user_index), n_movies): each user's will-watch score of every movie.
@@ -70,6 +77,36 @@ class WatchModel:
         out = np.zeros((len(users), self.n_movies), dtype=np.float32)
         out[:, self.catalogue] = kept
         return out
+
+    def fold_in(self, history: sp.csr_matrix) -> WatchModel:
+        """The model over other people: the same movies, scored from the rows of `history`.
+
+        Args:
+            history: binary (n_people, n_movies) CSR of each person's rated movies.
+
+        Returns:
+            A WatchModel of n_people users whose `scores(users, history)` scores them as this
+            model scores its own users: EASE reads the row (the same B); ALS solves each person's
+            factors against the fixed item factors (fold_in_als).
+        """
+        n_people, n_movies = history.shape
+        if n_movies != self.n_movies:
+            raise ValueError(f"history has {n_movies} movies, the model {self.n_movies}")
+        if self.kind == "ease":
+            user_factors = self.user_factors
+        elif self.als_regularization is None or self.als_alpha is None:
+            raise PipelineError(
+                "the ALS watch model was saved without its settings, which fold-in needs; "
+                "rebuild it (dvc repro train_watch)"
+            )
+        else:
+            user_factors = fold_in_als(
+                self.item_weights,
+                history[:, self.catalogue],
+                self.als_regularization,
+                self.als_alpha,
+            )
+        return replace(self, n_users=n_people, user_factors=user_factors)
 
     def similarity(self, movie_index: int) -> np.ndarray | None:
         """float32 (n_movies,): how alike each movie is to `movie_index` for watching; None if unscored.
@@ -173,6 +210,36 @@ def fit_als(
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
+def fold_in_als(
+    item_factors: np.ndarray, history: sp.csr_matrix, regularization: float, alpha: float
+) -> np.ndarray:
+    """Each row's ALS user factors against fixed item factors: implicit's recalculate_user.
+
+    For a binary row p, implicit 0.7.3 weighs a rated item by confidence c = alpha (its matrix
+    times alpha; not 1 + alpha), and solves (Y^T Y + reg I + (c - 1) Y_p^T Y_p) x = c Y_p^T 1,
+    exactly (Cholesky): the user step of its fit, which solves it with a few conjugate-gradient
+    steps instead.
+
+    Args:
+        item_factors: float32 (n_items, factors); history: binary (n_people, n_items) CSR.
+        regularization, alpha: the fit's settings (watch.als_regularization, watch.als_alpha).
+
+    Returns:
+        float32 (n_people, factors).
+    """
+    import threadpoolctl
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    with threadpoolctl.threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=item_factors.shape[1], regularization=regularization, alpha=alpha
+        )
+        model.item_factors = np.ascontiguousarray(item_factors, np.float32)
+        rows = sp.csr_matrix(history, dtype=np.float32)
+        factors = model.recalculate_user(np.arange(rows.shape[0]), rows)
+    return np.asarray(factors, np.float32).reshape(rows.shape[0], item_factors.shape[1])
+
+
 def fit_watch(
     history: sp.csr_matrix,
     model: str,
@@ -218,11 +285,19 @@ def fit_watch(
         user_factors, item_weights = fit_als(
             kept, als_factors, als_regularization, als_alpha, als_iterations, seed
         )
-    return WatchModel(model, catalogue, n_users, n_movies, item_weights, user_factors)
+    settings = (als_regularization, als_alpha) if model == "als" else ()
+    return WatchModel(model, catalogue, n_users, n_movies, item_weights, user_factors, *settings)
 
 
 def save_watch(model: WatchModel, path: Path) -> None:
-    """Write the model as one .npz, atomically (uncompressed: the same model, the same bytes)."""
+    """Write the model as one .npz, atomically (uncompressed: the same model, the same bytes).
+
+    ALS's settings are saved with it (fold_in solves with them); EASE needs none, so its file
+    holds the five arrays it always did.
+    """
+    settings = {}
+    if model.kind == "als" and None not in (model.als_regularization, model.als_alpha):
+        settings = {"als_settings": np.array([model.als_regularization, model.als_alpha])}
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(
             handle,
@@ -231,6 +306,7 @@ def save_watch(model: WatchModel, path: Path) -> None:
             shape=np.array([model.n_users, model.n_movies], dtype=np.int64),
             item_weights=model.item_weights,
             user_factors=model.user_factors,
+            **settings,
         )
 
 
@@ -248,6 +324,7 @@ def load_watch(path: Path, n_users: int, n_movies: int) -> WatchModel:
                 *(int(v) for v in data["shape"]),
                 data["item_weights"],
                 data["user_factors"],
+                *(data["als_settings"].tolist() if "als_settings" in data.files else ()),
             )
     except (OSError, ValueError, KeyError) as err:
         raise PipelineError(

@@ -15,6 +15,6 @@ DATASETS = (
     "ml-32m",
 )
 # preprocess.split: the split rules of movielens.data.splits.
-SPLITS = ("random", "user", "time")
+SPLITS = ("random", "user", "time", "heldout_users")
 # watch.model: the will-watch models movielens.model.watch fits.
 WATCH_MODELS = ("ease", "als")

@@ -8,6 +8,8 @@ RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 TRAIN = PROCESSED_DIR / "train.parquet"
 TEST = PROCESSED_DIR / "test.parquet"
+# heldout_users: the held-out users' given ratings (columns as TEST); no rows under other splits
+HISTORY = PROCESSED_DIR / "history.parquet"
 USER_IDS = PROCESSED_DIR / "user_ids.parquet"
 MOVIE_IDS = PROCESSED_DIR / "movie_ids.parquet"
 MOVIES = PROCESSED_DIR / "movies.parquet"
@@ -39,6 +41,7 @@ RMSE_BY_ACTIVITY = PLOTS_DIR / "rmse_by_activity.csv"
 
 EVALUATION_DIR = Path("data/evaluation")
 TOPN = EVALUATION_DIR / "topn.parquet"  # the top-k lists the evaluate stage scored
+PER_USER = EVALUATION_DIR / "per_user.parquet"  # each ranked user's metrics, for paired comparisons
 
 
 def raw_dir(dataset: str) -> Path:

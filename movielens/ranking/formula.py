@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from movielens.model.foldin import sigmoid
+
 
 def rating_of_logit(logits: np.ndarray, rating_scale: tuple[float, float]) -> np.ndarray:
     """The model's sigmoid and rescaling: lo + (hi - lo) * sigmoid(logits), same shape.
 
-    Written with tanh, which equals the sigmoid and does not overflow for large negative logits.
+    The sigmoid is movielens.model.foldin.sigmoid, the one fold-in fits people with.
     """
     lo, hi = rating_scale
-    return lo + (hi - lo) * 0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits)))
+    return lo + (hi - lo) * sigmoid(logits)
 
 
 def predict_logits(

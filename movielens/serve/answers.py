@@ -51,12 +51,16 @@ class ServeSettings:
         block_size: evaluate.block_size, users ranked per matrix product (--all-users).
         batch_size: evaluate.batch_size, pairs per model.predict call (a non-standard model).
         dataset: data.dataset, whose raw ratings tell why an id is missing from the splits.
+        refit, validation_size: train.refit and train.validation_size, which tell how many
+            ratings the saved rating model's last fit went over (--ratings' fold-in needs it).
     """
 
     like_weight: float
     block_size: int
     batch_size: int
     dataset: str
+    refit: bool
+    validation_size: float
 
 
 def recommend(

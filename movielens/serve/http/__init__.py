@@ -1,0 +1,1 @@
+"""`movielens serve`: the HTTP service over the pipeline's models (FastAPI, uvicorn), and its page."""
