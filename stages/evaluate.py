@@ -9,7 +9,12 @@ import json
 
 import pandas as pd
 
-from movielens.evaluation.evaluate import evaluate_people, evaluate_split, per_user_frame
+from movielens.evaluation.evaluate import (
+    EvaluateSettings,
+    evaluate_people,
+    evaluate_split,
+    per_user_frame,
+)
 from movielens.model.baseline import load_bias_model
 from movielens.model.watch import load_watch
 from movielens.params import load_params
@@ -37,11 +42,8 @@ def main() -> None:
     model = load_model(paths.MODEL)
     biases = load_bias_model(paths.BASELINE, len(user_ids), len(movie_ids))
     watch = load_watch(paths.WATCH_MODEL, len(user_ids), len(movie_ids))
-    settings = {
-        "movie_genres": movies["genres"].reindex(movie_ids).to_numpy(),
-        "like_weight": params["ranking"]["like_weight"],
-        **params["evaluate"],
-    }
+    genres = movies["genres"].reindex(movie_ids).to_numpy()
+    settings = EvaluateSettings(like_weight=params["ranking"]["like_weight"], **params["evaluate"])
     if len(history):  # heldout_users: the people held out give these ratings at request time
         # ratings in one epoch of the fit that gave the saved tables (the train stage's count)
         n_fitted = json.loads(paths.TRAIN_METRICS.read_text())["fitted_ratings"]
@@ -49,10 +51,13 @@ def main() -> None:
             model, biases, watch, train, history, test,
             fold_in=fold_in_settings(paths.MODEL, n_fitted),
             reg_users=params["train"]["baseline_reg_users"],
-            **settings,
+            movie_genres=genres,
+            settings=settings,
         )  # fmt: skip
     else:
-        evaluation = evaluate_split(model, biases, watch, train, test, **settings)
+        evaluation = evaluate_split(
+            model, biases, watch, train, test, movie_genres=genres, settings=settings
+        )
     ids = user_ids if evaluation.people is None else evaluation.people
     write_json(paths.SCORES, evaluation.scores)
     write_csv(paths.PREDICTIONS, evaluation.predictions)

@@ -114,6 +114,22 @@ class Predicted:
         )
 
 
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """The evaluate stage's settings: the `evaluate` params and `ranking.like_weight`, by name."""
+
+    like_weight: float
+    batch_size: int
+    plot_points: int
+    activity_buckets: list[int]
+    k: int
+    relevance_threshold: float
+    block_size: int
+    ranking_users: int | None
+    bootstrap_resamples: int
+    seed: int
+
+
 def evaluate_split(
     model,
     biases: BiasModel,
@@ -122,16 +138,7 @@ def evaluate_split(
     test: pd.DataFrame,
     *,
     movie_genres: np.ndarray,
-    like_weight: float,
-    batch_size: int,
-    plot_points: int,
-    activity_buckets: list[int],
-    k: int,
-    relevance_threshold: float,
-    block_size: int,
-    ranking_users: int | None,
-    bootstrap_resamples: int,
-    seed: int,
+    settings: EvaluateSettings,
 ) -> Evaluation:
     """Score the model and the baselines on the test split, and rank for the sampled users.
 
@@ -140,23 +147,24 @@ def evaluate_split(
             watch: the saved watch model (its id spaces are the processed data's).
         train, test: user_index, movie_index and rating of the splits (-1: a cold id).
         movie_genres: str (n_movies,), each movie index's genres ("A|B", data/processed/movies).
-        like_weight, batch_size, ...: the `ranking.like_weight` and `evaluate` params.
+        settings: the `ranking.like_weight` and `evaluate` params.
     """
+    s = settings
     users, movies = test["user_index"].to_numpy(), test["movie_index"].to_numpy()
-    predicted, baseline = predict_test(model, biases, test, batch_size)
+    predicted, baseline = predict_test(model, biases, test, s.batch_size)
     actual = test["rating"].to_numpy(np.float64)
     targets = Predicted(users, actual, predicted, baseline, (users >= 0) & (movies >= 0))
-    ranked = sample_users(watch.n_users, ranking_users, seed)
+    ranked = sample_users(watch.n_users, s.ranking_users, s.seed)
     ranking = rank_test_users(
-        model, watch, train, test, like_weight, batch_size, k, relevance_threshold, block_size,
+        model, watch, train, test, s.like_weight, s.batch_size, s.k, s.relevance_threshold, s.block_size,
         ranked,
     )  # fmt: skip
     comparing = Comparing.of(
-        train["movie_index"], movie_genres, watch.n_movies, bootstrap_resamples, seed
+        train["movie_index"], movie_genres, watch.n_movies, s.bootstrap_resamples, s.seed
     )
     return evaluation_of(
         targets, biases.mu, ranking, train["user_index"].to_numpy(), watch.n_users,
-        ranked_by(watch.kind, like_weight), comparing, plot_points, activity_buckets,
+        ranked_by(watch.kind, s.like_weight), comparing, s.plot_points, s.activity_buckets,
     )  # fmt: skip
 
 
@@ -208,16 +216,7 @@ def evaluate_people(
     fold_in: FoldInSettings,
     reg_users: float,
     movie_genres: np.ndarray,
-    like_weight: float,
-    batch_size: int,
-    plot_points: int,
-    activity_buckets: list[int],
-    k: int,
-    relevance_threshold: float,
-    block_size: int,
-    ranking_users: int | None,
-    bootstrap_resamples: int,
-    seed: int,
+    settings: EvaluateSettings,
 ) -> Evaluation:
     """evaluate_split for people held out of training (preprocess.split: heldout_users): each one
     folded in from their history (movielens.ranking.foldin, the path `recommend --ratings` takes),
@@ -227,17 +226,18 @@ def evaluate_people(
         history, test: userId, movie_index (-1: unseen in training) and rating of the ratings the
             people give and of those to predict.
         fold_in: fold_in_settings of the saved model; reg_users: train.baseline_reg_users.
-        batch_size: unused (a folded-in person is scored in NumPy); the rest as evaluate_split.
+        settings: as evaluate_split's (its batch_size unused: a folded-in person is scored in NumPy).
     """
+    s = settings
     people, histories, given, skipped = folded_people(history, test)
-    served = folded_ranker(histories, standard_factors(model), watch, like_weight, fold_in)
+    served = folded_ranker(histories, standard_factors(model), watch, s.like_weight, fold_in)
     predicted, baseline = predict_folded(served, biases, reg_users, histories, given)
     users, actual = given["user_index"].to_numpy(), given["rating"].to_numpy(np.float64)
     targets = Predicted(users, actual, predicted, baseline, given["movie_index"].to_numpy() >= 0)
-    ranked = sample_users(histories.n_people, ranking_users, seed)
+    ranked = sample_users(histories.n_people, s.ranking_users, s.seed)
     train_movies = train["movie_index"].to_numpy()
     ranking = rank_folded_people(
-        served, histories, train_movies, given, k, relevance_threshold, block_size, ranked
+        served, histories, train_movies, given, s.k, s.relevance_threshold, s.block_size, ranked
     )
     folded_in = {
         "people": len(people),
@@ -245,10 +245,12 @@ def evaluate_people(
         "history_ratings_unknown_movies": skipped,  # movies the models have no row for
         "baseline": "user_movie_biases folded in with train.baseline_reg_users",
     }
-    comparing = Comparing.of(train_movies, movie_genres, watch.n_movies, bootstrap_resamples, seed)
+    comparing = Comparing.of(
+        train_movies, movie_genres, watch.n_movies, s.bootstrap_resamples, s.seed
+    )
     return evaluation_of(
         targets, biases.mu, ranking, histories.users, len(people),
-        ranked_by(watch.kind, like_weight), comparing, plot_points, activity_buckets, folded_in,
+        ranked_by(watch.kind, s.like_weight), comparing, s.plot_points, s.activity_buckets, folded_in,
         people,
     )  # fmt: skip
 

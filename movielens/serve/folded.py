@@ -239,14 +239,19 @@ def ratings_list(source: str, user_id: int | None, n: int, settings: ServeSettin
         "reason": None if personalised else NONE_KNOWN if user_id is None else NEITHER_KNOWN,
         "ranked_by": how,
         "rated": history.rated,
-        "folded_in": {
-            "ratings_given": given.rows,
-            "movies_given": len(given.movie_ids),
-            "ratings_folded_in": len(history.movies),
-            "training_ratings": history.from_training,
-            "unknown_movies": named(np.sort(unknown)),
-            "repeated_movies": named(given.repeated),
-            "replaced_training_ratings": named(history.replaced),
-        },
+        "folded_in": folded_in_summary(given, history, unknown),
         "recommendations": [vars(r) for r in found],
+    }
+
+
+def folded_in_summary(given, history, unknown: np.ndarray) -> dict:
+    """What a folded-in answer says of its history: the counts, and the movies skipped or replaced."""
+    return {
+        "ratings_given": given.rows,
+        "movies_given": len(given.movie_ids),
+        "ratings_folded_in": len(history.movies),
+        "training_ratings": history.from_training,
+        "unknown_movies": named(np.sort(unknown)),
+        "repeated_movies": named(given.repeated),
+        "replaced_training_ratings": named(history.replaced),
     }

@@ -25,7 +25,7 @@ from movielens.ranking.foldin import Histories, folded_ranker
 from movielens.ranking.lists import top_n
 from movielens.ranking.served import ranked_by
 from movielens.serve.answers import NON_PERSONAL, index_of, indices_of, recommend, similar_movies
-from movielens.serve.folded import NONE_KNOWN, given_history, named
+from movielens.serve.folded import NONE_KNOWN, folded_in_summary, given_history
 from movielens.serve.given import GivenRatings, check_values, last_per_movie
 from movielens.serve.http.state import ModelStore, Served, ServiceSettings
 from movielens.serve.load import FILTERED, IN_TEST, raw_ratings_of
@@ -199,15 +199,7 @@ def ratings_reply(served: Served, movie_ids: list[int], ratings: list[float], n:
         "reason": None if personalised else NONE_KNOWN,
         "ranked_by": how,
         "rated": history.rated,
-        "folded_in": {
-            "ratings_given": given.rows,
-            "movies_given": len(given.movie_ids),
-            "ratings_folded_in": len(history.movies),
-            "training_ratings": history.from_training,
-            "unknown_movies": named(np.sort(unknown)),
-            "repeated_movies": named(given.repeated),
-            "replaced_training_ratings": named(history.replaced),
-        },
+        "folded_in": folded_in_summary(given, history, unknown),
         "recommendations": found,
     }
 
