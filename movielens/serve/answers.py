@@ -24,7 +24,7 @@ from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import write_csv, write_parquet
 from movielens.ranking.lists import top_lists, top_n
 from movielens.ranking.scorers import Scorer
-from movielens.ranking.served import lists_frame, ranked_by
+from movielens.ranking.served import Ranker, lists_frame, ranked_by
 from movielens.serve.load import (
     explain_unknown_movie,
     load_catalogue,
@@ -116,10 +116,8 @@ def user_list(user_id: int, n: int, settings: ServeSettings) -> dict:
     user = index_of(user_id, catalogue.user_ids)
     if user is not None:
         ranker = load_ranker(catalogue, settings.like_weight, settings.batch_size)
-        rated = rows["movie_index"].to_numpy()
-        best, scores = recommend(ranker, user, rated[rated >= 0], n)
-        predicted = ranker.predicted_ratings(user, best)
-        reason, how, count = None, ranked_by(ranker.watch.watch.kind, ranker.like_weight), len(rows)
+        best, scores, predicted, how = known_user_top(ranker, user, rows, n)
+        reason, count = None, len(rows)
     else:
         reason, rated_ids = unknown_user(user_id, rows, settings.dataset)
         scores_all, average = load_non_personal(catalogue, settings.like_weight)
@@ -129,13 +127,32 @@ def user_list(user_id: int, n: int, settings: ServeSettings) -> dict:
     if len(best) < n:
         log.warning("user %d has only %d unrated movies left", user_id, len(best))
     found = recommendations(catalogue.movie_ids[best], scores, predicted, catalogue.movies)
+    return user_answer(user_id, reason, how, count, [vars(r) for r in found])
+
+
+def known_user_top(
+    ranker: Ranker, user: int, rows: pd.DataFrame, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """A trained user's list: movie indices, served scores, predicted ratings and ranked_by's words.
+
+    Args:
+        user: the user's index; rows: the user's ratings (movie_index -1: unseen in training).
+    """
+    rated = rows["movie_index"].to_numpy()
+    best, scores = recommend(ranker, user, rated[rated >= 0], n)
+    predicted = ranker.predicted_ratings(user, best)
+    return best, scores, predicted, ranked_by(ranker.watch.watch.kind, ranker.like_weight)
+
+
+def user_answer(user_id: int, reason: str | None, how: str, count: int, found: list[dict]) -> dict:
+    """The --user answer's fields, for the CLI and the service alike."""
     return {
         "userId": user_id,
         "personalised": reason is None,
         "reason": reason,
         "ranked_by": how,
         "rated": count,
-        "recommendations": [vars(r) for r in found],
+        "recommendations": found,
     }
 
 

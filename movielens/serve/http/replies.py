@@ -21,11 +21,18 @@ from movielens.data.ids import index_in
 from movielens.data.releases import get_dataset
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
-from movielens.ranking.foldin import Histories, folded_ranker
 from movielens.ranking.lists import top_n
 from movielens.ranking.served import ranked_by
-from movielens.serve.answers import NON_PERSONAL, index_of, indices_of, recommend, similar_movies
-from movielens.serve.folded import NONE_KNOWN, folded_in_summary, given_history
+from movielens.serve.answers import (
+    NON_PERSONAL,
+    index_of,
+    indices_of,
+    known_user_top,
+    similar_movies,
+    user_answer,
+)
+from movielens.serve.folded import NONE_KNOWN, FoldModels, folded_in_summary, given_history
+from movielens.serve.folded import folded_top as fold_top
 from movielens.serve.given import GivenRatings, check_values, last_per_movie
 from movielens.serve.http.state import ModelStore, Served, ServiceSettings
 from movielens.serve.load import FILTERED, IN_TEST, raw_ratings_of
@@ -123,25 +130,14 @@ def user_reply(served: Served, user_id: int, n: int) -> dict:
     rows = served.user_rows(user_id)
     user = index_of(user_id, catalogue.user_ids)
     if user is not None:
-        ranker = served.ranker
-        rated = rows["movie_index"].to_numpy()
-        best, scores = recommend(ranker, user, rated[rated >= 0], n)
-        predicted = ranker.predicted_ratings(user, best)
-        reason, how, count = None, ranked_by(ranker.watch.watch.kind, ranker.like_weight), len(rows)
+        best, scores, predicted, how = known_user_top(served.ranker, user, rows, n)
+        reason, count = None, len(rows)
     else:
         reason, rated_ids = stranger(served, user_id, rows)
         best = top_n(served.non_personal, indices_of(rated_ids, catalogue.movie_ids), n)
         scores, predicted = served.non_personal[best], served.average[best]
         how, count = NON_PERSONAL, len(np.unique(rated_ids))
-    found = listed(served, best, scores, predicted)
-    return {
-        "userId": user_id,
-        "personalised": reason is None,
-        "reason": reason,
-        "ranked_by": how,
-        "rated": count,
-        "recommendations": found,
-    }
+    return user_answer(user_id, reason, how, count, listed(served, best, scores, predicted))
 
 
 def given_ratings(served: Served, movie_ids: list[int], ratings: list[float]) -> GivenRatings:
@@ -171,12 +167,8 @@ def folded_top(served: Served, history, n: int) -> tuple[np.ndarray, ...]:
             f"({served.fold_in_problem}): it cannot fold ratings in; ask for a user's list",
         )
     ranker = served.ranker
-    people = Histories.of(np.zeros(len(history.movies)), history.movies, history.ratings, 1)
-    folded = folded_ranker(
-        people, ranker.rating, ranker.watch.watch, ranker.like_weight, served.fold_in
-    )
-    best, scores = recommend(folded, 0, history.excluded, n)
-    return best, scores, folded.predicted_ratings(0, best)
+    models = FoldModels(ranker.rating, ranker.watch.watch, served.fold_in)
+    return fold_top(history, models, n, ranker.like_weight)
 
 
 def ratings_reply(served: Served, movie_ids: list[int], ratings: list[float], n: int) -> dict:
