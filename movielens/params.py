@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from movielens.plumbing import paths
-from movielens.plumbing.choices import DATASETS, SPLITS, WATCH_MODELS
+from movielens.plumbing.choices import COMPUTE_ENGINES, DATASETS, SPLITS, WATCH_MODELS
 from movielens.plumbing.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,11 @@ def params_schema() -> dict[str, dict[str, Spec]]:
     fraction = Spec(float, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     return {
         "data": {"dataset": Spec(str, choices=DATASETS)},
+        "compute": {
+            "engine": Spec(str, choices=COMPUTE_ENGINES),
+            "spark_master": Spec(str),
+            "spark_memory": Spec(str),
+        },
         "preprocess": {
             "top_users": Spec(int, low=1, nullable=True),
             "top_movies": Spec(int, low=1, nullable=True),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install Debian packages the project uses (graphviz for the model plot, chromium for the plots page check).
-# Needs root and apt-get; elsewhere it says what to install by hand and exits 0, because both are optional.
+# Install Debian packages the project uses: graphviz (the model plot), chromium and its driver (the
+# plots page and the service's browser test), Java 17 (the Spark engine).
+# Needs root and apt-get; elsewhere it says what to install by hand and exits 0, because each is optional.
 set -u
 missing=()
 for pkg in "$@"; do

@@ -22,6 +22,7 @@ LAYERS = (
     "training",
     "ranking",
     "evaluation",
+    "spark",  # the Spark engine: the same jobs as data..evaluation, on Spark
     "serve",
     "synth",
     "params",  # read only by the doors: below them, above the library

@@ -18,3 +18,5 @@ DATASETS = (
 SPLITS = ("random", "user", "time", "heldout_users")
 # watch.model: the will-watch models movielens.model.watch fits.
 WATCH_MODELS = ("ease", "als")
+# compute.engine: where the stages that read and write rating tables run (movielens.spark).
+COMPUTE_ENGINES = ("pandas", "spark")

@@ -1,0 +1,1 @@
+"""The Spark engine (`compute.engine: spark`): the stages that read and write rating tables, on Spark."""

@@ -1,0 +1,81 @@
+"""One Spark session for the stages that run on Spark (`compute.engine: spark`), and the one-line
+refusal when pyspark is not installed."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from movielens.plumbing.errors import PipelineError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+MISSING_PYSPARK = (
+    "compute.engine=spark needs pyspark, which is not installed: run `make spark` "
+    "(pip install -r requirements-spark.txt), or set compute.engine: pandas"
+)
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """Where Spark runs: `master` (local[2], local-cluster[2,1,1024], spark://host:7077, yarn, ...)
+    and the driver's memory (`memory`, as Spark writes it: 2g, 512m)."""
+
+    master: str = "local[2]"
+    memory: str = "2g"
+
+
+def _builder(settings: SparkSettings, app_name: str):
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise PipelineError(MISSING_PYSPARK) from None
+    builder = SparkSession.builder.master(settings.master).appName(app_name)
+    conf = {
+        "spark.driver.memory": settings.memory,
+        # Loopback only on one machine: the driver neither binds nor advertises another address.
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        # Few, large partitions on a small machine; adaptive execution coalesces them further.
+        "spark.sql.shuffle.partitions": "8",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if settings.master.startswith("local-cluster"):
+        # Each executor JVM's heap, the third figure of local-cluster[workers,cores,memory MB].
+        conf["spark.executor.memory"] = f"{settings.master.rstrip(']').split(',')[-1]}m"
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder
+
+
+@contextmanager
+def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Iterator[SparkSession]:
+    """A Spark session for the duration of the block, stopped after it.
+
+    Raises:
+        PipelineError: when pyspark is not installed, or Spark cannot start (Java missing).
+    """
+    builder = _builder(settings, app_name)
+    try:
+        session = builder.getOrCreate()
+    except Exception as err:  # py4j's JavaGateway failures carry no narrower type
+        raise PipelineError(
+            f"Spark could not start on compute.spark_master={settings.master!r} "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "is Java 17 installed (make spark)?"
+        ) from None
+    session.sparkContext.setLogLevel("ERROR")
+    log.info("Spark %s on %s", session.version, settings.master)
+    try:
+        yield session
+    finally:
+        session.stop()
