@@ -91,6 +91,19 @@ def _watch_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
     }
 
 
+def _serve_section(positive_int: Spec) -> dict[str, Spec]:
+    """The serve section: the service's limits (ServiceSettings' fields, every one); no stage reads it."""
+    return {
+        "max_n": positive_int,
+        "max_history": positive_int,
+        "max_body_bytes": Spec(int, low=1024),
+        "max_query_chars": positive_int,
+        "search_results": positive_int,
+        "reload_poll_s": Spec(float, low=0.0),
+        "reload_settle_s": Spec(float, low=0.0),
+    }
+
+
 def params_schema() -> dict[str, dict[str, Spec]]:
     """The one schema of params.yaml: section -> key -> Spec."""
     positive_int = Spec(int, low=1)
@@ -144,6 +157,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "bootstrap_resamples": positive_int,
             "seed": seed,
         },
+        "serve": _serve_section(positive_int),
         "crossvalidate": {
             "folds": Spec(int, low=2),
             "seed": seed,

@@ -64,11 +64,11 @@ BAD = {
     "unknown watch model": (with_value("watch", "model", "svd"), ["watch.model", "='svd' ", "one of ease, als"]),
     "negative like weight": (with_value("ranking", "like_weight", -1.0), ["ranking.like_weight", "a number >= 0.0"]),
     "like weight in the watch fit's section": (with_value("watch", "like_weight", 3.0), ["unknown key 'watch.like_weight'", "allowed: model, min_ratings"]),
-    "unknown section": (with_section("tuning", {"a": 1}), ["unknown section 'tuning'", "allowed: data, compute, preprocess, train, watch, ranking, evaluate, crossvalidate"]),
+    "unknown section": (with_section("tuning", {"a": 1}), ["unknown section 'tuning'", "allowed: data, compute, preprocess, train, watch, ranking, evaluate, serve, crossvalidate"]),
     "missing key": (without("preprocess", "seed"), ["missing key 'preprocess.seed'", "an integer >= 0"]),
     "section not a mapping": (with_section("train", 5), ["section 'train'", "it is 5", "embedding_dim, epochs"]),
     "section empty": (with_section("evaluate", None), ["section 'evaluate'", "it is null", "batch_size"]),
-    "a list": ([1, 2], ["must be a mapping of sections (data, compute, preprocess, train, watch, ranking, evaluate, crossvalidate)", "a list: [1, 2]"]),
+    "a list": ([1, 2], ["must be a mapping of sections (data, compute, preprocess, train, watch, ranking, evaluate, serve, crossvalidate)", "a list: [1, 2]"]),
     "a string": ("hello", ["must be a mapping of sections", "a str: 'hello'"]),
     "empty file": (None, ["must be a mapping of sections", "it is empty"]),
 }  # fmt: skip
@@ -209,3 +209,12 @@ def test_the_choice_names_are_the_ones_the_library_implements():
     assert schema["data"]["dataset"].choices == choices.DATASETS
     assert schema["preprocess"]["split"].choices == choices.SPLITS
     assert schema["watch"]["model"].choices == choices.WATCH_MODELS
+
+
+def test_the_serve_section_is_exactly_the_service_settings():
+    """Every limit the service has is a params key, and every serve key is a limit."""
+    from dataclasses import fields
+
+    from movielens.serve.http.state import ServiceSettings
+
+    assert list(params_schema()["serve"]) == [f.name for f in fields(ServiceSettings)]

@@ -83,6 +83,20 @@ def test_top_k_matches_a_full_sort_on_many_ties():
     np.testing.assert_array_equal(top_k(scores, 7), expected)
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_top_k_of_one_row_matches_a_full_sort(seed):
+    """One row (a served list) takes the shortcut above its mean: runs of equal scores, -inf
+    masks, all-equal and nearly all-masked rows must still give the full sort's answer."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    row = rng.integers(0, int(rng.integers(1, 5)), size=n).astype(np.float64)
+    row[rng.random(n) < rng.random()] = -np.inf
+    k = int(rng.integers(1, n + 1))
+    expected = np.lexsort((np.arange(n), -row))[:k]
+    expected = np.where(row[expected] == -np.inf, -1, expected)
+    np.testing.assert_array_equal(top_k(row[None, :], k)[0], expected)
+
+
 def test_top_k_rejects_nan():
     with pytest.raises(ValueError, match="NaN"):
         top_k(np.array([[1.0, np.nan]]), 1)

@@ -83,11 +83,15 @@ def cinema_model(seed: int):
     return randomised(build_model(len(USER_IDS), len(MOVIE_IDS), 4, 0.0, 0.0, (0.5, 5.0)), seed)
 
 
+MAX_N = 50  # params.yaml's serve.max_n in the test project (the repository's is 100)
+
+
 def write_cinema(root: Path, seed: int = 3) -> Path:
     """A project with the MOVIES catalogue, a random rating model, EASE, and a dvc.lock."""
     train, test = cinema_pairs()
     params = yaml.safe_load((ROOT / paths.PARAMS).read_text(encoding="utf-8"))
     params["watch"] = {**params["watch"], **EASE}
+    params["serve"] = {**params["serve"], "max_n": MAX_N}  # not the default: the limit is read
     biases = type(BIASES)(3.5, np.zeros(len(USER_IDS)), np.linspace(0.4, -0.4, len(MOVIE_IDS)))
     model = cinema_model(seed)
     write_project(root, model, USER_IDS, MOVIE_IDS, train, test, [], biases, params=params)
@@ -252,8 +256,8 @@ def test_title_search_matches_words_in_any_order_most_rated_first(service):
 OVER = {"ratings": [{"movieId": 1, "rating": 4.0}] * 5001}
 BAD_REQUESTS = [
     ("GET", "/users/abc/recommendations", None, {}, 422, "userId: Input should be a valid integer"),
-    ("GET", "/users/1/recommendations?n=0", None, {}, 422, "n: must be from 1 to 100, got 0"),
-    ("GET", "/users/1/recommendations?n=101", None, {}, 422, "n: must be from 1 to 100, got 101"),
+    ("GET", "/users/1/recommendations?n=0", None, {}, 422, "n: must be from 1 to 50, got 0"),
+    ("GET", "/users/1/recommendations?n=51", None, {}, 422, "n: must be from 1 to 50, got 51"),
     ("GET", "/users/1/recommendations?n=x", None, {}, 422, "n: Input should be a valid integer"),
     ("GET", "/users/777/recommendations", None, {}, 404, "unknown user 777: ml-latest-small has no ratings"),
     ("GET", f"/users/{10**30}/recommendations", None, {}, 422, "userId: Input should be less than"),
@@ -273,7 +277,7 @@ BAD_REQUESTS = [
     ("POST", "/recommendations", {"ratings": [{"movieId": 1.5, "rating": 4}]}, {}, 422, "ratings.0.movieId: Input should be a valid integer"),
     ("POST", "/recommendations", b'{"ratings": [{"movieId": 1, "rating": NaN}]}', {"Content-Type": "application/json"}, 422, "ratings.0.rating: Input should be a finite number"),
     ("POST", "/recommendations", {"ratings": [{"movieId": 1}]}, {}, 422, "ratings.0.rating: Field required"),
-    ("POST", "/recommendations", {"ratings": [{"movieId": 1, "rating": 4}], "n": 500}, {}, 422, "n: must be from 1 to 100, got 500"),
+    ("POST", "/recommendations", {"ratings": [{"movieId": 1, "rating": 4}], "n": 500}, {}, 422, "n: must be from 1 to 50, got 500"),
     ("POST", "/recommendations", {"ratings": [{"movieId": 1, "rating": 4}], "userId": 1}, {}, 422, "userId: Extra inputs are not permitted"),
     ("POST", "/recommendations", OVER, {}, 413, "ratings: at most 5000, got 5001"),
     ("POST", "/recommendations", b"x" * 300_000, {"Content-Type": "application/json"}, 413, "the body is over 262144 bytes"),

@@ -70,8 +70,10 @@ class WatchModel:
         """
         users = np.asarray(user_index, dtype=np.int64)
         if self.kind == "ease":
-            rows = history[users][:, self.catalogue].toarray().astype(np.float32)
-            kept = rows @ self.item_weights
+            # Sparse rows times B: a user's scores sum the rows of B for the movies they rated,
+            # O(ratings * catalogue) where a dense product is O(catalogue ** 2) per user.
+            rows = history[users][:, self.catalogue].astype(np.float32)
+            kept = np.asarray(rows @ self.item_weights, dtype=np.float32)
         else:
             kept = self.user_factors[users] @ self.item_weights.T
         out = np.zeros((len(users), self.n_movies), dtype=np.float32)

@@ -34,7 +34,9 @@ def predict_logits(
     Ranking by the logit ranks exactly as by the predicted rating (the sigmoid and the rescaling
     are strictly increasing), without the float32 saturation of the sigmoid merging close scores.
     """
-    logits = user_vectors @ movie_vectors.T
+    # In the movies' dtype (the model's float32): a float64 fold-in times float32 tables would
+    # cast the whole movie table each call and leave BLAS.
+    logits = user_vectors.astype(movie_vectors.dtype, copy=False) @ movie_vectors.T
     logits += user_bias[:, None]
     logits += movie_bias[None, :]
     return logits.astype(np.float32, copy=False)

@@ -10,6 +10,24 @@ from movielens.plumbing.errors import PipelineError
 from movielens.ranking.scorers import Scorer
 
 
+def kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k-th largest value, float (rows, 1); 1 <= k <= n_items.
+
+    np.partition moves no indices, so it beats argpartition; but its pivots degrade on long runs
+    of equal values (the movies a watch model leaves unscored all score 0), so one row (a served
+    list) is first cut to its values above its mean, when at least k are: the k largest are
+    among them.
+    """
+    n_items = scores.shape[1]
+    if len(scores) == 1:
+        row = scores[0]
+        finite = row[np.isfinite(row)]
+        above = row[row > finite.mean()] if len(finite) else row[:0]
+        if len(above) >= k:
+            return np.partition(above, len(above) - k)[len(above) - k].reshape(1, 1)
+    return np.partition(scores, n_items - k, axis=1)[:, n_items - k, None]
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """The columns of each row's k highest scores, best first; equal scores go to the lower column.
 
@@ -27,8 +45,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         return np.zeros((rows, k), dtype=np.int64)
     if np.isnan(scores.max(axis=1)).any():  # max propagates NaN, without a mask as large as scores
         raise ValueError("scores contain NaN")
-    # Each row's k-th best value; np.partition moves no indices, so it beats argpartition.
-    kth = np.partition(scores, n_items - k, axis=1)[:, n_items - k, None]
+    kth = kth_largest(scores, k)
     keep = scores >= kth  # exactly k per row, unless values equal to the k-th straddle position k
     crowded = np.flatnonzero(np.count_nonzero(keep, axis=1) > k)
     if len(crowded):  # re-choose the tied items by lowest column, on those rows only

@@ -13,6 +13,7 @@ from movielens.plumbing.errors import PipelineError
 from movielens.serve import answers as recommend
 from movielens.serve.answers import ServeSettings
 from movielens.serve.folded import ratings_list
+from movielens.serve.http.state import ServiceSettings
 from movielens.serve.load import rating_scale
 from movielens.serve.text import Neighbour, Recommendation, format_table
 
@@ -94,6 +95,11 @@ def serve_settings() -> ServeSettings:
         refit=params["train"]["refit"],
         validation_size=params["train"]["validation_size"],
     )
+
+
+def service_settings() -> ServiceSettings:
+    """params.yaml's `serve` section: the HTTP service's limits and reload timing."""
+    return ServiceSettings(**load_params()["serve"])
 
 
 def whose(answer: dict, n_rows: int) -> str:

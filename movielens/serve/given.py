@@ -196,17 +196,16 @@ def check_values(
 
 def last_per_movie(movie_ids: np.ndarray, ratings: np.ndarray) -> GivenRatings:
     """One rating per movie, the last given; movies in the order first given."""
-    order = np.arange(len(movie_ids))
-    frame = pd.DataFrame({"movieId": movie_ids, "rating": ratings, "order": order})
-    counts = frame["movieId"].value_counts()
-    first = frame.drop_duplicates("movieId", keep="first").set_index("movieId")["order"]
-    last = frame.drop_duplicates("movieId", keep="last").set_index("movieId")["rating"]
-    kept = first.sort_values().index.to_numpy(np.int64)
+    movie_ids = np.asarray(movie_ids, dtype=np.int64)
+    unique, first, counts = np.unique(movie_ids, return_index=True, return_counts=True)
+    # The last occurrence of each (ascending) movie: the first one in the reversed array.
+    last = len(movie_ids) - 1 - np.unique(movie_ids[::-1], return_index=True)[1]
+    order = np.argsort(first, kind="stable")
     return GivenRatings(
-        kept,
-        last.reindex(kept).to_numpy(np.float32),
+        unique[order],
+        np.asarray(ratings, dtype=np.float32)[last[order]],
         len(movie_ids),
-        np.sort(counts.index[counts.to_numpy() > 1].to_numpy(np.int64)),
+        unique[counts > 1],
     )
 
 

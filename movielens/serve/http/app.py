@@ -257,10 +257,10 @@ def load_app() -> FastAPI:
     """
     from threadpoolctl import threadpool_limits
 
-    from movielens.serve.command import serve_settings  # the door to params.yaml
+    from movielens.serve.command import serve_settings, service_settings  # the door to params
 
     threadpool_limits(1)  # one BLAS thread per process: requests are small, processes are many
-    settings, limits = serve_settings(), ServiceSettings()
+    settings, limits = serve_settings(), service_settings()
     return build_app(ModelStore(lambda: load_served(settings)), limits)
 
 

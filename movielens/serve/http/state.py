@@ -49,7 +49,7 @@ WATCHED = (*MODEL_FILES, *DATA_FILES)  # a change to any of them reloads
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """The service's limits and reload timing (params.yaml's `serve` section once it has one).
+    """The service's limits and reload timing: params.yaml's `serve` section (serve.command).
 
     Attributes:
         max_n: the longest list a request may ask for.
