@@ -8,12 +8,14 @@ import logging
 import numpy as np
 import pandas as pd
 
+from movielens.data.footprint import estimated_ratings, refuse_over_memory
 from movielens.data.preprocess import load_release, preprocess
 from movielens.data.releases import RATING_COLUMNS, get_dataset
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import run_stage
 from movielens.plumbing.files import write_json, write_parquet
+from movielens.plumbing.memory import memory_limit
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,10 @@ def main() -> None:
     params = load_params()
     prep = params["preprocess"]
     dataset = get_dataset(params["data"]["dataset"])
-    ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
+    raw_dir = paths.raw_dir(dataset.name)
+    # Refused before reading when over the memory this process may use (the pandas engine).
+    refuse_over_memory(estimated_ratings([raw_dir / dataset.ratings]), memory_limit())
+    ratings, movies, counts = load_release(raw_dir, dataset)
     kept, train, test, user_ids, movie_ids, history = preprocess(
         ratings,
         prep["top_users"],
