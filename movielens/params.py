@@ -142,6 +142,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "baseline_reg_movies": Spec(float, low=0.0),
             "baseline_iterations": positive_int,
             "seed": seed,
+            "processes": positive_int,
         },
         "watch": _watch_section(positive_int, seed),
         # The served formula's weight, apart from the watch fit: evaluate and recommend read it.

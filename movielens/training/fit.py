@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import keras
@@ -13,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from movielens.model.keras_model import build_model
+from movielens.model.saving import plot_model, save_model
 from movielens.plumbing.errors import PipelineError
+from movielens.plumbing.files import write_json
 from movielens.training.backend import (
     accelerators,
     active_backend,
@@ -46,6 +49,7 @@ class Fit:
         best_epoch: the epoch whose weights early stopping kept (the last one without it).
         refit: whether the saved model was retrained on every training row for best_epoch epochs.
         fitted_ratings: ratings the saved model was fitted on, per epoch.
+        processes: the processes that trained it together (train.processes).
     """
 
     model: keras.Model
@@ -56,6 +60,7 @@ class Fit:
     best_epoch: int
     refit: bool
     fitted_ratings: int
+    processes: int = 1
 
     @property
     def epochs_in_all(self) -> int:
@@ -88,6 +93,7 @@ def train_model(
     build: Callable[..., keras.Model] = build_model,
     distribution=None,
     live: Live | None = None,
+    rating_scale: Callable[[np.ndarray], tuple[float, float]] = rating_scale_of,
 ) -> Fit:
     """Build the model and train it with the engine settings.engine picks; refit it when asked.
 
@@ -97,13 +103,13 @@ def train_model(
         settings: the train settings; their backend must be the one Keras runs on
             (movielens.training.backend.use_backend).
         build: builds the model from (n_users, n_movies, embedding_dim, embeddings_l2,
-            activity_l2, rating_scale); movielens.model.keras_model.build_model unless a test
-            edits the model.
+            activity_l2, rating_scale); keras_model.build_model unless a test edits the model.
         distribution: where the model is built and trained: a tf.distribute.Strategy
             (TensorFlow) or a keras.distribution.Distribution (JAX); by default
             backend.default_distribution.
         live: a dvclive Live that logs every epoch of the selection run and of the refit
             (movielens.training.live).
+        rating_scale: the output's range from the fitting ratings (several processes: theirs).
 
     Raises:
         PipelineError: for settings the backend or the engine cannot run.
@@ -120,7 +126,7 @@ def train_model(
         s.validation_size,
         s.seed,
     )
-    scale = rating_scale_of(data.ratings[data.fit_rows])
+    scale = rating_scale(data.ratings[data.fit_rows])
     n_accelerators = len(accelerators())
     distribution = distribution or default_distribution(s.shard_tables)
     replicas = getattr(distribution, "num_replicas_in_sync", 1)  # a TensorFlow strategy's
@@ -212,6 +218,8 @@ def summarize_fit(fit: Fit) -> dict:
     if "val_rmse" in history:
         summary["val_rmse"] = float(history["val_rmse"].iloc[best])
     summary |= {"refit": fit.refit, "fitted_ratings": fit.fitted_ratings}
+    if fit.processes > 1:  # one process's summary keeps its keys
+        summary["processes"] = fit.processes
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()}
 
 
@@ -219,3 +227,19 @@ def ratings_processed(fit: Fit, n_train: int, validation_size: float) -> int:
     """Ratings the engines went through: each epoch of the selection run, then the refit's."""
     selection = fitted_ratings(n_train, validation_size) * len(fit.history)
     return selection + (n_train * fit.best_epoch if fit.refit else 0)
+
+
+def log_fit_time(fit: Fit, n_train: int, validation_size: float, seconds: float) -> None:
+    """Log how long the fit took and how many ratings a second it went through."""
+    processed = ratings_processed(fit, n_train, validation_size)
+    log.info(
+        "fit took %.1f s (%.0f ratings/s) with the %s engine on %s, %d epochs in all",
+        seconds, processed / seconds, fit.engine, fit.backend, fit.epochs_in_all,
+    )  # fmt: skip
+
+
+def save_fit(fit: Fit, model: Path, plot: Path, dot: Path, metrics: Path) -> None:
+    """Write the trained model, its drawing (png and dot) and the train stage's metrics."""
+    save_model(fit.model, model)
+    plot_model(fit.model, plot, dot)
+    write_json(metrics, summarize_fit(fit))
