@@ -91,6 +91,30 @@ def _watch_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
     }
 
 
+def _train_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
+    """The train section: the rating model's fit (movielens.training.settings), every key."""
+    return {
+        "backend": Spec(str, choices=("tensorflow", "jax")),
+        "engine": Spec(str, choices=("auto", "keras", "compiled", "xla")),
+        "shard_tables": Spec(bool),
+        "refit": Spec(bool),
+        "embedding_dim": positive_int,
+        "epochs": positive_int,
+        "batch_size": positive_int,
+        "learning_rate": Spec(float, low=0.0, high=1.0, low_inclusive=False),
+        "optimizer": Spec(str, choices=("adam", "lazy_adam")),
+        "embeddings_l2": Spec(float, low=0.0),
+        "activity_l2": Spec(float, low=0.0),
+        "validation_size": Spec(float, low=0.0, high=1.0, high_inclusive=False),
+        "patience": Spec(int, low=0),
+        "baseline_reg_users": Spec(float, low=0.0),
+        "baseline_reg_movies": Spec(float, low=0.0),
+        "baseline_iterations": positive_int,
+        "seed": seed,
+        "processes": positive_int,
+    }
+
+
 def _serve_section(positive_int: Spec) -> dict[str, Spec]:
     """The serve section: the service's limits (ServiceSettings' fields, every one); no stage reads it."""
     return {
@@ -124,26 +148,7 @@ def params_schema() -> dict[str, dict[str, Spec]]:
             "split": Spec(str, choices=SPLITS),
             "history_size": Spec(float, low=0.0, high=1.0, low_inclusive=False),
         },
-        "train": {
-            "backend": Spec(str, choices=("tensorflow", "jax")),
-            "engine": Spec(str, choices=("auto", "keras", "compiled", "xla")),
-            "shard_tables": Spec(bool),
-            "refit": Spec(bool),
-            "embedding_dim": positive_int,
-            "epochs": positive_int,
-            "batch_size": positive_int,
-            "learning_rate": Spec(float, low=0.0, high=1.0, low_inclusive=False),
-            "optimizer": Spec(str, choices=("adam", "lazy_adam")),
-            "embeddings_l2": Spec(float, low=0.0),
-            "activity_l2": Spec(float, low=0.0),
-            "validation_size": Spec(float, low=0.0, high=1.0, high_inclusive=False),
-            "patience": Spec(int, low=0),
-            "baseline_reg_users": Spec(float, low=0.0),
-            "baseline_reg_movies": Spec(float, low=0.0),
-            "baseline_iterations": positive_int,
-            "seed": seed,
-            "processes": positive_int,
-        },
+        "train": _train_section(positive_int, seed),
         "watch": _watch_section(positive_int, seed),
         # The served formula's weight, apart from the watch fit: evaluate and recommend read it.
         "ranking": {"like_weight": Spec(float, low=0.0)},
