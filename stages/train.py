@@ -31,13 +31,14 @@ def main() -> None:
 
     require(paths.TRAIN, paths.USER_IDS, paths.MOVIE_IDS)
     train = pd.read_parquet(paths.TRAIN, columns=["user_index", "movie_index", "rating"])
+    scale = train.attrs.get(paths.RATING_SCALE_ATTR)  # a custom table's (paths.RATING_SCALE_ATTR)
     n_users = len(pd.read_parquet(paths.USER_IDS))
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
     log.info("training on %d ratings of %d users and %d movies", len(train), n_users, n_movies)
     prepare(settings.engine)
     start = time.perf_counter()
     with open_live(paths.LIVE_TRAIN) as live:
-        fit = train_model(train, n_users, n_movies, settings, live=live)
+        fit = train_model(train, n_users, n_movies, settings, live=live, rating_scale=scale)
     seconds = time.perf_counter() - start
     processed = ratings_processed(fit, len(train), settings.validation_size)
     log.info(

@@ -88,6 +88,7 @@ def train_model(
     build: Callable[..., keras.Model] = build_model,
     distribution=None,
     live: Live | None = None,
+    rating_scale: tuple[float, float] | None = None,
 ) -> Fit:
     """Build the model and train it with the engine settings.engine picks; refit it when asked.
 
@@ -102,8 +103,8 @@ def train_model(
         distribution: where the model is built and trained: a tf.distribute.Strategy
             (TensorFlow) or a keras.distribution.Distribution (JAX); by default
             backend.default_distribution.
-        live: a dvclive Live that logs every epoch of the selection run and of the refit
-            (movielens.training.live).
+        live: a dvclive Live logging every epoch of the selection and the refit (training.live).
+        rating_scale: (lo, hi) the output spans, a custom table's; None: rating_scale_of's.
 
     Raises:
         PipelineError: for settings the backend or the engine cannot run.
@@ -120,7 +121,7 @@ def train_model(
         s.validation_size,
         s.seed,
     )
-    scale = rating_scale_of(data.ratings[data.fit_rows])
+    scale = tuple(rating_scale or rating_scale_of(data.ratings[data.fit_rows]))
     n_accelerators = len(accelerators())
     distribution = distribution or default_distribution(s.shard_tables)
     replicas = getattr(distribution, "num_replicas_in_sync", 1)  # a TensorFlow strategy's
