@@ -367,13 +367,16 @@ def cli(repo: Path, env: dict, *args: str) -> str:
     return done.stdout
 
 
+BUCKET = "custom-data-bucket"  # conftest's s3_endpoint creates it on moto's S3 server
+
+
 @pytest.mark.slow
 def test_a_generated_non_movielens_table_runs_through_dvc_repro_and_recommend(
-    small_mirror, tmp_path
+    small_mirror, tmp_path, aws_env, s3_endpoint
 ):
     import json
 
-    from benchmarks.project_copy import make_project, project_env
+    from benchmarks.project_copy import make_project, project_env, set_params
     from movielens.model.weights import read_config, rescaling_of
     from tests.test_pipeline import ran, run
 
@@ -420,3 +423,30 @@ def test_a_generated_non_movielens_table_runs_through_dvc_repro_and_recommend(
     again = run(repo, "dvc", "repro", "preprocess", env=env)
     assert ran(again) == {"preprocess"}, again
     assert "up to date" not in run(repo, "dvc", "status", env=env)
+
+    # A remote file: `dvc import-url` (S3 through dvc-s3, on 127.0.0.1) into data/custom, then
+    # data.custom.ratings points at it; the import's own .dvc file records where it came from.
+    import boto3
+
+    keys = {name: aws_env[name.upper()] for name in ("aws_access_key_id", "aws_secret_access_key")}
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **keys)
+    s3.put_object(
+        Bucket=BUCKET, Key="log.csv", Body=frame.drop(columns="region").to_csv(index=False)
+    )
+    url, target = f"s3://{BUCKET}/log.csv", "data/custom/log.csv"
+    run(
+        repo,
+        "dvc",
+        "import-url",
+        url,
+        target,
+        "--fs-config",
+        f"endpointurl={s3_endpoint}",
+        env=aws_env,
+    )
+    set_params(repo / "params.yaml", {"data.custom": custom_keys | {"ratings": target}})
+    imported = run(repo, "dvc", "repro", "preprocess", env=aws_env)
+    assert ran(imported) == {"preprocess"}, imported
+    assert (repo / target).read_bytes() == s3.get_object(Bucket=BUCKET, Key="log.csv")[
+        "Body"
+    ].read()
