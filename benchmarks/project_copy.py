@@ -23,6 +23,7 @@ PROJECT_FILES = (
     ".dvc/config",
     ".dvcignore",
     ".gitignore",
+    "data/custom/.gitignore",  # the custom table's folder, a dependency of preprocess
 )
 OPTIONAL_FILES = (".dvc/plots",)  # custom plot templates, where the project has them
 

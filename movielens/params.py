@@ -34,6 +34,8 @@ class Spec:
     def describe(self) -> str:
         if self.kind is list:
             return "a non-empty list of increasing positive integers"
+        if self.kind is tuple:
+            return "a list of two numbers [low, high] with low < high"
         if self.choices is not None:
             allowed = "one of " + ", ".join(map(str, self.choices))
         else:
@@ -55,6 +57,9 @@ class Spec:
         if self.kind is list:
             ints = isinstance(value, list) and all(type(v) is int and v > 0 for v in value)
             return ints and len(value) > 0 and all(a < b for a, b in itertools.pairwise(value))
+        if self.kind is tuple:  # a range: data.custom.rating_scale
+            pair = isinstance(value, list) and len(value) == 2
+            return pair and all(map(Spec(float).accepts, value)) and value[0] < value[1]
         if self.kind is float:
             ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
             # YAML's .nan slips through every comparison below and .inf is no usable setting.
@@ -74,6 +79,44 @@ class Spec:
         return self.high is None or not (
             value > self.high or (value == self.high and not self.high_inclusive)
         )
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A mapping under one params key (data.custom): each of its keys checked by its own Spec or
+    Nested, an error naming the whole dotted key (data.custom.columns.user)."""
+
+    keys: dict[str, Spec | Nested]
+
+    def describe(self) -> str:
+        return f"a mapping of {', '.join(self.keys)}"
+
+    def check(self, value: Any, name: str) -> None:
+        if not isinstance(value, dict):
+            raise PipelineError(
+                f"params.yaml: {name}={_yaml_text(value)} is invalid; it must be {self.describe()}"
+            )
+        _check_keys(value, self.keys, name)
+
+
+def _custom_data() -> Nested:
+    """data.custom: your own ratings table, read when data.dataset is custom (movielens.data.custom)."""
+    column = Spec(str)
+    return Nested(
+        {
+            "ratings": Spec(str),
+            "items": Spec(str, nullable=True),
+            "columns": Nested(
+                {
+                    "user": column,
+                    "item": column,
+                    "rating": column,
+                    "timestamp": Spec(str, nullable=True),
+                }
+            ),
+            "rating_scale": Spec(tuple),
+        }
+    )
 
 
 def _watch_section(positive_int: Spec, seed: Spec) -> dict[str, Spec]:
@@ -128,13 +171,13 @@ def _serve_section(positive_int: Spec) -> dict[str, Spec]:
     }
 
 
-def params_schema() -> dict[str, dict[str, Spec]]:
+def params_schema() -> dict[str, dict[str, Spec | Nested]]:
     """The one schema of params.yaml: section -> key -> Spec."""
     positive_int = Spec(int, low=1)
     seed = Spec(int, low=0, high=2**32 - 1)
     fraction = Spec(float, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     return {
-        "data": {"dataset": Spec(str, choices=DATASETS)},
+        "data": {"dataset": Spec(str, choices=DATASETS), "custom": _custom_data()},
         "compute": {
             "engine": Spec(str, choices=COMPUTE_ENGINES),
             "spark_master": Spec(str),
@@ -205,22 +248,31 @@ def validate_params(params: Any) -> dict[str, dict[str, Any]]:
                 f"params.yaml: section '{section}' must be a mapping of its keys "
                 f"({', '.join(keys)}); it is {found}"
             )
-        for key in values:
-            if key not in keys:
-                raise PipelineError(
-                    f"params.yaml: unknown key '{section}.{key}'; allowed: {', '.join(keys)}"
-                )
-        for key, spec in keys.items():
-            if key not in values:
-                raise PipelineError(
-                    f"params.yaml: missing key '{section}.{key}' ({spec.describe()})"
-                )
-            if not spec.accepts(values[key]):
-                raise PipelineError(
-                    f"params.yaml: {section}.{key}={_yaml_text(values[key])} is invalid; "
-                    f"it must be {spec.describe()}"
-                )
+        _check_keys(values, keys, section)
     return params
+
+
+def _check_keys(values: dict, keys: dict[str, Spec | Nested], prefix: str) -> None:
+    """Check one mapping's keys (a section's, or a Nested key's) against their specs.
+
+    Raises:
+        PipelineError: naming the first key (prefix.key) that is unknown, missing or invalid.
+    """
+    for key in values:
+        if key not in keys:
+            raise PipelineError(
+                f"params.yaml: unknown key '{prefix}.{key}'; allowed: {', '.join(keys)}"
+            )
+    for key, spec in keys.items():
+        if key not in values:
+            raise PipelineError(f"params.yaml: missing key '{prefix}.{key}' ({spec.describe()})")
+        if isinstance(spec, Nested):
+            spec.check(values[key], f"{prefix}.{key}")
+        elif not spec.accepts(values[key]):
+            raise PipelineError(
+                f"params.yaml: {prefix}.{key}={_yaml_text(values[key])} is invalid; "
+                f"it must be {spec.describe()}"
+            )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -43,6 +43,7 @@ def main() -> None:
             bias_settings=BiasSettings.from_params(params["train"]),
             on_fold=partial(log_fold, live),
             history_size=history_size,
+            rating_scale=ratings.attrs.get(paths.RATING_SCALE_ATTR),  # a custom table's
         )
     write_json(paths.CV_METRICS, result)
     log.info(

@@ -1,4 +1,5 @@
-"""The download stage: fetch the release that data.dataset names (or MOVIELENS_MIRROR's copy), check it, extract it."""
+"""The download stage: fetch the release that data.dataset names (or MOVIELENS_MIRROR's copy), check it, extract it;
+for a custom table, nothing (preprocess reads data/custom in place)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from movielens.data.fetch import MIRROR_ENV, TRUST_MD5_ENV, resolve_base, trusts
 from movielens.data.releases import get_dataset
 from movielens.params import load_params
 from movielens.plumbing import paths
+from movielens.plumbing.choices import CUSTOM
 from movielens.plumbing.errors import run_stage
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,12 @@ log = logging.getLogger(__name__)
 
 def main() -> None:
     params = load_params()
+    if params["data"]["dataset"] == CUSTOM:  # dvc.yaml's out data/raw/custom: an empty folder
+        paths.raw_dir(CUSTOM).mkdir(parents=True, exist_ok=True)
+        log.info(
+            "custom: nothing to download; preprocess reads data.custom in %s", paths.CUSTOM_DIR
+        )
+        return
     dataset = get_dataset(params["data"]["dataset"])
     mirror = os.environ.get(MIRROR_ENV)
     trust = trusts_mirror_md5(os.environ.get(TRUST_MD5_ENV), mirror)

@@ -8,9 +8,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from movielens.data.footprint import estimated_ratings, refuse_over_memory
+from movielens.data.custom import CustomTable, load_custom, source_of
+from movielens.data.footprint import estimated_ratings, refuse_over_memory, table_files
 from movielens.data.preprocess import load_release, preprocess
-from movielens.data.releases import RATING_COLUMNS, get_dataset
+from movielens.data.releases import RATING_COLUMNS
 from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import run_stage
@@ -23,11 +24,17 @@ log = logging.getLogger(__name__)
 def main() -> None:
     params = load_params()
     prep = params["preprocess"]
-    dataset = get_dataset(params["data"]["dataset"])
-    raw_dir = paths.raw_dir(dataset.name)
+    dataset = source_of(params["data"])
+    custom = isinstance(dataset, CustomTable)
+    files = (
+        table_files(dataset.ratings) if custom else [paths.raw_dir(dataset.name) / dataset.ratings]
+    )
     # Refused before reading when over the memory this process may use (the pandas engine).
-    refuse_over_memory(estimated_ratings([raw_dir / dataset.ratings]), memory_limit())
-    ratings, movies, counts = load_release(raw_dir, dataset)
+    refuse_over_memory(estimated_ratings(files), memory_limit())
+    if custom:
+        ratings, movies, counts = load_custom(dataset)
+    else:
+        ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
     kept, train, test, user_ids, movie_ids, history = preprocess(
         ratings,
         prep["top_users"],
@@ -55,12 +62,16 @@ def main() -> None:
         summary["history_ratings"] = len(history)
         summary["test_users"] = int(test["userId"].nunique())
     log.info("%s", summary)
+    kept = kept[list(RATING_COLUMNS)]
+    if isinstance(dataset, CustomTable):  # the model's range (a release's: its training ratings')
+        for frame in (train, kept):
+            frame.attrs[paths.RATING_SCALE_ATTR] = list(dataset.rating_scale)
     write_parquet(paths.TRAIN, train)
     write_parquet(paths.TEST, test)
     write_parquet(paths.USER_IDS, pd.DataFrame({"userId": user_ids.astype(np.int32)}))
     write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": movie_ids.astype(np.int32)}))
     write_parquet(paths.MOVIES, movies)
-    write_parquet(paths.RATINGS, kept[list(RATING_COLUMNS)])
+    write_parquet(paths.RATINGS, kept)
     write_parquet(paths.HISTORY, history)
     write_json(paths.PREPROCESS_SUMMARY, summary)
 

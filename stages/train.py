@@ -66,10 +66,11 @@ def train_here(train: pd.DataFrame, n_users: int, n_movies: int, settings: Train
     """Fit in this process and write the model, its drawing and the metrics."""
     from movielens.training.fit import log_fit_time, prepare, save_fit, train_model
 
+    scale = train.attrs.get(paths.RATING_SCALE_ATTR)  # a custom table's declared (lo, hi)
     prepare(settings.engine)
     start = time.perf_counter()
     with open_live(paths.LIVE_TRAIN) as live:
-        fit = train_model(train, n_users, n_movies, settings, live=live)
+        fit = train_model(train, n_users, n_movies, settings, live=live, rating_scale=scale)
     log_fit_time(fit, len(train), settings.validation_size, time.perf_counter() - start)
     save_fit(fit, paths.MODEL, paths.MODEL_PLOT, paths.MODEL_DOT, paths.TRAIN_METRICS)
 

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     require(shard_path(folder, process_id), paths.USER_IDS, paths.MOVIE_IDS)
     # Read before joining: a process that cannot read its shard fails before the others wait.
     shard = pd.read_parquet(shard_path(folder, process_id))
+    scale = shard.attrs.get(paths.RATING_SCALE_ATTR)  # a custom table's declared (lo, hi)
     n_users = len(pd.read_parquet(paths.USER_IDS))
     n_movies = len(pd.read_parquet(paths.MOVIE_IDS))
     from movielens.training.distributed import fit_shard, join
@@ -44,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     join(coordinator, processes, process_id)
     start = time.perf_counter()
     if process_id != 0:
-        fit_shard(shard, n_users, n_movies, settings)
+        fit_shard(shard, n_users, n_movies, settings, rating_scale=scale)
         return
     with open_live(paths.LIVE_TRAIN) as live:
-        fit = fit_shard(shard, n_users, n_movies, settings, live=live)
+        fit = fit_shard(shard, n_users, n_movies, settings, live=live, rating_scale=scale)
     log_fit_time(fit, len(shard) * processes, s.validation_size, time.perf_counter() - start)
     save_fit(fit, paths.MODEL, paths.MODEL_PLOT, paths.MODEL_DOT, paths.TRAIN_METRICS)
 

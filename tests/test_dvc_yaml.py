@@ -75,7 +75,9 @@ def test_stages_are_the_six_in_order():
 
 # The params section each stage reads, where it is not named after the stage.
 SECTION = {"train_watch": "watch"}
-# What a stage reads beyond its own section: download and preprocess the dataset's name;
+# What a stage reads beyond its own section: download and preprocess the dataset's name, and
+# preprocess a custom table's mapping (data.custom; its rating scale reaches train and
+# crossvalidate through train.parquet and ratings.parquet, not params);
 # evaluate scores the served lists (every ranking.* key), which train_watch does not read (so
 # changing ranking.like_weight reruns evaluate only), and folds held-out users into the bias
 # baseline with its L2 (the rating model's L2s it reads from the saved model); crossvalidate fits
@@ -84,7 +86,7 @@ SECTION = {"train_watch": "watch"}
 OTHER_SECTIONS = {"evaluate": ("ranking",), "crossvalidate": ("train",)}
 OTHER_KEYS = {
     "download": {"data.dataset"},
-    "preprocess": {"data.dataset"},
+    "preprocess": {"data.dataset", "data.custom"},
     "evaluate": {"train.baseline_reg_users"},
     "crossvalidate": {"preprocess.split", "preprocess.history_size"},
 }
@@ -141,7 +143,10 @@ def test_outputs_match_the_paths_module():
 
 
 def test_every_consumed_file_is_produced_upstream():
-    produced: set[str] = set()
+    """Every data dependency is an earlier stage's output, or the custom table's folder, which
+    the user fills (docs/custom-data.md) and git keeps (its .gitignore)."""
+    produced: set[str] = {str(paths.CUSTOM_DIR)}
+    assert (ROOT / paths.CUSTOM_DIR / ".gitignore").is_file()
     for name in STAGES:
         stage = DVC["stages"][name]
         data_deps = {d for d in as_paths(stage["deps"]) if not d.endswith(".py")}

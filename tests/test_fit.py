@@ -318,3 +318,14 @@ def test_compiled_and_cached_kernels_compute_the_same_bits(tmp_path):
     assert {k: v for k, v in compiled.items() if k not in flags} == {
         k: v for k, v in cached.items() if k not in flags
     }
+
+
+@pytest.mark.parametrize(("declared", "spans"), [(None, (0.5, 5.0)), ((0.0, 10.0), (0.0, 10.0))])
+def test_the_models_output_spans_a_declared_scale_else_the_training_ratings(declared, spans):
+    """A custom table's rating_scale (data.custom) reaches the model's Rescaling even where no
+    training rating reaches its ends; a release's model spans its training ratings (0.5 to 5)."""
+    from movielens.model.layers import rating_scale
+    from movielens.training.fit import train_model
+
+    fit = train_model(training_frame(), 20, 30, replace(SETTINGS, epochs=1), rating_scale=declared)
+    assert rating_scale(fit.model) == spans

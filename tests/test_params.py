@@ -204,7 +204,8 @@ def test_the_choice_names_are_the_ones_the_library_implements():
     from movielens.data.releases import DATASETS as RELEASES
     from movielens.plumbing import choices
 
-    assert tuple(RELEASES) == choices.DATASETS
+    assert tuple(RELEASES) == choices.RELEASES
+    assert (*choices.RELEASES, choices.CUSTOM) == choices.DATASETS
     schema = params_schema()
     assert schema["data"]["dataset"].choices == choices.DATASETS
     assert schema["preprocess"]["split"].choices == choices.SPLITS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +16,7 @@ from movielens.data.releases import (
     Dataset,
     read_movies,
     read_ratings,
+    undecodable,
 )
 from movielens.data.splits import held_out_mask, refuse_no_targets, split_history
 from movielens.plumbing.errors import PipelineError
@@ -39,10 +39,10 @@ def _show(value: object) -> str:
 
 
 def _numbers(
-    raw: pd.DataFrame, name: str, source: str, integer_range: tuple[int, int] | None = None
+    raw: pd.DataFrame, name: str, source: str, integer_range: tuple[int, int] | None = None, note=""
 ) -> np.ndarray:
     """Column `name` as float64, refusing empty and non-numeric cells, and, given
-    `integer_range`, non-integers and integers outside it.
+    `integer_range`, non-integers and integers outside it; `note` ends the message.
 
     Raises:
         PipelineError: naming the first bad row and its value as read.
@@ -65,13 +65,13 @@ def _numbers(
             row = _first_bad_row(bad)
             value = column.iloc[row - 1]
             if pd.isna(value):
-                raise PipelineError(f"{source} row {row}: {name} is missing")
-            raise PipelineError(f"{source} row {row}: {name}={_show(value)} {problem}")
+                raise PipelineError(f"{source} row {row}: {name} is missing{note}")
+            raise PipelineError(f"{source} row {row}: {name}={_show(value)} {problem}{note}")
     return values
 
 
 def validate_ratings(
-    raw: pd.DataFrame, rating_step: float, source: str = "ratings"
+    raw: pd.DataFrame, rating_step: float | None, source: str = "ratings", **custom
 ) -> pd.DataFrame:
     """Check a freshly read ratings table and cast it to compact dtypes.
 
@@ -79,6 +79,8 @@ def validate_ratings(
         raw: columns userId, movieId, rating and optionally timestamp, as read.
         rating_step: the release's grid, 0.5 (ratings 0.5..5) or 1.0 (ratings 1..5).
         source: the file's name, for messages.
+        custom: a table of your own (movielens.data.custom): `columns`, its names of RATING_COLUMNS
+            (timestamp None: absent), `rating_scale` (lo, hi) without a grid, `id_note` for id errors.
 
     Returns:
         userId, movieId (int32), rating (float32), timestamp (int64; 0 where absent).
@@ -87,26 +89,30 @@ def validate_ratings(
         PipelineError: on missing columns, empty data, non-numeric or missing values, non-integer
             ids, or ratings off the scale or its grid. The message names the first bad row.
     """
-    missing = [c for c in RATING_COLUMNS[:3] if c not in raw.columns]
+    user, movie, rating_name, time = custom.get("columns", RATING_COLUMNS)
+    missing = [c for c in (user, movie, rating_name) if c not in raw.columns]
     if missing:
         raise PipelineError(
             f"{source} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, raw.columns))}"
         )
     if len(raw) == 0:
         raise PipelineError(f"{source} has no ratings")
-    user_ids = _numbers(raw, "userId", source, ID_RANGE)
-    movie_ids = _numbers(raw, "movieId", source, ID_RANGE)
-    rating = _numbers(raw, "rating", source)
+    user_ids = _numbers(raw, user, source, ID_RANGE, custom.get("id_note", ""))
+    movie_ids = _numbers(raw, movie, source, ID_RANGE, custom.get("id_note", ""))
+    rating = _numbers(raw, rating_name, source)
     timestamp = np.zeros(len(raw))
-    if "timestamp" in raw.columns:
-        timestamp = _numbers(raw, "timestamp", source, TIMESTAMP_RANGE)
-    lo, hi = rating_step, 5.0
-    off = (rating < lo) | (rating > hi) | (rating / rating_step != np.round(rating / rating_step))
+    if time in raw.columns:
+        timestamp = _numbers(raw, time, source, TIMESTAMP_RANGE)
+    lo, hi = custom.get("rating_scale", (rating_step, 5.0))
+    off = (rating < lo) | (rating > hi)
+    grid = "" if rating_step is None else f" in steps of {rating_step:g}"
+    if rating_step is not None:
+        off |= rating / rating_step != np.round(rating / rating_step)
     if off.any():
         row = _first_bad_row(off)
         raise PipelineError(
-            f"{source} row {row}: rating={_show(raw['rating'].iloc[row - 1])} is not on the scale "
-            f"{lo:g} to {hi:g} in steps of {rating_step:g}"
+            f"{source} row {row}: {rating_name}={_show(raw[rating_name].iloc[row - 1])} is not on "
+            f"the scale {lo:g} to {hi:g}{grid}"
         )
     return pd.DataFrame(
         {
@@ -156,9 +162,10 @@ def drop_duplicates(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def validate_movies(
-    raw: pd.DataFrame, movie_ids: np.ndarray, source: str = "movies"
+    raw: pd.DataFrame, movie_ids: np.ndarray, source: str = "movies", untitled="(unknown movie {})"
 ) -> tuple[pd.DataFrame, int]:
-    """Check the movies table and add a placeholder row for each rated movie it lacks.
+    """Check the movies table and add a placeholder row (titled `untitled` with the id) for each
+    rated movie it lacks.
 
     Returns:
         movieId (int32), title, genres; and the number of placeholder rows added.
@@ -184,7 +191,7 @@ def validate_movies(
         placeholders = pd.DataFrame(
             {
                 "movieId": absent.astype(np.int32),
-                "title": [f"(unknown movie {m})" for m in absent],
+                "title": [untitled.format(m) for m in absent],
                 "genres": UNKNOWN_GENRES,
             }
         )
@@ -329,7 +336,7 @@ def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFram
         try:
             tables.append(reader(path, dataset))
         except UnicodeDecodeError:
-            offset, line = _undecodable(path, dataset.encoding)
+            offset, line = undecodable(path, dataset.encoding)
             raise PipelineError(
                 f"{path} is not valid {dataset.encoding} text (byte {offset}, line {line}); "
                 "restore the original file (dvc repro --force download)"
@@ -343,28 +350,6 @@ def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFram
         except OSError as err:
             raise PipelineError(f"{path} cannot be read ({err.strerror})") from None
     return tables[0], tables[1]
-
-
-def _undecodable(path: Path, encoding: str) -> tuple[int, int]:
-    """Byte offset (0-based) and line (1-based) of the first bytes `encoding` cannot decode.
-
-    The parser's own UnicodeDecodeError counts from the start of the block it was decoding.
-    """
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset, line = 0, 1
-    with open(path, "rb") as file:
-        while True:
-            chunk = file.read(1 << 20)
-            pending = len(decoder.getstate()[0])  # an unfinished character from the last chunk
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as err:
-                before = chunk[: max(err.start - pending, 0)]
-                return offset - pending + err.start, line + before.count(b"\n")
-            if not chunk:
-                return offset, line
-            offset += len(chunk)
-            line += chunk.count(b"\n")
 
 
 def load_release(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

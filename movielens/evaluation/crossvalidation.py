@@ -163,11 +163,18 @@ def predict_held_out_users(
 
 
 def score_fold(
-    fold: Fold, batch_size: int, model_settings: TrainSettings, bias_settings: BiasSettings
+    fold: Fold,
+    batch_size: int,
+    model_settings: TrainSettings,
+    bias_settings: BiasSettings,
+    rating_scale: tuple[float, float] | None = None,
 ) -> dict:
-    """Fit the model and the bias baseline on a fold's training part and score both on its
-    held-out ratings (metrics/cv.json's per_fold row, but for its number)."""
-    fit = train_model(fold.train, fold.n_users, fold.n_movies, model_settings)
+    """Fit the model (its output on `rating_scale`, see train_model) and the bias baseline on a
+    fold's training part and score both on its held-out ratings (metrics/cv.json's per_fold row,
+    but for its number)."""
+    fit = train_model(
+        fold.train, fold.n_users, fold.n_movies, model_settings, rating_scale=rating_scale
+    )
     biases = fit_bias_model(fold.train, fold.n_users, fold.n_movies, bias_settings)
     test, folded = fold.test, len(fold.history) > 0  # heldout_users
     if folded:
@@ -208,6 +215,7 @@ def cross_validate(
     on_fold: Callable[[dict], None] | None = None,
     *,
     history_size: float,
+    rating_scale: tuple[float, float] | None = None,
 ) -> dict:
     """Fit and score the model and the bias baseline on each fold, as train and evaluate do.
 
@@ -224,6 +232,8 @@ def cross_validate(
         model_settings: how each fold's model is fitted (the train stage's).
         bias_settings: how each fold's bias model is fitted (the train stage's).
         on_fold: called with each fold's row as it is scored (movielens.training.live.log_fold).
+        rating_scale: a custom table's (lo, hi), which each fold's model spans; None: its
+            training ratings' range (train_model).
 
     Returns:
         The summary that summarize writes to metrics/cv.json.
@@ -232,7 +242,8 @@ def cross_validate(
     splits = fold_splits(ratings, folds, seed, split, history_size=history_size)
     for k, fold in enumerate(splits, start=1):
         start = time.perf_counter()
-        row = {"fold": k, **score_fold(fold, batch_size, model_settings, bias_settings)}
+        scores = score_fold(fold, batch_size, model_settings, bias_settings, rating_scale)
+        row = {"fold": k, **scores}
         rows.append(row)
         if on_fold is not None:
             on_fold(row)

@@ -3,8 +3,9 @@ the library modules that act on them dispatch on them, so neither imports the ot
 script's dependencies stay its own). tests/test_params.py checks that each module implements
 exactly these names."""
 
-# data.dataset: the MovieLens releases movielens.data.releases reads.
-DATASETS = (
+# data.dataset: the MovieLens releases movielens.data.releases reads, or a table of your own
+# (data.custom, movielens.data.custom).
+RELEASES = (
     "ml-latest-small",
     "ml-latest",
     "ml-100k",
@@ -14,6 +15,8 @@ DATASETS = (
     "ml-25m",
     "ml-32m",
 )
+CUSTOM = "custom"
+DATASETS = (*RELEASES, CUSTOM)
 # preprocess.split: the split rules of movielens.data.splits.
 SPLITS = ("random", "user", "time", "heldout_users")
 # watch.model: the will-watch models movielens.model.watch fits.

@@ -15,6 +15,12 @@ MOVIE_IDS = PROCESSED_DIR / "movie_ids.parquet"
 MOVIES = PROCESSED_DIR / "movies.parquet"
 RATINGS = PROCESSED_DIR / "ratings.parquet"  # every kept rating, before the split: crossvalidate's
 PREPROCESS_SUMMARY = PROCESSED_DIR / "summary.json"
+# A custom table's rating scale (data.custom.rating_scale), which the rating model's output spans:
+# preprocess writes it in TRAIN's and RATINGS' pandas attrs (Parquet metadata) under this key,
+# where train and crossvalidate read it; a release's files carry none (the training ratings' range).
+RATING_SCALE_ATTR = "rating_scale"
+# Where a custom table lives (data.custom.ratings and items): preprocess depends on the folder.
+CUSTOM_DIR = Path("data/custom")
 
 MODELS_DIR = Path("models")
 MODEL = MODELS_DIR / "model.keras"

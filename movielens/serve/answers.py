@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from movielens.data.custom import CustomTable
 from movielens.data.ids import index_in
+from movielens.data.releases import Dataset
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import write_csv, write_parquet
@@ -50,7 +52,8 @@ class ServeSettings:
         like_weight: ranking.like_weight, the served formula's weight of the predicted rating.
         block_size: evaluate.block_size, users ranked per matrix product (--all-users).
         batch_size: evaluate.batch_size, pairs per model.predict call (a non-standard model).
-        dataset: data.dataset, whose raw ratings tell why an id is missing from the splits.
+        dataset: data.dataset's release or data.custom's table (movielens.data.custom.source_of),
+            whose raw ratings tell why an id is missing from the splits.
         refit, validation_size: train.refit and train.validation_size, which tell how many
             ratings the saved rating model's last fit went over (--ratings' fold-in needs it).
     """
@@ -58,7 +61,7 @@ class ServeSettings:
     like_weight: float
     block_size: int
     batch_size: int
-    dataset: str
+    dataset: Dataset | CustomTable
     refit: bool
     validation_size: float
 

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from movielens.data.custom import source_of
 from movielens.params import load_params
 from movielens.plumbing.errors import PipelineError
 from movielens.serve import answers as recommend
@@ -91,7 +92,7 @@ def serve_settings() -> ServeSettings:
         like_weight=params["ranking"]["like_weight"],
         block_size=params["evaluate"]["block_size"],
         batch_size=params["evaluate"]["batch_size"],
-        dataset=params["data"]["dataset"],
+        dataset=source_of(params["data"]),
         refit=params["train"]["refit"],
         validation_size=params["train"]["validation_size"],
     )

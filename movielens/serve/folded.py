@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from movielens.data.custom import CustomTable
 from movielens.data.ids import index_in
+from movielens.data.releases import Dataset
 from movielens.model import weights
 from movielens.model.architecture import standard_problem
 from movielens.model.watch import WatchModel
@@ -105,7 +107,9 @@ def training_ratings(user_id: int) -> pd.DataFrame:
     )
 
 
-def user_history(user_id: int, given: GivenRatings, catalogue: Catalogue, dataset: str) -> History:
+def user_history(
+    user_id: int, given: GivenRatings, catalogue: Catalogue, dataset: Dataset | CustomTable
+) -> History:
     """--user with --ratings: the user's training ratings with the given ones on top.
 
     Raises:

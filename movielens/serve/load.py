@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from movielens.data.releases import get_dataset
+from movielens.data.custom import CustomTable, raw_ratings_path, read_raw_ratings
+from movielens.data.releases import Dataset
 from movielens.model import weights
 from movielens.model.architecture import standard_problem
 from movielens.model.baseline import load_bias_model
@@ -90,35 +91,34 @@ def load_watch_model(n_users: int, n_movies: int) -> WatchModel:
     return load_watch(paths.WATCH_MODEL, n_users, n_movies)
 
 
-def raw_ratings_of(column: str, value: int, kind: str, dataset: str) -> pd.DataFrame:
+def raw_ratings_of(
+    column: str, value: int, kind: str, dataset: Dataset | CustomTable
+) -> pd.DataFrame:
     """The raw ratings whose `column` equals `value`, for a user or movie missing from the splits.
 
     Args:
-        dataset: the release the processed data came from (data.dataset).
+        dataset: the release or custom table the processed data came from (data.dataset).
 
     Raises:
         PipelineError: when there are none, or the raw ratings are absent (then the cause is unknown).
     """
-    release = get_dataset(dataset)
-    raw = paths.raw_dir(release.name) / release.ratings
-    if not raw.is_file():
+    raw = raw_ratings_path(dataset)
+    if not raw.exists():
         raise PipelineError(
             f"{kind} {value} is not in data/processed: either no such {column} exists or "
             f"preprocess.top_users / top_movies filtered it out ({raw} is absent, so which is unknown)"
         )
-    from movielens.data.preprocess import read_raw  # only for ids absent from the splits
-
-    ratings = read_raw(paths.raw_dir(release.name), release)[0]
+    ratings = read_raw_ratings(dataset)
     found = ratings[ratings[column] == value]
     if found.empty:
         raise PipelineError(
-            f"unknown {kind} {value}: {release.name} has no ratings by that {column}"
+            f"unknown {kind} {value}: {dataset.name} has no ratings by that {column}"
         )
     return found
 
 
 def unknown_user(
-    user_id: int, rated_in_splits: pd.DataFrame, dataset: str
+    user_id: int, rated_in_splits: pd.DataFrame, dataset: Dataset | CustomTable
 ) -> tuple[str, np.ndarray]:
     """Why the model does not know a user, and the movieIds the user rated (dataset: data.dataset).
 
@@ -130,7 +130,9 @@ def unknown_user(
     return FILTERED, raw_ratings_of("userId", user_id, "user", dataset)["movieId"].to_numpy()
 
 
-def explain_unknown_movie(movie_id: int, catalogue: Catalogue, dataset: str) -> str:
+def explain_unknown_movie(
+    movie_id: int, catalogue: Catalogue, dataset: Dataset | CustomTable
+) -> str:
     """Why the model has no vector for `movie_id`: the error message (dataset: data.dataset)."""
     if (catalogue.ratings["movieId"] == movie_id).any():
         return f"movie {movie_id} is unknown to the model: {IN_TEST}"

@@ -56,14 +56,20 @@ def check_equal_shards(n_ratings: int) -> None:
 
 
 def fit_shard(
-    shard: pd.DataFrame, n_users: int, n_movies: int, settings: TrainSettings, live=None
+    shard: pd.DataFrame,
+    n_users: int,
+    n_movies: int,
+    settings: TrainSettings,
+    live=None,
+    rating_scale: tuple[float, float] | None = None,
 ) -> Fit:
     """train_model across the processes: this process's `shard`, its part of each batch.
 
     settings.batch_size is the global batch: each of the processes takes batch_size / processes
     of its own ratings a step. The validation part is carved from each shard with the same
     validation_size; early stopping reads the RMSE over every shard's part, the same number in
-    every process, so all stop at the same epoch and refit as long.
+    every process, so all stop at the same epoch and refit as long. The output spans
+    `rating_scale` when declared (a custom table's), else every process's lowest to highest rating.
 
     Returns:
         The fit; fitted_ratings counts every process's.
@@ -74,7 +80,7 @@ def fit_shard(
     across = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
     fit = train_model(
         shard, n_users, n_movies, local, distribution=across, live=live,
-        rating_scale=global_rating_scale,
+        rating_scale=rating_scale or global_rating_scale,
     )  # fmt: skip
     # No process leaves before all have fitted: process 0 writes only then.
     multihost_utils.sync_global_devices("fit done")

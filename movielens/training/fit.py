@@ -85,6 +85,15 @@ def best_epoch_of(history: pd.DataFrame) -> int:
     return int(history["epoch"].iloc[int(history["val_rmse"].to_numpy().argmin())])
 
 
+def output_scale(rating_scale, fit_ratings: np.ndarray) -> tuple[float, float]:
+    """The output's (lo, hi) from train_model's `rating_scale`: as declared (a custom table's), or
+    that function of the fitting ratings (several processes: all of theirs), or for None
+    rating_scale_of's."""
+    if rating_scale is None or callable(rating_scale):
+        return (rating_scale or rating_scale_of)(fit_ratings)
+    return tuple(rating_scale)
+
+
 def train_model(
     train: pd.DataFrame,
     n_users: int,
@@ -93,7 +102,7 @@ def train_model(
     build: Callable[..., keras.Model] = build_model,
     distribution=None,
     live: Live | None = None,
-    rating_scale: Callable[[np.ndarray], tuple[float, float]] = rating_scale_of,
+    rating_scale: tuple[float, float] | Callable[[np.ndarray], tuple[float, float]] | None = None,
 ) -> Fit:
     """Build the model and train it with the engine settings.engine picks; refit it when asked.
 
@@ -109,7 +118,7 @@ def train_model(
             backend.default_distribution.
         live: a dvclive Live that logs every epoch of the selection run and of the refit
             (movielens.training.live).
-        rating_scale: the output's range from the fitting ratings (several processes: theirs).
+        rating_scale: see output_scale.
 
     Raises:
         PipelineError: for settings the backend or the engine cannot run.
@@ -126,7 +135,7 @@ def train_model(
         s.validation_size,
         s.seed,
     )
-    scale = rating_scale(data.ratings[data.fit_rows])
+    scale = output_scale(rating_scale, data.ratings[data.fit_rows])
     n_accelerators = len(accelerators())
     distribution = distribution or default_distribution(s.shard_tables)
     replicas = getattr(distribution, "num_replicas_in_sync", 1)  # a TensorFlow strategy's

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pandas as pd
 
+from movielens.data.custom import CustomTable, raw_ratings_path, read_raw_ratings
 from movielens.data.ids import index_in
-from movielens.data.releases import get_dataset
-from movielens.plumbing import paths
+from movielens.data.releases import Dataset
 from movielens.plumbing.errors import PipelineError
 from movielens.ranking.lists import top_n
 from movielens.ranking.served import ranked_by
@@ -64,9 +64,9 @@ class RawIds:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pairs: dict[str, pd.DataFrame] = {}
+        self._pairs: dict[Dataset | CustomTable, pd.DataFrame] = {}
 
-    def pairs(self, dataset: str) -> pd.DataFrame:
+    def pairs(self, dataset: Dataset | CustomTable) -> pd.DataFrame:
         """userId and movieId of every raw rating of `dataset`.
 
         Raises:
@@ -74,18 +74,15 @@ class RawIds:
         """
         with self._lock:
             if dataset not in self._pairs:
-                release = get_dataset(dataset)
-                if not (paths.raw_dir(release.name) / release.ratings).is_file():
+                if not raw_ratings_path(dataset).exists():
                     raw_ratings_of("userId", -1, "user", dataset)  # raises: which is unknown
-                from movielens.data.preprocess import (
-                    read_raw,
-                )  # only for ids absent from the splits
-
-                ratings = read_raw(paths.raw_dir(release.name), release)[0]
+                ratings = read_raw_ratings(dataset)
                 self._pairs[dataset] = ratings[["userId", "movieId"]].copy()
             return self._pairs[dataset]
 
-    def rated(self, column: str, value: int, kind: str, dataset: str) -> pd.DataFrame:
+    def rated(
+        self, column: str, value: int, kind: str, dataset: Dataset | CustomTable
+    ) -> pd.DataFrame:
         """The raw pairs whose `column` is `value`; ReplyError 404 when there are none."""
         try:
             pairs = self.pairs(dataset)
@@ -93,8 +90,9 @@ class RawIds:
             raise ReplyError(404, str(err)) from None
         found = pairs[pairs[column] == value]
         if found.empty:
-            name = get_dataset(dataset).name
-            raise ReplyError(404, f"unknown {kind} {value}: {name} has no ratings by that {column}")
+            raise ReplyError(
+                404, f"unknown {kind} {value}: {dataset.name} has no ratings by that {column}"
+            )
         return found
 
 
