@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +16,7 @@ from movielens.data.releases import (
     Dataset,
     read_movies,
     read_ratings,
+    undecodable_at,
 )
 from movielens.data.splits import held_out_mask, refuse_no_targets, split_history
 from movielens.plumbing.errors import PipelineError
@@ -300,7 +300,7 @@ def preprocess(
     kept = keep_top(ratings, top_users, top_movies)
     train, held_out = split_ratings(kept, test_size, seed, split)
     history, test = split_history(held_out, split, history_size)
-    refuse_no_targets(history, test, history_size)
+    refuse_no_targets(len(test), len(history), history["userId"].nunique(), history_size)
     train, test, users, movies = encode_splits(train, test)
     return Preprocessed(kept, train, test, users, movies, encode_held_out(history, users, movies))
 
@@ -309,62 +309,51 @@ def keep_top(ratings: pd.DataFrame, top_users: int | None, top_movies: int | Non
     """filter_top, refusing a filter that keeps no rating."""
     kept = filter_top(ratings, top_users, top_movies)
     if len(kept) == 0:
-        users, movies = ("null" if top is None else top for top in (top_users, top_movies))
-        raise PipelineError(
-            f"top_users={users} and top_movies={movies} leave no ratings: the most active users "
-            "rated none of the most rated movies; raise them or set them to null"
-        )
+        refuse_empty_filter(top_users, top_movies)
     return kept
+
+
+def refuse_empty_filter(top_users: int | None, top_movies: int | None) -> None:
+    """Refuse top_users and top_movies that keep no rating (either engine).
+
+    Raises:
+        PipelineError: always.
+    """
+    users, movies = ("null" if top is None else top for top in (top_users, top_movies))
+    raise PipelineError(
+        f"top_users={users} and top_movies={movies} leave no ratings: the most active users "
+        "rated none of the most rated movies; raise them or set them to null"
+    )
 
 
 def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read the release's ratings and movies files, turning parse failures into PipelineError."""
-    tables = []
-    for name, reader in ((dataset.ratings, read_ratings), (dataset.movies, read_movies)):
-        path = raw_dir / name
-        if not path.is_file():
-            raise PipelineError(
-                f"{path} not found; run the download stage first (dvc repro download)"
-            )
-        try:
-            tables.append(reader(path, dataset))
-        except UnicodeDecodeError:
-            offset, line = _undecodable(path, dataset.encoding)
-            raise PipelineError(
-                f"{path} is not valid {dataset.encoding} text (byte {offset}, line {line}); "
-                "restore the original file (dvc repro --force download)"
-            ) from None
-        except pd.errors.EmptyDataError:
-            raise PipelineError(
-                f"{path} is empty; restore it with dvc repro --force download"
-            ) from None
-        except (ValueError, pd.errors.ParserError) as err:
-            raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
-        except OSError as err:
-            raise PipelineError(f"{path} cannot be read ({err.strerror})") from None
-    return tables[0], tables[1]
+    return (
+        read_file(raw_dir / dataset.ratings, read_ratings, dataset),
+        read_file(raw_dir / dataset.movies, read_movies, dataset),
+    )
 
 
-def _undecodable(path: Path, encoding: str) -> tuple[int, int]:
-    """Byte offset (0-based) and line (1-based) of the first bytes `encoding` cannot decode.
-
-    The parser's own UnicodeDecodeError counts from the start of the block it was decoding.
-    """
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset, line = 0, 1
-    with open(path, "rb") as file:
-        while True:
-            chunk = file.read(1 << 20)
-            pending = len(decoder.getstate()[0])  # an unfinished character from the last chunk
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as err:
-                before = chunk[: max(err.start - pending, 0)]
-                return offset - pending + err.start, line + before.count(b"\n")
-            if not chunk:
-                return offset, line
-            offset += len(chunk)
-            line += chunk.count(b"\n")
+def read_file(path: Path, reader, dataset: Dataset) -> pd.DataFrame:
+    """reader(path, dataset) (read_ratings or read_movies), its failures one PipelineError line."""
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run the download stage first (dvc repro download)")
+    try:
+        return reader(path, dataset)
+    except UnicodeDecodeError:
+        offset, line = undecodable_at(path, dataset.encoding)
+        raise PipelineError(
+            f"{path} is not valid {dataset.encoding} text (byte {offset}, line {line}); "
+            "restore the original file (dvc repro --force download)"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise PipelineError(
+            f"{path} is empty; restore it with dvc repro --force download"
+        ) from None
+    except (ValueError, pd.errors.ParserError) as err:
+        raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
+    except OSError as err:
+        raise PipelineError(f"{path} cannot be read ({err.strerror})") from None
 
 
 def load_release(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -383,18 +372,24 @@ def load_release(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.Data
         log.warning(
             "dropped %d duplicated (user, movie) ratings, keeping the latest of each", n_duplicates
         )
-    movies, n_placeholders = validate_movies(
-        raw_movies, ratings["movieId"].unique(), source=dataset.movies
-    )
-    if n_placeholders:
-        log.warning(
-            "%d rated movies are missing from %s; added them untitled",
-            n_placeholders,
-            dataset.movies,
-        )
+    movies, n_placeholders = complete_movies(raw_movies, ratings["movieId"].unique(), dataset)
     counts = {
         "ratings_read": n_read,
         "duplicates_dropped": n_duplicates,
         "movies_added_untitled": n_placeholders,
     }
     return ratings, movies, counts
+
+
+def complete_movies(
+    raw_movies: pd.DataFrame, rated_ids: np.ndarray, dataset: Dataset
+) -> tuple[pd.DataFrame, int]:
+    """validate_movies, warning about the rated movies the movies file lacks (either engine)."""
+    movies, n_placeholders = validate_movies(raw_movies, rated_ids, source=dataset.movies)
+    if n_placeholders:
+        log.warning(
+            "%d rated movies are missing from %s; added them untitled",
+            n_placeholders,
+            dataset.movies,
+        )
+    return movies, n_placeholders

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from dataclasses import dataclass
@@ -175,3 +176,25 @@ class _Resplit(io.RawIOBase):
         buffer[:n] = self._ready[:n]
         self._ready = self._ready[n:]
         return n
+
+
+def undecodable_at(path: Path, encoding: str) -> tuple[int, int]:
+    """Byte offset (0-based) and line (1-based) of the first bytes `encoding` cannot decode.
+
+    The parser's own UnicodeDecodeError counts from the start of the block it was decoding.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, line = 0, 1
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(1 << 20)
+            pending = len(decoder.getstate()[0])  # an unfinished character from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                before = chunk[: max(err.start - pending, 0)]
+                return offset - pending + err.start, line + before.count(b"\n")
+            if not chunk:
+                return offset, line
+            offset += len(chunk)
+            line += chunk.count(b"\n")

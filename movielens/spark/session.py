@@ -4,6 +4,9 @@ refusal when pyspark is not installed."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,6 +51,8 @@ def _builder(settings: SparkSettings, app_name: str):
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
+        # id tables go to and from the driver through Arrow, not row by row
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
     if settings.master.startswith("local-cluster"):
         # Each executor JVM's heap, the third figure of local-cluster[workers,cores,memory MB].
@@ -65,6 +70,14 @@ def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Itera
         PipelineError: when pyspark is not installed, or Spark cannot start (Java missing).
     """
     builder = _builder(settings, app_name)
+    # Spark's Python workers run PYSPARK_PYTHON, else `python3` from PATH (pyspark/core/context.py,
+    # self.pythonExec), which may lack numpy: this interpreter unless the user chose another.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # pyspark warns at every Arrow conversion that it was not tested on pandas 3; the id tables
+    # it converts are plain integer columns, checked against the pandas engine by the tests.
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
     try:
         session = builder.getOrCreate()
     except Exception as err:  # py4j's JavaGateway failures carry no narrower type
