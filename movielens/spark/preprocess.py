@@ -80,7 +80,8 @@ def filter_top(ratings: DataFrame, top_users: int | None, top_movies: int | None
         return ratings
     users = top_ids(ratings, "userId", top_users)
     movies = top_ids(ratings, "movieId", top_movies)
-    return ratings.join(users, "userId", "left_semi").join(movies, "movieId", "left_semi")
+    kept = ratings.join(users, "userId", "left_semi").join(movies, "movieId", "left_semi")
+    return kept.select(*ratings.columns)  # a join puts its key first
 
 
 def _sorted_ids(frame: DataFrame, column: str) -> np.ndarray:

@@ -74,11 +74,12 @@ def read_table(spark: SparkSession, source: TableSource) -> DataFrame:
         raise PipelineError(f"format {source.format!r} is unknown; use one of {', '.join(FORMATS)}")
     if not Path(source.path).exists():
         raise PipelineError(f"{source.path} not found")
+    path = str(Path(source.path).resolve())  # the JVM resolves a relative path from its own cwd
     if source.format == "csv":
         options = {"header": True, "inferSchema": False, "encoding": source.encoding}
-        frame = spark.read.options(**options).csv(str(source.path))
+        frame = spark.read.options(**options).csv(path)
     else:
-        frame = spark.read.parquet(str(source.path))
+        frame = spark.read.parquet(path)
     if not frame.columns:
         raise PipelineError(f"{source.name} is empty; restore it (dvc repro --force download)")
     # timestamp is optional (0 where absent) unless the mapping names a column for it

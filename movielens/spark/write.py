@@ -46,7 +46,7 @@ def write_table(frame: DataFrame, target: Path, order: str) -> None:
 
     A global sort range-partitions the rows, so part files in name order hold them in order.
     """
-    target = Path(target)
+    target = Path(target).resolve()  # the JVM resolves a relative path from its own cwd
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = _parts_folder(target)
     columns = [c for c in frame.columns if c != order]
