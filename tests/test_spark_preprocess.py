@@ -187,6 +187,8 @@ BAD_INPUTS = {
     "header only": (HEADER, {}),
     "text id": (HEADER + "1,1,4.0,5\nx,2,4.0,6\n", {}),
     "missing rating": (HEADER + "1,1,4.0,5\n1,2,,6\n1,3,,7\n", {}),
+    "NaN rating": (HEADER + "1,1,4.0,5\n1,2,NaN,6\n", {}),
+    "infinite rating": (HEADER + "1,1,4.0,5\n1,2,inf,6\n", {}),
     "fractional id": (HEADER + "1,1,4.0,5\n1,2,4.0,6\n2,1.5,4.0,7\n", {}),
     "negative id": (HEADER + "1,1,4.0,5\n-3,2,4.0,6\n", {}),
     "id past int32": (HEADER + "1,1,4.0,5\n1,2147483648,4.0,6\n", {}),

@@ -12,6 +12,13 @@ from movielens.spark.read import ROW_ID
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
+# The texts pandas' read_csv reads as missing (its na_values' defaults, pandas.read_csv's docs):
+# Spark reads them as text, and names them as the pandas engine does, missing.
+PANDAS_NA_TEXTS = frozenset(
+    ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+)  # fmt: skip
+
 # The pandas path's dtypes: userId, movieId int32, rating float32, timestamp int64.
 SPARK_TYPES = {"userId": "int", "movieId": "int", "rating": "float", "timestamp": "bigint"}
 
@@ -75,7 +82,7 @@ def _refuse(frame: DataFrame, rule: Rule, row_id: int, source: str) -> PipelineE
 
     row = frame.where(F.col(ROW_ID) < row_id).count() + 1  # an extra pass, on the error path only
     value = frame.where(F.col(ROW_ID) == row_id).select(rule.column).first()[0]
-    if value is None:
+    if value is None or value in PANDAS_NA_TEXTS:
         return PipelineError(f"{source} row {row}: {rule.column} is missing")
     problem = rule.problem or "is not a number"
     return PipelineError(f"{source} row {row}: {rule.column}={_show(value)} {problem}")
