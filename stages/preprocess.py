@@ -1,5 +1,6 @@
 """The preprocess stage: validate the raw ratings, keep the top users and movies, split them (under
-heldout_users: training, the held-out users' history, their ratings to predict) and encode the ids."""
+heldout_users: training, the held-out users' history, their ratings to predict) and encode the ids,
+on pandas or on Spark (compute.engine)."""
 
 from __future__ import annotations
 
@@ -10,32 +11,55 @@ import pandas as pd
 
 from movielens.data.custom import CustomTable, load_custom, source_of
 from movielens.data.footprint import estimated_ratings, refuse_over_memory, table_files
-from movielens.data.preprocess import load_release, preprocess
-from movielens.data.releases import RATING_COLUMNS
+from movielens.data.preprocess import (
+    Preprocessed,
+    complete_movies,
+    load_release,
+    preprocess,
+)
+from movielens.data.releases import RATING_COLUMNS, Dataset, read_file, read_movies
 from movielens.params import load_params
 from movielens.plumbing import paths
-from movielens.plumbing.errors import run_stage
+from movielens.plumbing.errors import PipelineError, run_stage
 from movielens.plumbing.files import write_json, write_parquet
 from movielens.plumbing.memory import memory_limit
 
 log = logging.getLogger(__name__)
 
+HELDOUT_KEYS = ("heldout_users", "history_ratings", "test_users")  # in the summary of heldout_users
 
-def main() -> None:
-    params = load_params()
-    prep = params["preprocess"]
-    dataset = source_of(params["data"])
+
+def split_counts(result: Preprocessed) -> dict:
+    """The split's counts for summary.json, as movielens.spark.preprocess.split_counts gives them."""
+    test, history = result.test, result.history
+    return {
+        "ratings_kept": len(result.train) + len(history) + len(test),
+        "users": len(result.user_ids),
+        "movies": len(result.movie_ids),
+        "train_ratings": len(result.train),
+        "test_ratings": len(test),
+        "test_cold_pairs": int(test["cold"].sum()),
+        "test_cold_users": int((test["user_index"] < 0).sum()),
+        "test_cold_movies": int((test["movie_index"] < 0).sum()),
+        "heldout_users": int(history["userId"].nunique()),  # each gives a history
+        "history_ratings": len(history),
+        "test_users": int(test["userId"].nunique()),
+    }
+
+
+def on_pandas(dataset: Dataset | CustomTable, prep: dict) -> tuple[dict, dict]:
+    """Preprocess in this process; write every output but the summary. Its counts."""
     custom = isinstance(dataset, CustomTable)
     files = (
         table_files(dataset.ratings) if custom else [paths.raw_dir(dataset.name) / dataset.ratings]
     )
-    # Refused before reading when over the memory this process may use (the pandas engine).
+    # Refused before reading when over the memory this process may use.
     refuse_over_memory(estimated_ratings(files), memory_limit())
     if custom:
         ratings, movies, counts = load_custom(dataset)
     else:
         ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
-    kept, train, test, user_ids, movie_ids, history = preprocess(
+    result = preprocess(
         ratings,
         prep["top_users"],
         prep["top_movies"],
@@ -44,35 +68,64 @@ def main() -> None:
         prep["split"],
         history_size=prep["history_size"],
     )
-    summary = {
-        "dataset": dataset.name,
-        "split": prep["split"],
-        **counts,
-        "ratings_kept": len(train) + len(history) + len(test),
-        "users": len(user_ids),
-        "movies": len(movie_ids),
-        "train_ratings": len(train),
-        "test_ratings": len(test),
-        "test_cold_pairs": int(test["cold"].sum()),
-        "test_cold_users": int((test["user_index"] < 0).sum()),
-        "test_cold_movies": int((test["movie_index"] < 0).sum()),
-    }
-    if prep["split"] == "heldout_users":  # the other protocols' summary keeps its bytes
-        summary["heldout_users"] = int(history["userId"].nunique())  # each gives a history
-        summary["history_ratings"] = len(history)
-        summary["test_users"] = int(test["userId"].nunique())
-    log.info("%s", summary)
-    kept = kept[list(RATING_COLUMNS)]
-    if isinstance(dataset, CustomTable):  # the model's range (a release's: its training ratings')
+    kept, train = result.kept[list(RATING_COLUMNS)], result.train
+    if custom:  # the model's range (a release's: its training ratings')
         for frame in (train, kept):
             frame.attrs[paths.RATING_SCALE_ATTR] = list(dataset.rating_scale)
     write_parquet(paths.TRAIN, train)
-    write_parquet(paths.TEST, test)
-    write_parquet(paths.USER_IDS, pd.DataFrame({"userId": user_ids.astype(np.int32)}))
-    write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": movie_ids.astype(np.int32)}))
+    write_parquet(paths.TEST, result.test)
+    write_parquet(paths.USER_IDS, pd.DataFrame({"userId": result.user_ids.astype(np.int32)}))
+    write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": result.movie_ids.astype(np.int32)}))
     write_parquet(paths.MOVIES, movies)
     write_parquet(paths.RATINGS, kept)
-    write_parquet(paths.HISTORY, history)
+    write_parquet(paths.HISTORY, result.history)
+    return counts, split_counts(result)
+
+
+def on_spark(dataset: Dataset, prep: dict, compute: dict) -> tuple[dict, dict]:
+    """Preprocess on Spark (compute.spark_master); write every output but the summary."""
+    from movielens.spark.preprocess import (
+        SplitSettings,
+        preprocess_on_spark,
+        write_processed,
+    )
+    from movielens.spark.preprocess import split_counts as spark_counts
+    from movielens.spark.read import release_source
+    from movielens.spark.session import SparkSettings, spark_session
+
+    raw_dir = paths.raw_dir(dataset.name)
+    source = release_source(raw_dir, dataset)
+    raw_movies = read_file(raw_dir / dataset.movies, read_movies, dataset)
+    settings = SplitSettings(**{key: prep[key] for key in SplitSettings.__dataclass_fields__})
+    spark_settings = SparkSettings(compute["spark_master"], compute["spark_memory"])
+    with spark_session(spark_settings, app_name="movielens-preprocess") as spark:
+        result = preprocess_on_spark(spark, source, dataset.rating_step, settings)
+        movies, n_placeholders = complete_movies(raw_movies, result.rated_movie_ids, dataset)
+        counts = {**result.counts, "movies_added_untitled": n_placeholders}
+        split = spark_counts(result)
+        write_processed(result)
+    write_parquet(paths.MOVIES, movies)
+    return counts, split
+
+
+def main() -> None:
+    params = load_params()
+    prep, compute = params["preprocess"], params["compute"]
+    dataset = source_of(params["data"])
+    if compute["engine"] == "spark" and isinstance(dataset, CustomTable):
+        raise PipelineError(
+            "compute.engine=spark reads the csv MovieLens releases; a custom table runs on "
+            "compute.engine: pandas for now"
+        )
+    if compute["engine"] == "spark":
+        counts, split = on_spark(dataset, prep, compute)
+    else:
+        counts, split = on_pandas(dataset, prep)
+    summary = {"dataset": dataset.name, "split": prep["split"], **counts}
+    summary |= {key: value for key, value in split.items() if key not in HELDOUT_KEYS}
+    if prep["split"] == "heldout_users":  # the other protocols' summary keeps its bytes
+        summary |= {key: split[key] for key in HELDOUT_KEYS}
+    log.info("%s", summary)
     write_json(paths.PREPROCESS_SUMMARY, summary)
 
 

@@ -83,7 +83,7 @@ SECTION = {"train_watch": "watch"}
 # baseline with its L2 (the rating model's L2s it reads from the saved model); crossvalidate fits
 # the train stage's models (every train.* key) under the split rule, heldout_users' with its
 # history_size.
-OTHER_SECTIONS = {"evaluate": ("ranking",), "crossvalidate": ("train",)}
+OTHER_SECTIONS = {"evaluate": ("ranking",), "crossvalidate": ("train",), "preprocess": ("compute",)}
 OTHER_KEYS = {
     "download": {"data.dataset"},
     "preprocess": {"data.dataset", "data.custom"},

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from movielens.data import preprocess
+from movielens.data import preprocess, splits
 from movielens.data.releases import get_dataset
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
@@ -226,14 +226,19 @@ def numbered(n: int) -> pd.DataFrame:
     return ratings_frame([(u, 1, 1.0, u) for u in range(n)])
 
 
-@pytest.mark.parametrize(
-    ("n", "test_size", "n_test"), [(20, 0.1, 2), (10, 0.35, 4), (7, 0.5, 4), (3, 0.5, 2)]
-)
-def test_split_sizes_are_rounded_and_the_parts_partition(n, test_size, n_test):
-    train, test = preprocess.split_ratings(numbered(n), test_size, seed=0)
-    assert len(test) == n_test == round(n * test_size)
-    assert len(train) == n - n_test
+@pytest.mark.parametrize(("n", "test_size", "seed"), [(20, 0.1, 3), (10, 0.35, 0), (7, 0.5, 1)])
+def test_the_random_split_holds_out_the_ratings_whose_hash_is_below_test_size(n, test_size, seed):
+    ratings = numbered(n)
+    train, test = preprocess.split_ratings(ratings, test_size, seed=seed)
+    drawn = splits.split_hash(seed, ratings["userId"], ratings["movieId"]) < test_size
+    assert test["userId"].tolist() == ratings["userId"][drawn].tolist()
     assert sorted(train["userId"].tolist() + test["userId"].tolist()) == list(range(n))
+
+
+def test_the_random_split_holds_out_about_test_size():
+    ratings = ratings_frame([(u, m, 1.0, 0) for u in range(200) for m in range(100)])
+    _, test = preprocess.split_ratings(ratings, 0.1, seed=42)
+    assert abs(len(test) / len(ratings) - 0.1) < 0.005  # 3 standard deviations of 20,000 draws
 
 
 def test_split_is_deterministic_for_a_seed_and_differs_for_another():
@@ -329,14 +334,34 @@ def test_every_split_refuses_an_empty_part(split, ratings, test_size, words):
         preprocess.split_ratings(ratings, test_size, 0, split=split)
 
 
-def test_the_random_split_is_todays():
-    """preprocess.split=random draws exactly the rows the split drew before the protocols came:
-    the first round(n * test_size) of a permutation seeded by preprocess.seed."""
-    ratings = numbered(40)
-    train, test = preprocess.split_ratings(ratings, 0.25, seed=42)
-    expected = np.sort(np.random.default_rng(42).permutation(40)[:10])
-    assert test["userId"].tolist() == expected.tolist()
-    assert train["userId"].tolist() == sorted(set(range(40)) - set(expected.tolist()))
+def splitmix64_reference(seed: int, *keys: int) -> float:
+    """split_hash in Python integers, from splitmix64's published constants (Vigna's C)."""
+    mask = 2**64 - 1
+
+    def mix(z: int) -> int:
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    z = mix((seed + 0x9E3779B97F4A7C15) & mask)
+    for key in keys:
+        z = mix(((z ^ key) + 0x9E3779B97F4A7C15) & mask)
+    return (z >> 11) / 2**53
+
+
+def test_split_hash_is_splitmix64_of_the_seed_and_the_ids():
+    users = np.array([0, 1, 7, 2**31 - 1, 123456, 0], dtype=np.int32)
+    movies = np.array([0, 2**31 - 1, 1, 2**31 - 1, 5, 1], dtype=np.int32)
+    for seed in (0, 42, 2**40 + 3):
+        got = splits.split_hash(seed, users, movies)
+        assert got.tolist() == [
+            splitmix64_reference(seed, u, m)
+            for u, m in zip(users.tolist(), movies.tolist(), strict=True)
+        ]
+        assert splits.split_hash(seed, users).tolist() == [
+            splitmix64_reference(seed, u) for u in users.tolist()
+        ]
+    assert ((got >= 0) & (got < 1)).all()
 
 
 # ---------------------------------------------------------------------------- encode_ids, encode_splits
@@ -395,7 +420,8 @@ OUTPUTS = [
 def write_project(root: Path, ratings: bytes | None, movies: bytes | None, **prep) -> None:
     """params.yaml (the repository's, with `prep` overrides) and raw files in `root`."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["preprocess"].update(prep)
+    # seed 3 puts 2 of the 20 kept ratings in test at test_size 0.1 (split_hash < 0.1): the known split
+    params["preprocess"].update({"seed": 3, **prep})
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     raw = root / paths.raw_dir(DATASET.name)
@@ -435,7 +461,9 @@ def test_main_writes_the_known_split(tmp_path, monkeypatch):
     index = {"user_index": "int32", "movie_index": "int32"}
     assert train.dtypes.astype(str).to_dict() == base | index
     assert test.dtypes.astype(str).to_dict() == base | index | {"cold": "bool"}
-    assert (len(train), len(test)) == (18, 2)  # round(20 * 0.1) to test
+    assert (len(train), len(test)) == (18, 2)  # seed 3: 2 of the 20 hash below 0.1
+    drawn = splits.split_hash(3, train["userId"], train["movieId"]) < 0.1
+    assert not drawn.any() and (splits.split_hash(3, test["userId"], test["movieId"]) < 0.1).all()
 
     assert not pairs(train) & pairs(test)
     assert pairs(train) | pairs(test) == KEPT
@@ -512,7 +540,10 @@ def test_main_keeps_the_top_users_and_movies(tmp_path, monkeypatch):
         (u, m) for u in (1, 2) for m in (1, 2, 3)
     ]
     assert summary["ratings_kept"] == 6
-    assert (summary["train_ratings"], summary["test_ratings"]) == (5, 1)  # round(6 * 0.2)
+    assert (summary["train_ratings"], summary["test_ratings"]) == (
+        5,
+        1,
+    )  # seed 3: 1 of 6 hashes below 0.2
     assert summary["duplicates_dropped"] == 1
 
 

@@ -15,11 +15,10 @@ import pandas as pd
 from movielens.data.preprocess import (
     ID_RANGE,
     drop_duplicates,
-    read_raw,
     validate_movies,
     validate_ratings,
 )
-from movielens.data.releases import MOVIE_COLUMNS, RATING_COLUMNS, Dataset, get_dataset
+from movielens.data.releases import MOVIE_COLUMNS, RATING_COLUMNS, Dataset, get_dataset, read_raw
 from movielens.plumbing import paths
 from movielens.plumbing.choices import CUSTOM
 from movielens.plumbing.errors import PipelineError

@@ -14,9 +14,7 @@ from movielens.data.releases import (
     MOVIE_COLUMNS,
     RATING_COLUMNS,
     Dataset,
-    read_movies,
-    read_ratings,
-    undecodable,
+    read_raw,
 )
 from movielens.data.splits import held_out_mask, refuse_no_targets, split_history
 from movielens.plumbing.errors import PipelineError
@@ -307,7 +305,7 @@ def preprocess(
     kept = keep_top(ratings, top_users, top_movies)
     train, held_out = split_ratings(kept, test_size, seed, split)
     history, test = split_history(held_out, split, history_size)
-    refuse_no_targets(history, test, history_size)
+    refuse_no_targets(len(test), len(history), history["userId"].nunique(), history_size)
     train, test, users, movies = encode_splits(train, test)
     return Preprocessed(kept, train, test, users, movies, encode_held_out(history, users, movies))
 
@@ -316,40 +314,21 @@ def keep_top(ratings: pd.DataFrame, top_users: int | None, top_movies: int | Non
     """filter_top, refusing a filter that keeps no rating."""
     kept = filter_top(ratings, top_users, top_movies)
     if len(kept) == 0:
-        users, movies = ("null" if top is None else top for top in (top_users, top_movies))
-        raise PipelineError(
-            f"top_users={users} and top_movies={movies} leave no ratings: the most active users "
-            "rated none of the most rated movies; raise them or set them to null"
-        )
+        refuse_empty_filter(top_users, top_movies)
     return kept
 
 
-def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read the release's ratings and movies files, turning parse failures into PipelineError."""
-    tables = []
-    for name, reader in ((dataset.ratings, read_ratings), (dataset.movies, read_movies)):
-        path = raw_dir / name
-        if not path.is_file():
-            raise PipelineError(
-                f"{path} not found; run the download stage first (dvc repro download)"
-            )
-        try:
-            tables.append(reader(path, dataset))
-        except UnicodeDecodeError:
-            offset, line = undecodable(path, dataset.encoding)
-            raise PipelineError(
-                f"{path} is not valid {dataset.encoding} text (byte {offset}, line {line}); "
-                "restore the original file (dvc repro --force download)"
-            ) from None
-        except pd.errors.EmptyDataError:
-            raise PipelineError(
-                f"{path} is empty; restore it with dvc repro --force download"
-            ) from None
-        except (ValueError, pd.errors.ParserError) as err:
-            raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
-        except OSError as err:
-            raise PipelineError(f"{path} cannot be read ({err.strerror})") from None
-    return tables[0], tables[1]
+def refuse_empty_filter(top_users: int | None, top_movies: int | None) -> None:
+    """Refuse top_users and top_movies that keep no rating (either engine).
+
+    Raises:
+        PipelineError: always.
+    """
+    users, movies = ("null" if top is None else top for top in (top_users, top_movies))
+    raise PipelineError(
+        f"top_users={users} and top_movies={movies} leave no ratings: the most active users "
+        "rated none of the most rated movies; raise them or set them to null"
+    )
 
 
 def load_release(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -368,18 +347,24 @@ def load_release(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.Data
         log.warning(
             "dropped %d duplicated (user, movie) ratings, keeping the latest of each", n_duplicates
         )
-    movies, n_placeholders = validate_movies(
-        raw_movies, ratings["movieId"].unique(), source=dataset.movies
-    )
-    if n_placeholders:
-        log.warning(
-            "%d rated movies are missing from %s; added them untitled",
-            n_placeholders,
-            dataset.movies,
-        )
+    movies, n_placeholders = complete_movies(raw_movies, ratings["movieId"].unique(), dataset)
     counts = {
         "ratings_read": n_read,
         "duplicates_dropped": n_duplicates,
         "movies_added_untitled": n_placeholders,
     }
     return ratings, movies, counts
+
+
+def complete_movies(
+    raw_movies: pd.DataFrame, rated_ids: np.ndarray, dataset: Dataset
+) -> tuple[pd.DataFrame, int]:
+    """validate_movies, warning about the rated movies the movies file lacks (either engine)."""
+    movies, n_placeholders = validate_movies(raw_movies, rated_ids, source=dataset.movies)
+    if n_placeholders:
+        log.warning(
+            "%d rated movies are missing from %s; added them untitled",
+            n_placeholders,
+            dataset.movies,
+        )
+    return movies, n_placeholders

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from movielens.plumbing.errors import PipelineError
+
 OFFICIAL_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 
 RATING_COLUMNS = ("userId", "movieId", "rating", "timestamp")
@@ -198,3 +200,33 @@ def undecodable(path: Path, encoding: str) -> tuple[int, int]:
                 return offset, line
             offset += len(chunk)
             line += chunk.count(b"\n")
+
+
+def read_raw(raw_dir: Path, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the release's ratings and movies files, turning parse failures into PipelineError."""
+    return (
+        read_file(raw_dir / dataset.ratings, read_ratings, dataset),
+        read_file(raw_dir / dataset.movies, read_movies, dataset),
+    )
+
+
+def read_file(path: Path, reader, dataset: Dataset) -> pd.DataFrame:
+    """reader(path, dataset) (read_ratings or read_movies), its failures one PipelineError line."""
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run the download stage first (dvc repro download)")
+    try:
+        return reader(path, dataset)
+    except UnicodeDecodeError:
+        offset, line = undecodable(path, dataset.encoding)
+        raise PipelineError(
+            f"{path} is not valid {dataset.encoding} text (byte {offset}, line {line}); "
+            "restore the original file (dvc repro --force download)"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise PipelineError(
+            f"{path} is empty; restore it with dvc repro --force download"
+        ) from None
+    except (ValueError, pd.errors.ParserError) as err:
+        raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
+    except OSError as err:
+        raise PipelineError(f"{path} cannot be read ({err.strerror})") from None

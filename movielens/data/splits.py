@@ -1,10 +1,14 @@
 """The split rules (`preprocess.split`): which ratings the test split and each cross-validation
 fold hold out.
 
-random: ratings drawn at random (seeded); user: each user's ratings split apart; time: the latest
-ratings held out; heldout_users: whole users held out (seeded), each one's earliest ratings given
-as a history (history_mask) and the rest predicted. held_out_mask gives the test split,
+random: ratings drawn by a seeded hash; user: each user's ratings split apart; time: the latest
+ratings held out; heldout_users: whole users held out (seeded hash), each one's earliest ratings
+given as a history (history_mask) and the rest predicted. held_out_mask gives the test split,
 assign_folds and fold_parts the folds; docs/protocols.md explains them.
+
+The test split draws with split_hash, a function of (seed, userId[, movieId]) alone, so the pandas
+path and the Spark path (movielens/spark/split.py applies this very function to each batch) hold
+out the same ratings, whatever the rows' order or partitioning.
 """
 
 from __future__ import annotations
@@ -17,6 +21,40 @@ from movielens.plumbing.choices import SPLITS
 from movielens.plumbing.errors import PipelineError
 
 NEVER_HELD_OUT = -1  # the fold of a rating that is in every fold's training part
+
+# splitmix64 (Steele, Lea and Flood 2014; Vigna's reference C): the golden-ratio increment and the
+# two multipliers of its finaliser, a bijection of 64-bit words that mixes every input bit.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_UNIT = 2.0**-53  # the top 53 bits of a word, scaled, are a float64 in [0, 1)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 words (numpy's uint64 arithmetic wraps modulo 2**64)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
+
+
+def split_hash(seed: int, *keys: np.ndarray) -> np.ndarray:
+    """A uniform draw in [0, 1) for each row, a function of `seed` and the row's keys alone.
+
+    Each key (an integer array: userId, then movieId) is folded into the word by splitmix64:
+    z = mix(z + golden) starting from the seed, then z = mix((z ^ key) + golden) per key.
+
+    Args:
+        seed: preprocess.seed (any integer; taken modulo 2**64).
+        keys: equal-length integer arrays, ids in 0..2**31 - 1.
+
+    Returns:
+        float64 (n,): the top 53 bits of the word, times 2**-53.
+    """
+    n = len(keys[0])
+    z = _mix(np.full(n, seed % 2**64, dtype=np.uint64) + _GOLDEN)
+    for key in keys:
+        z = _mix((z ^ np.asarray(key).astype(np.int64).astype(np.uint64)) + _GOLDEN)
+    return (z >> np.uint64(11)).astype(np.float64) * _UNIT
 
 
 def time_order(ratings: pd.DataFrame) -> np.ndarray:
@@ -60,27 +98,34 @@ def ranks_in_order(user_ids: np.ndarray, order: np.ndarray) -> tuple[np.ndarray,
     return rank, count
 
 
-def _unknown(split: str) -> PipelineError:
+def unknown_split(split: str) -> PipelineError:
+    """The one-line refusal of an unknown preprocess.split (either engine)."""
     return PipelineError(f"preprocess.split={split!r} is unknown; use one of {', '.join(SPLITS)}")
 
 
 def _held_out_users(user_ids: np.ndarray, test_size: float, seed: int) -> np.ndarray:
-    """Whether each rating's user is one of the round(n_users * test_size) users drawn (seeded).
+    """Whether each rating's user is held out: split_hash(seed, userId) < test_size.
 
     Raises:
         PipelineError: when that holds out no user or every user.
     """
-    users = sorted_unique(user_ids)
-    n_held = round(len(users) * test_size)
-    if n_held == 0 or n_held == len(users):
+    is_test = split_hash(seed, user_ids) < test_size
+    refuse_no_users(test_size, len(sorted_unique(user_ids)), len(sorted_unique(user_ids[is_test])))
+    return is_test
+
+
+def refuse_no_users(test_size: float, n_users: int, n_held: int) -> None:
+    """Refuse a heldout_users split that holds out no user or every user (either engine).
+
+    Raises:
+        PipelineError: when n_held is 0 or n_users.
+    """
+    if n_held == 0 or n_held == n_users:
         raise PipelineError(
-            f"test_size={test_size} of {len(users)} users holds out "
+            f"test_size={test_size} of {n_users} users holds out "
             f"{'no user' if n_held == 0 else 'every user, leaving no training ratings'} with "
             "preprocess.split=heldout_users; change preprocess.test_size or keep more users"
         )
-    held = np.zeros(len(users), dtype=bool)
-    held[np.random.default_rng(seed).permutation(len(users))[:n_held]] = True
-    return held[index_in(users, user_ids)]
 
 
 def history_mask(ratings: pd.DataFrame, history_size: float) -> np.ndarray:
@@ -95,7 +140,12 @@ def history_mask(ratings: pd.DataFrame, history_size: float) -> np.ndarray:
     return rank < np.maximum(1, np.rint(count * history_size))
 
 
-def _refuse_empty(test_size: float, n: int, n_test: int, split: str) -> None:
+def refuse_empty(test_size: float, n: int, n_test: int, split: str) -> None:
+    """Refuse a test split that leaves no test or no training rating (either engine).
+
+    Raises:
+        PipelineError: when n_test is 0 or n.
+    """
     if n_test == 0 or n_test == n:
         raise PipelineError(
             f"test_size={test_size} of {n} ratings leaves {'no test' if n_test == 0 else 'no training'} "
@@ -107,37 +157,40 @@ def _refuse_empty(test_size: float, n: int, n_test: int, split: str) -> None:
 def held_out_mask(ratings: pd.DataFrame, test_size: float, seed: int, split: str) -> np.ndarray:
     """Which ratings the test split takes; bool (n,).
 
-    - random: round(n * test_size) ratings drawn at random (seeded).
-    - user: each user's ratings are split apart: min(round(n_u * test_size), n_u - 1) of them,
-      drawn at random (seeded), so every test user has training ratings; a user with one rating
-      stays in training.
+    - random: the ratings whose split_hash(seed, userId, movieId) < test_size, so about
+      n * test_size of them (not exactly round(n * test_size)).
+    - user: each user's ratings in order of split_hash(seed, userId, movieId) (ties by movieId);
+      the first min(round(n_u * test_size), n_u - 1) go to test, so every test user has training
+      ratings; a user with one rating stays in training.
     - time: the latest round(n * test_size) ratings in time_order, so no test rating is earlier
       than a training rating; `seed` plays no part.
-    - heldout_users: every rating of round(n_users * test_size) users drawn at random (seeded);
-      history_mask then tells the history they give from the ratings to predict.
+    - heldout_users: every rating of the users whose split_hash(seed, userId) < test_size, so
+      about n_users * test_size users; history_mask then tells the history they give from the
+      ratings to predict.
 
     Raises:
         PipelineError: when either part would be empty, or `split` is unknown.
     """
     n = len(ratings)
-    is_test = np.zeros(n, dtype=bool)
+    user_ids, movie_ids = ratings["userId"].to_numpy(), ratings["movieId"].to_numpy()
     if split == "random":
-        n_test = round(n * test_size)
-        _refuse_empty(test_size, n, n_test, split)
-        is_test[np.random.default_rng(seed).permutation(n)[:n_test]] = True
+        is_test = split_hash(seed, user_ids, movie_ids) < test_size
+        refuse_empty(test_size, n, int(is_test.sum()), split)
     elif split == "user":
-        rank, count = ranks_within_users(ratings["userId"].to_numpy(), np.random.default_rng(seed))
-        # np.rint rounds half to even, as round() does for the other rules.
+        order = np.lexsort((movie_ids, split_hash(seed, user_ids, movie_ids)))
+        rank, count = ranks_in_order(user_ids, order)
+        # np.rint rounds half to even, as round() does for the other rules (Spark: bround).
         is_test = rank < np.minimum(np.rint(count * test_size), count - 1)
-        _refuse_empty(test_size, n, int(is_test.sum()), split)
+        refuse_empty(test_size, n, int(is_test.sum()), split)
     elif split == "time":
         n_test = round(n * test_size)
-        _refuse_empty(test_size, n, n_test, split)
+        refuse_empty(test_size, n, n_test, split)
+        is_test = np.zeros(n, dtype=bool)
         is_test[time_order(ratings)[n - n_test :]] = True
     elif split == "heldout_users":
-        is_test = _held_out_users(ratings["userId"].to_numpy(), test_size, seed)
+        is_test = _held_out_users(user_ids, test_size, seed)
     else:
-        raise _unknown(split)
+        raise unknown_split(split)
     return is_test
 
 
@@ -155,16 +208,21 @@ def split_history(
     return held_out[given].reset_index(drop=True), held_out[~given].reset_index(drop=True)
 
 
-def refuse_no_targets(history: pd.DataFrame, test: pd.DataFrame, history_size: float) -> None:
+def refuse_no_targets(
+    n_test: int, n_history: int, n_history_users: int, history_size: float
+) -> None:
     """Refuse a heldout_users test split whose held-out users give every rating as history.
 
+    Args:
+        n_test: the ratings left to predict; n_history, n_history_users: the history's ratings and users.
+
     Raises:
-        PipelineError: when `test` has no rows.
+        PipelineError: when n_test is 0.
     """
-    if len(test) == 0:
+    if n_test == 0:
         raise PipelineError(
             f"history_size={history_size} leaves no rating to predict with preprocess.split="
-            f"heldout_users: the {history['userId'].nunique()} held-out users' {len(history)} "
+            f"heldout_users: the {n_history_users} held-out users' {n_history} "
             "ratings all go to their histories (at least one each); lower preprocess.history_size, "
             "raise preprocess.test_size or keep more ratings"
         )
@@ -209,7 +267,7 @@ def assign_folds(ratings: pd.DataFrame, folds: int, seed: int, split: str) -> np
         group[rng.permutation(len(users))] = np.arange(len(users)) % folds
         fold = group[index_in(users, user_ids)]
     else:
-        raise _unknown(split)
+        raise unknown_split(split)
     return fold
 
 

@@ -4,6 +4,9 @@ refusal when pyspark is not installed."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,10 +47,13 @@ def _builder(settings: SparkSettings, app_name: str):
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",  # progress bars would bury the stage's log
         # Few, large partitions on a small machine; adaptive execution coalesces them further.
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
+        # id tables go to and from the driver through Arrow, not row by row
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
     if settings.master.startswith("local-cluster"):
         # Each executor JVM's heap, the third figure of local-cluster[workers,cores,memory MB].
@@ -59,12 +65,30 @@ def _builder(settings: SparkSettings, app_name: str):
 
 @contextmanager
 def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Iterator[SparkSession]:
-    """A Spark session for the duration of the block, stopped after it.
+    """A Spark session for the duration of the block, stopped after it; or, when this process
+    already runs one (a test module's, a notebook's), that one, left running.
 
     Raises:
         PipelineError: when pyspark is not installed, or Spark cannot start (Java missing).
     """
     builder = _builder(settings, app_name)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        log.info("Spark %s already running on %s", active.version, active.sparkContext.master)
+        yield active
+        return
+    # Spark's Python workers run PYSPARK_PYTHON, else `python3` from PATH (pyspark/core/context.py,
+    # self.pythonExec), which may lack numpy: this interpreter unless the user chose another.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The JVMs (a local-cluster's workers too) bind loopback, not the host name's address.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # pyspark warns at every Arrow conversion that it was not tested on pandas 3; the id tables
+    # it converts are plain integer columns, checked against the pandas engine by the tests.
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
     try:
         session = builder.getOrCreate()
     except Exception as err:  # py4j's JavaGateway failures carry no narrower type
