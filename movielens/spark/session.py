@@ -4,6 +4,8 @@ refusal when pyspark is not installed."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,6 +67,10 @@ def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Itera
         PipelineError: when pyspark is not installed, or Spark cannot start (Java missing).
     """
     builder = _builder(settings, app_name)
+    # The Python workers run the project's NumPy code (the lists, the metrics) in the interpreter
+    # PYSPARK_PYTHON names when the context starts, else the first `python3` on the PATH
+    # (pyspark/core/context.py:341), which may lack the project's packages: this one, unless set.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     try:
         session = builder.getOrCreate()
     except Exception as err:  # py4j's JavaGateway failures carry no narrower type
