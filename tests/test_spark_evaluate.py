@@ -6,11 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from movielens.evaluation.accuracy import rmse
+from movielens.evaluation.ranking_metrics import ranking_metrics
 from movielens.model.watch import fit_watch, history_matrix
 from movielens.ranking.lists import top_lists
 from movielens.ranking.scorers import Factors
 from movielens.ranking.served import lists_frame, served_ranker
 from movielens.spark.lists import LIST_COLUMNS, ServedModels, served_lists
+from movielens.spark.metrics import evaluator_ndcg, per_user_metrics, ranking_summary, warm_rmse
 from movielens.spark.session import SparkSettings, spark_session
 
 N_USERS, N_MOVIES, K = 70, 90, 5
@@ -67,3 +70,55 @@ def test_spark_serves_every_user_the_pandas_paths_list(spark, small, model):
     assert ours["userId"].nunique() == N_USERS  # user 0, with no training pair, gets a list too
     rated = set(zip(user_ids[train_users], movie_ids[train_movies], strict=True))
     assert not rated & set(zip(ours["userId"], ours["movieId"], strict=True))
+
+
+@pytest.fixture(scope="module")
+def test_split(small):
+    """Test pairs: ratings 1-5, some of a movie unseen in training (-1)."""
+    rng = np.random.default_rng(8)
+    users = rng.integers(0, N_USERS, 400)
+    movies = np.where(rng.random(400) < 0.05, -1, rng.integers(0, N_MOVIES, 400))
+    return pd.DataFrame(
+        {"user_index": users, "movie_index": movies, "rating": rng.integers(1, 6, 400) * 1.0}
+    )
+
+
+@pytest.fixture(scope="module")
+def served(spark, small, test_split):
+    """The EASE-served lists on Spark for a sample of users, and the same ranker in pandas."""
+    train_users, train_movies, rating, (user_ids, movie_ids) = small
+    history = history_matrix(train_users, train_movies, N_USERS, N_MOVIES)
+    watch = fit_watch(history, "ease", **WATCH)
+    users = np.arange(0, N_USERS, 2)
+    models = ServedModels(rating, watch, 2.0, user_ids, movie_ids)
+    train = spark.createDataFrame(
+        pd.DataFrame({"user_index": train_users, "movie_index": train_movies})
+    )
+    lists = served_lists(spark, models, train, users, K, block_size=16).cache()
+    ranker = served_ranker(rating, watch, train_users, train_movies, like_weight=2.0)
+    split = [train_users, train_movies, *(test_split[c].to_numpy() for c in test_split)]
+    theirs = ranking_metrics(ranker, *split, K, 4.0, block_size=64, users=users)
+    return lists, spark.createDataFrame(test_split), theirs
+
+
+def test_the_ranking_metrics_on_spark_are_the_pandas_paths(served):
+    lists, test, theirs = served
+    summary = theirs.summary()
+    assert summary["users_evaluated"] > 10 and summary["relevant_cold_pairs"] > 0  # both cases
+    users = per_user_metrics(lists, test, N_MOVIES, K, 4.0, block_size=16)
+    assert ranking_summary(lists, users, test, N_MOVIES, K, 4.0) == summary
+
+
+def test_spark_rankingevaluator_agrees_on_ndcg(served):
+    lists, test, theirs = served
+    assert evaluator_ndcg(lists, test, K, 4.0) == pytest.approx(theirs.ndcg.mean(), abs=1e-12)
+
+
+def test_the_test_rmse_on_spark_is_the_factors_formulas(spark, small, test_split):
+    rating = small[2]
+    warm = test_split[test_split["movie_index"] >= 0]
+    users, movies = warm["user_index"].to_numpy(), warm["movie_index"].to_numpy()
+    predicted = rating.ratings(rating.scores(users))[np.arange(len(users)), movies]
+    expected = rmse(warm["rating"].to_numpy(), predicted)
+    ours = warm_rmse(spark.createDataFrame(test_split), rating, block_size=16)
+    assert ours == pytest.approx(expected, rel=1e-6)
