@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from movielens.evaluation.ranking_metrics import metrics_of_lists
 from movielens.model.watch import fit_watch, history_matrix, load_watch, save_watch
@@ -129,3 +136,36 @@ def test_the_settings_keep_the_confidence_and_the_regularization_at_the_mean_use
 def test_an_alpha_below_one_is_refused_naming_the_fix():
     with pytest.raises(PipelineError, match=r"watch\.als_alpha=0\.5 .* set watch\.als_alpha >= 1"):
         spark_als_settings(1.0, 0.5, 10, 2, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_the_train_watch_stage_fits_on_the_engine_params_name(tmp_path, engine):
+    """The stage as DVC runs it, in a folder of its own: the file the engine writes loads, and the
+    metrics count each pair once."""
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["compute"] |= {"engine": engine, "spark_memory": "1g"}
+    params["watch"] |= {**SETTINGS, "model": "als", "als_iterations": 3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    data = split_pairs(3000, 60, 120)
+    processed = tmp_path / "data" / "processed"
+    processed.mkdir(parents=True)
+    train = pd.DataFrame({"user_index": data["users"], "movie_index": data["movies"]})
+    pd.concat([train, train.head(10)]).to_parquet(processed / "train.parquet")  # 10 pairs twice
+    pd.DataFrame({"userId": np.arange(60)}).to_parquet(processed / "user_ids.parquet")
+    pd.DataFrame({"movieId": np.arange(120)}).to_parquet(processed / "movie_ids.parquet")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.train_watch"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = load_watch(tmp_path / "models" / "watch.npz", 60, 120)
+    assert model.kind == "als" and (model.als_regularization, model.als_alpha) == (20.0, 4.0)
+    metrics = json.loads((tmp_path / "metrics" / "watch.json").read_text())
+    assert metrics["pairs"] == len(train)
+    assert f"(als, {engine})" in done.stderr
