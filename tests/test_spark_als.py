@@ -156,13 +156,8 @@ def test_the_train_watch_stage_fits_on_the_engine_params_name(tmp_path, engine):
     pd.DataFrame({"userId": np.arange(60)}).to_parquet(processed / "user_ids.parquet")
     pd.DataFrame({"movieId": np.arange(120)}).to_parquet(processed / "movie_ids.parquet")
     env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run(
-        [sys.executable, "-m", "stages.train_watch"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    command = [sys.executable, "-m", "stages.train_watch"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     model = load_watch(tmp_path / "models" / "watch.npz", 60, 120)
     assert model.kind == "als" and (model.als_regularization, model.als_alpha) == (20.0, 4.0)
