@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from movielens.evaluation.accuracy import rmse
 from movielens.evaluation.ranking_metrics import ranking_metrics
 from movielens.model.watch import fit_watch, history_matrix
+from movielens.plumbing import paths
 from movielens.ranking.lists import top_lists
 from movielens.ranking.scorers import Factors
 from movielens.ranking.served import lists_frame, served_ranker
@@ -122,3 +130,37 @@ def test_the_test_rmse_on_spark_is_the_factors_formulas(spark, small, test_split
     expected = rmse(warm["rating"].to_numpy(), predicted)
     ours = warm_rmse(spark.createDataFrame(test_split), rating, block_size=16)
     assert ours == pytest.approx(expected, rel=1e-6)
+
+
+def run_stage(name: str, folder, env: dict) -> None:
+    command = [sys.executable, "-m", f"stages.{name}"]
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_evaluate_stage_on_spark_writes_the_pandas_paths_lists_and_scores(
+    small_mirror, tmp_path
+):
+    """download -> train_watch with pandas, then evaluate once per engine: the same topn.parquet
+    rows, and the Spark section's served figures are the pandas path's."""
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"] |= {"embedding_dim": 4, "epochs": 2, "patience": 1}
+    params["compute"]["spark_memory"] = "1g"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(root), "MOVIELENS_MIRROR": str(small_mirror)}
+    for name in ("download", "preprocess", "train", "train_watch", "evaluate"):
+        run_stage(name, tmp_path, env)
+    pandas_scores = json.loads((tmp_path / paths.SCORES).read_text())
+    pandas_lists = pd.read_parquet(tmp_path / paths.TOPN)
+    params["compute"]["engine"] = "spark"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run_stage("evaluate", tmp_path, env)
+    scores = json.loads((tmp_path / paths.SCORES).read_text())
+    spark_lists = pd.read_parquet(tmp_path / paths.TOPN)
+    pd.testing.assert_frame_equal(spark_lists, pandas_lists, check_dtype=False)
+    assert scores["spark"]["served"] == pandas_scores["ranking"]["served"]
+    assert scores["spark"]["ndcg@10_ranking_evaluator"] == scores["ndcg@10"]
+    assert scores["spark"]["rmse_warm"] == pytest.approx(scores["rmse_warm"], abs=1e-5)
+    assert {k: v for k, v in scores.items() if k != "spark"} == pandas_scores
