@@ -159,7 +159,7 @@ def test_the_evaluate_stage_on_spark_writes_the_pandas_paths_lists_and_scores(
     run_stage("evaluate", tmp_path, env)
     scores = json.loads((tmp_path / paths.SCORES).read_text())
     spark_lists = pd.read_parquet(tmp_path / paths.TOPN)
-    pd.testing.assert_frame_equal(spark_lists, pandas_lists, check_dtype=False)
+    pd.testing.assert_frame_equal(spark_lists, pandas_lists)
     assert scores["spark"]["served"] == pandas_scores["ranking"]["served"]
     assert scores["spark"]["ndcg@10_ranking_evaluator"] == scores["ndcg@10"]
     assert scores["spark"]["rmse_warm"] == pytest.approx(scores["rmse_warm"], abs=1e-5)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from movielens.evaluation.topn import summary_row
 from movielens.plumbing.errors import PipelineError
 from movielens.plumbing.files import atomic_path
@@ -33,9 +35,12 @@ def check_factors(rating) -> Factors:
     return rating
 
 
-def write_lists(lists: DataFrame, target: Path) -> int:
+def write_lists(lists: DataFrame, target: Path, id_types: tuple[np.dtype, np.dtype]) -> int:
     """Write the lists as one Parquet file with topn.parquet's columns, ordered by user and rank,
     streamed from the executors a partition at a time (never the whole table on the driver).
+
+    Args:
+        id_types: the dtypes of the user and movie id tables, which the pandas path's file keeps.
 
     Returns:
         The rows written.
@@ -43,14 +48,9 @@ def write_lists(lists: DataFrame, target: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("userId", pa.int64()),
-            ("movieId", pa.int64()),
-            ("rank", pa.int32()),
-            ("score", pa.float32()),
-        ]
-    )
+    user_type, movie_type = (pa.from_numpy_dtype(dtype) for dtype in id_types)
+    columns = [("userId", user_type), ("movieId", movie_type)]
+    schema = pa.schema([*columns, ("rank", pa.int32()), ("score", pa.float32())])
     rows, chunk = 0, []
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         ordered = lists.select(*LIST_COLUMNS).orderBy("userId", "rank")
@@ -87,7 +87,7 @@ def evaluate_on_spark(
         warm test pairs.
     """
     lists = served_lists(spark, models, train, users, k, block_size).cache()
-    write_lists(lists, topn_path)
+    write_lists(lists, topn_path, (models.user_ids.dtype, models.movie_ids.dtype))
     per_user = per_user_metrics(
         lists, test, models.watch.n_movies, k, relevance_threshold, block_size
     )

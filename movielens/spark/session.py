@@ -46,6 +46,7 @@ def _builder(settings: SparkSettings, app_name: str):
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",  # the stage logs stay one line per event
         # Few, large partitions on a small machine; adaptive execution coalesces them further.
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.adaptive.enabled": "true",
