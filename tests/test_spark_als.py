@@ -164,3 +164,8 @@ def test_the_train_watch_stage_fits_on_the_engine_params_name(tmp_path, engine):
     metrics = json.loads((tmp_path / "metrics" / "watch.json").read_text())
     assert metrics["pairs"] == len(train)
     assert f"(als, {engine})" in done.stderr
+
+
+def test_a_local_session_gives_als_a_checkpoint_folder_for_its_lineage(spark):
+    """Without one ALS never checkpoints, and its growing lineage once overflowed the stack."""
+    assert spark.sparkContext.getCheckpointDir() is not None

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("user_index", "movie_index")
+# Iterations between checkpoints of ALS's factors (spark_session sets the folder): each cuts the
+# lineage that otherwise grows until a task's serialisation overflows the stack.
+ALS_CHECKPOINT_INTERVAL = 5
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def fit_spark_als(
         numUserBlocks=blocks,
         numItemBlocks=blocks,
         seed=seed,
+        checkpointInterval=ALS_CHECKPOINT_INTERVAL,
         userCol="user_index",
         itemCol="item",
         ratingCol="rating",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -72,6 +73,20 @@ def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Itera
     # PYSPARK_PYTHON names when the context starts, else the first `python3` on the PATH
     # (pyspark/core/context.py:341), which may lack the project's packages: this one, unless set.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    with tempfile.TemporaryDirectory(prefix="movielens-spark-") as scratch:
+        if settings.master.startswith("local"):
+            # ALS checkpoints its factors only where a checkpoint folder is set; without one its
+            # lineage grows with every iteration until serialising a task overflows the stack.
+            # On one machine a temporary folder serves (a cluster sets a shared one, docs/spark.md).
+            builder = builder.config("spark.checkpoint.dir", scratch)
+        session = _started(builder, settings)
+        try:
+            yield session
+        finally:
+            session.stop()
+
+
+def _started(builder, settings: SparkSettings):
     try:
         session = builder.getOrCreate()
     except Exception as err:  # py4j's JavaGateway failures carry no narrower type
@@ -82,7 +97,4 @@ def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Itera
         ) from None
     session.sparkContext.setLogLevel("ERROR")
     log.info("Spark %s on %s", session.version, settings.master)
-    try:
-        yield session
-    finally:
-        session.stop()
+    return session
