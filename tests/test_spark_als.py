@@ -133,9 +133,11 @@ def test_the_settings_keep_the_confidence_and_the_regularization_at_the_mean_use
     assert mapped.scale == pytest.approx(0.1**0.5)
 
 
-def test_an_alpha_below_one_is_refused_naming_the_fix():
+def test_an_alpha_below_one_is_refused_naming_the_fix(tiny):
+    history, pairs = tiny
+    low = {**SETTINGS, "als_alpha": 0.5}
     with pytest.raises(PipelineError, match=r"watch\.als_alpha=0\.5 .* set watch\.als_alpha >= 1"):
-        spark_als_settings(1.0, 0.5, 10, 2, 5)
+        fit_watch_spark(pairs, *history.shape, model="als", **low)
 
 
 @pytest.mark.slow

@@ -53,6 +53,19 @@ class SparkAls:
     scale: float
 
 
+def check_alpha(als_alpha: float) -> None:
+    """Refuse an als_alpha below 1, which Spark's confidence 1 + alpha cannot express.
+
+    Raises:
+        PipelineError: naming the fixes.
+    """
+    if als_alpha < 1:
+        raise PipelineError(
+            f"watch.als_alpha={als_alpha} is below 1, which Spark's ALS (confidence 1 + alpha) "
+            "cannot express; set watch.als_alpha >= 1 or compute.engine: pandas"
+        )
+
+
 def spark_als_settings(
     als_regularization: float, als_alpha: float, n_pairs: int, n_users: int, n_items: int
 ) -> SparkAls:
@@ -62,11 +75,7 @@ def spark_als_settings(
     Raises:
         PipelineError: when als_alpha < 1 (Spark's confidence 1 + alpha cannot be below 1).
     """
-    if als_alpha < 1:
-        raise PipelineError(
-            f"watch.als_alpha={als_alpha} is below 1, which Spark's ALS (confidence 1 + alpha) "
-            "cannot express; set watch.als_alpha >= 1 or compute.engine: pandas"
-        )
+    check_alpha(als_alpha)
     per_user, per_item = n_pairs / n_users, n_pairs / n_items
     return SparkAls(
         reg_param=als_regularization / math.sqrt(per_user * per_item),
@@ -97,7 +106,7 @@ def kept_pairs(pairs: DataFrame, catalogue: np.ndarray) -> DataFrame:
 
 def _factor_matrix(frame: DataFrame, size: int, rank: int) -> np.ndarray:
     """float32 (size, rank) from an ALS factor table (id, features); ids it lacks get zeros."""
-    table = frame.orderBy("id").toPandas()
+    table = frame.toPandas()  # rows placed by id: their order does not matter
     out = np.zeros((size, rank), dtype=np.float32)
     if len(table):
         out[table["id"].to_numpy()] = np.stack(table["features"].to_numpy()).astype(np.float32)
@@ -183,6 +192,8 @@ def fit_watch_spark(pairs: DataFrame, n_users: int, n_movies: int, **watch) -> W
         TypeError: for a key fit_watch does not take, or one missing.
     """
     w = inspect.signature(fit_watch).bind(None, **watch).arguments
+    if w["model"] == "als":
+        check_alpha(w["als_alpha"])  # before any work
     distinct = pairs.select(*PAIR_COLUMNS).distinct()
     counts = movie_counts(distinct, n_movies)
     catalogue = checked_catalogue(counts, w["model"], w["min_ratings"], w["ease_max_movies"])
