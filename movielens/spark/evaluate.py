@@ -69,7 +69,7 @@ def evaluate_on_spark(
     train: DataFrame,
     test: DataFrame,
     *,
-    users,
+    users: np.ndarray | None,
     k: int,
     relevance_threshold: float,
     block_size: int,
