@@ -22,9 +22,31 @@ from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
 from movielens.plumbing.files import write_csv, write_json, write_parquet
 from movielens.ranking.foldin import fold_in_settings
+from movielens.ranking.lists import sample_users
+from movielens.ranking.scorers import scorer_of
 from movielens.ranking.served import lists_frame
+from movielens.spark.evaluate import check_factors, evaluate_on_spark
+from movielens.spark.lists import ServedModels
+from movielens.spark.session import SparkSettings, spark_session
 
 COLUMNS = ["userId", "user_index", "movie_index", "rating"]
+
+
+def served_on_spark(compute: dict, model, watch, user_ids, movie_ids, s: EvaluateSettings) -> dict:
+    """The served lists of the ranked users ranked on Spark and written to topn.parquet, and their
+    metrics and the test RMSE computed there: scores.json's `spark` section."""
+    rating = check_factors(scorer_of(model, len(user_ids), len(movie_ids), s.batch_size))
+    models = ServedModels(rating, watch, s.like_weight, user_ids, movie_ids)
+    settings = SparkSettings(master=compute["spark_master"], memory=compute["spark_memory"])
+    with spark_session(settings, app_name="evaluate") as spark:
+        train = spark.read.parquet(str(paths.TRAIN)).select("user_index", "movie_index")
+        test = spark.read.parquet(str(paths.TEST)).select("user_index", "movie_index", "rating")
+        return evaluate_on_spark(
+            spark, models, train, test,
+            users=sample_users(watch.n_users, s.ranking_users, s.seed),
+            k=s.k, relevance_threshold=s.relevance_threshold, block_size=s.block_size,
+            topn_path=paths.TOPN,
+        )  # fmt: skip
 
 
 def main() -> None:
@@ -59,10 +81,20 @@ def main() -> None:
             model, biases, watch, train, test, movie_genres=genres, settings=settings
         )
     ids = user_ids if evaluation.people is None else evaluation.people
-    write_json(paths.SCORES, evaluation.scores)
+    scores = evaluation.scores
+    # Held-out people are ranked from their histories, folded in on the driver: pandas lists them.
+    if params["compute"]["engine"] == "spark" and evaluation.people is None:
+        scores = {
+            **scores,
+            "spark": served_on_spark(
+                params["compute"], model, watch, user_ids, movie_ids, settings
+            ),
+        }
+    else:
+        write_parquet(paths.TOPN, lists_frame(evaluation.top_lists, ids, movie_ids))
+    write_json(paths.SCORES, scores)
     write_csv(paths.PREDICTIONS, evaluation.predictions)
     write_csv(paths.RMSE_BY_ACTIVITY, evaluation.rmse_by_activity)
-    write_parquet(paths.TOPN, lists_frame(evaluation.top_lists, ids, movie_ids))
     write_parquet(paths.PER_USER, per_user_frame(evaluation.rankings, ids))
 
 

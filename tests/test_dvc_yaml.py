@@ -77,17 +77,20 @@ def test_stages_are_the_six_in_order():
 SECTION = {"train_watch": "watch"}
 # What a stage reads beyond its own section: download and preprocess the dataset's name, and
 # preprocess a custom table's mapping (data.custom; its rating scale reaches train and
-# crossvalidate through train.parquet and ratings.parquet, not params);
+# crossvalidate through train.parquet and ratings.parquet, not params); preprocess, train_watch
+# and evaluate where they run (compute.engine: pandas or Spark, Spark's master and memory);
 # evaluate scores the served lists (every ranking.* key), which train_watch does not read (so
 # changing ranking.like_weight reruns evaluate only), and folds held-out users into the bias
 # baseline with its L2 (the rating model's L2s it reads from the saved model); crossvalidate fits
 # the train stage's models (every train.* key) under the split rule, heldout_users' with its
 # history_size.
 OTHER_SECTIONS = {"evaluate": ("ranking",), "crossvalidate": ("train",), "preprocess": ("compute",)}
+SPARK_KEYS = {"compute.engine", "compute.spark_master", "compute.spark_memory"}
 OTHER_KEYS = {
     "download": {"data.dataset"},
     "preprocess": {"data.dataset", "data.custom"},
-    "evaluate": {"train.baseline_reg_users"},
+    "train_watch": SPARK_KEYS,
+    "evaluate": {"train.baseline_reg_users"} | SPARK_KEYS,
     "crossvalidate": {"preprocess.split", "preprocess.history_size"},
 }
 # What a stage does not read of those sections: crossvalidate fits its folds in one process.

@@ -59,7 +59,12 @@ def ranking_table(
 
 def ranking_summary(metrics: RankingMetrics) -> dict:
     """One ranker's row of metrics/scores.json: precision@k, ..., coverage@k, then the counts."""
-    summary = metrics.summary()
+    return summary_row(metrics.summary())
+
+
+def summary_row(summary: dict) -> dict:
+    """RankingMetrics.summary()'s figures (from NumPy or Spark) as a row of metrics/scores.json."""
+    summary = dict(summary)
     k = summary.pop("k")
     del summary["relevance_threshold"]  # a param, not a result
     named = ("precision", "recall", "ndcg", "coverage")

@@ -140,9 +140,9 @@ def history_matrix(user_index: np.ndarray, movie_index: np.ndarray, n_users: int
     return matrix
 
 
-def catalogue_of(history: sp.csr_matrix, min_ratings: int) -> np.ndarray:
-    """int64: the movies with at least `min_ratings` ratings in `history`, ascending."""
-    counts = np.asarray(history.sum(axis=0)).ravel()
+def catalogue_of(counts: np.ndarray, min_ratings: int) -> np.ndarray:
+    """int64: the movies whose count of training ratings (`counts`, (n_movies,)) is >= min_ratings,
+    ascending."""
     return np.flatnonzero(counts >= min_ratings).astype(np.int64)
 
 
@@ -152,9 +152,13 @@ def fit_ease(history: sp.csr_matrix, ease_l2: float) -> np.ndarray:
     Solved in float64 (the Gram matrix of a large catalogue loses precision in float32), through
     its Cholesky factor (it is symmetric positive definite): half the work of a general inverse.
     """
+    return ease_of_gram((history.T @ history).toarray().astype(np.float64), ease_l2)
+
+
+def ease_of_gram(gram: np.ndarray, ease_l2: float) -> np.ndarray:
+    """EASE's B from the Gram matrix X^T X (float64 (n, n), overwritten), as fit_ease describes."""
     from scipy.linalg import lapack
 
-    gram = (history.T @ history).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += ease_l2
     factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True)
     precision, info2 = lapack.dpotri(factor, lower=False, overwrite_c=True)
@@ -242,6 +246,36 @@ def fold_in_als(
     return np.asarray(factors, np.float32).reshape(rows.shape[0], item_factors.shape[1])
 
 
+def checked_catalogue(
+    counts: np.ndarray, model: str, min_ratings: int, ease_max_movies: int
+) -> np.ndarray:
+    """The movies the watch model `model` will score, from each movie's training count (n_movies,).
+
+    Raises:
+        PipelineError: for an unknown model, no movie with min_ratings ratings, or an EASE
+            catalogue over ease_max_movies.
+    """
+    if model not in WATCH_MODELS:
+        raise PipelineError(
+            f"watch.model={model!r} is unknown; use one of {', '.join(WATCH_MODELS)}"
+        )
+    catalogue = catalogue_of(counts, min_ratings)
+    if len(catalogue) == 0:
+        raise PipelineError(
+            f"no movie has watch.min_ratings={min_ratings} training ratings; lower watch.min_ratings"
+        )
+    log.info(
+        "watch model %s on %d of %d movies (>= %d ratings)",
+        model,
+        len(catalogue),
+        len(counts),
+        min_ratings,
+    )
+    if model == "ease":
+        check_ease_size(len(catalogue), ease_max_movies)
+    return catalogue
+
+
 def fit_watch(
     history: sp.csr_matrix,
     model: str,
@@ -262,26 +296,11 @@ def fit_watch(
         PipelineError: for an unknown model, no movie with min_ratings ratings, or an EASE
             catalogue over ease_max_movies.
     """
-    if model not in WATCH_MODELS:
-        raise PipelineError(
-            f"watch.model={model!r} is unknown; use one of {', '.join(WATCH_MODELS)}"
-        )
     n_users, n_movies = history.shape
-    catalogue = catalogue_of(history, min_ratings)
-    if len(catalogue) == 0:
-        raise PipelineError(
-            f"no movie has watch.min_ratings={min_ratings} training ratings; lower watch.min_ratings"
-        )
+    counts = np.asarray(history.sum(axis=0)).ravel()
+    catalogue = checked_catalogue(counts, model, min_ratings, ease_max_movies)
     kept = history[:, catalogue]
-    log.info(
-        "watch model %s on %d of %d movies (>= %d ratings)",
-        model,
-        len(catalogue),
-        n_movies,
-        min_ratings,
-    )
     if model == "ease":
-        check_ease_size(len(catalogue), ease_max_movies)
         item_weights, user_factors = fit_ease(kept, ease_l2), np.zeros((0, 0), np.float32)
     else:
         user_factors, item_weights = fit_als(

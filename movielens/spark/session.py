@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,16 +80,31 @@ def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Itera
         log.info("Spark %s already running on %s", active.version, active.sparkContext.master)
         yield active
         return
-    # Spark's Python workers run PYSPARK_PYTHON, else `python3` from PATH (pyspark/core/context.py,
-    # self.pythonExec), which may lack numpy: this interpreter unless the user chose another.
+    # Spark's Python workers run the project's NumPy code (the split's hash, the lists, the
+    # metrics) in PYSPARK_PYTHON, else `python3` from PATH (pyspark/core/context.py:341), which
+    # may lack the project's packages: this interpreter unless the user chose another.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # The JVMs (a local-cluster's workers too) bind loopback, not the host name's address.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # pyspark warns at every Arrow conversion that it was not tested on pandas 3; the id tables
-    # it converts are plain integer columns, checked against the pandas engine by the tests.
+    # pyspark warns at every Arrow conversion that it was not tested on pandas 3; the tables it
+    # converts are checked against the pandas engine by the tests.
     warnings.filterwarnings(
         "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
     )
+    with tempfile.TemporaryDirectory(prefix="movielens-spark-") as scratch:
+        if settings.master.startswith("local"):
+            # ALS checkpoints its factors only where a checkpoint folder is set; without one its
+            # lineage grows with every iteration until serialising a task overflows the stack.
+            # On one machine a temporary folder serves (a cluster sets a shared one, docs/spark.md).
+            builder = builder.config("spark.checkpoint.dir", scratch)
+        session = _started(builder, settings)
+        try:
+            yield session
+        finally:
+            session.stop()
+
+
+def _started(builder, settings: SparkSettings):
     try:
         session = builder.getOrCreate()
     except Exception as err:  # py4j's JavaGateway failures carry no narrower type
@@ -99,7 +115,4 @@ def spark_session(settings: SparkSettings, app_name: str = "movielens") -> Itera
         ) from None
     session.sparkContext.setLogLevel("ERROR")
     log.info("Spark %s on %s", session.version, settings.master)
-    try:
-        yield session
-    finally:
-        session.stop()
+    return session
