@@ -15,6 +15,7 @@ import yaml
 from movielens.data import custom
 from movielens.data.custom import CustomTable, load_custom, read_custom_ratings, source_of
 from movielens.data.releases import DATASETS
+from movielens.data.splits import split_hash
 from movielens.params import validate_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
@@ -402,7 +403,9 @@ def test_a_generated_non_movielens_table_runs_through_dvc_repro_and_recommend(
     assert {"download", "preprocess", "train", "evaluate", "crossvalidate"} <= ran(output), output
     assert rescaling_of(read_config(repo / "models/model.keras"), "rating") == (1.0, 10.0)
     scores = json.loads((repo / "metrics/scores.json").read_text())
-    assert scores["test_pairs"] == round(len(frame) * 0.1)
+    prep = yaml.safe_load((repo / "params.yaml").read_text())["preprocess"]
+    draws = split_hash(prep["seed"], frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
+    assert scores["test_pairs"] == int((draws < prep["test_size"]).sum())  # the random split's rule
     assert scores["rmse"] < scores["baselines"]["user_movie_biases"]["rmse"] * 1.05
 
     user = int(frame["user_id"].iloc[0])
