@@ -8,10 +8,13 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from benchmarks.project_copy import make_project, project_env
 from benchmarks.project_copy import set_params as edit_params
+from movielens.data.splits import split_hash
 from movielens.model.weights import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +97,11 @@ def test_first_repro_writes_every_artifact(repo):
     scores = json.loads((repo / "metrics/scores.json").read_text())
     # A model that learned: below the user+movie bias model fitted on the same training split.
     assert scores["rmse"] < scores["baselines"]["user_movie_biases"]["rmse"]
-    assert scores["test_pairs"] == 600  # round(6000 * 0.1)
+    # The random split holds out the ratings whose seeded hash is below test_size (about 600).
+    kept = pd.read_parquet(repo / "data/processed/ratings.parquet")
+    prep = yaml.safe_load((repo / "params.yaml").read_text())["preprocess"]
+    draws = split_hash(prep["seed"], kept["userId"].to_numpy(), kept["movieId"].to_numpy())
+    assert len(kept) == 6000 and scores["test_pairs"] == int((draws < prep["test_size"]).sum())
     artifacts = ["models/model.keras", "models/baseline.npz", "models/watch.npz", "dvc.lock"]
     for path in [*artifacts, "metrics/live/train/metrics.json", "data/evaluation/topn.parquet"]:
         assert (repo / path).stat().st_size > 0
