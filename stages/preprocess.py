@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from movielens.data.custom import CustomTable, load_custom, source_of
-from movielens.data.footprint import estimated_ratings, refuse_over_memory, table_files
+from movielens.data.custom import CustomTable, load_custom, ratings_files, source_of
+from movielens.data.footprint import estimated_ratings, refuse_over_memory
 from movielens.data.preprocess import (
     Preprocessed,
     complete_movies,
@@ -50,15 +50,14 @@ def split_counts(result: Preprocessed) -> dict:
 def on_pandas(dataset: Dataset | CustomTable, prep: dict) -> tuple[dict, dict]:
     """Preprocess in this process; write every output but the summary. Its counts."""
     custom = isinstance(dataset, CustomTable)
-    files = (
-        table_files(dataset.ratings) if custom else [paths.raw_dir(dataset.name) / dataset.ratings]
-    )
+    raw_dir = None if custom else paths.raw_dir(dataset.name)
+    files = ratings_files(dataset) if custom else [raw_dir / dataset.ratings]
     # Refused before reading when over the memory this process may use.
     refuse_over_memory(estimated_ratings(files), memory_limit())
     if custom:
         ratings, movies, counts = load_custom(dataset)
     else:
-        ratings, movies, counts = load_release(paths.raw_dir(dataset.name), dataset)
+        ratings, movies, counts = load_release(raw_dir, dataset)
     result = preprocess(
         ratings,
         prep["top_users"],

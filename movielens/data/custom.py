@@ -106,6 +106,16 @@ def table_files(path: Path) -> tuple[list[Path], str]:
     return files, kinds.pop()
 
 
+def ratings_files(table: CustomTable) -> list[Path]:
+    """The files of a custom table's ratings (table_files), once check_tracked has passed them.
+
+    Raises:
+        PipelineError: as check_tracked and table_files.
+    """
+    check_tracked(table.ratings, "data.custom.ratings")
+    return table_files(table.ratings)[0]
+
+
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     """Read `columns` of a table (table_files), in file order, values as stored: CSV through pandas
     (types inferred over the whole file, so validation names the row of a bad cell), Parquet

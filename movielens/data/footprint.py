@@ -18,13 +18,6 @@ PANDAS_BYTES_PER_RATING = 106
 TEXT_BYTES_PER_ROW = 32
 
 
-def table_files(path: Path) -> list[Path]:
-    """A table's files: the file itself, or a folder's .csv and .parquet files at any depth."""
-    if not path.is_dir():
-        return [path]
-    return sorted(p for p in path.rglob("*") if p.suffix in (".csv", ".parquet"))
-
-
 def estimated_ratings(files: list[Path]) -> int:
     """How many ratings `files` hold: Parquet's own row counts, a text file's size / 32; a missing
     file counts none (its reader then says it is missing)."""
