@@ -11,12 +11,7 @@ import pandas as pd
 
 from movielens.data.custom import CustomTable, load_custom, ratings_files, source_of
 from movielens.data.footprint import estimated_ratings, refuse_over_memory
-from movielens.data.preprocess import (
-    Preprocessed,
-    complete_movies,
-    load_release,
-    preprocess,
-)
+from movielens.data.preprocess import complete_movies, load_release, preprocess, split_counts
 from movielens.data.releases import RATING_COLUMNS, Dataset, read_file, read_movies
 from movielens.params import load_params
 from movielens.plumbing import paths
@@ -27,24 +22,6 @@ from movielens.plumbing.memory import memory_limit
 log = logging.getLogger(__name__)
 
 HELDOUT_KEYS = ("heldout_users", "history_ratings", "test_users")  # in the summary of heldout_users
-
-
-def split_counts(result: Preprocessed) -> dict:
-    """The split's counts for summary.json, as movielens.spark.preprocess.split_counts gives them."""
-    test, history = result.test, result.history
-    return {
-        "ratings_kept": len(result.train) + len(history) + len(test),
-        "users": len(result.user_ids),
-        "movies": len(result.movie_ids),
-        "train_ratings": len(result.train),
-        "test_ratings": len(test),
-        "test_cold_pairs": int(test["cold"].sum()),
-        "test_cold_users": int((test["user_index"] < 0).sum()),
-        "test_cold_movies": int((test["movie_index"] < 0).sum()),
-        "heldout_users": int(history["userId"].nunique()),  # each gives a history
-        "history_ratings": len(history),
-        "test_users": int(test["userId"].nunique()),
-    }
 
 
 def on_pandas(dataset: Dataset | CustomTable, prep: dict) -> tuple[dict, dict]:

@@ -310,6 +310,25 @@ def preprocess(
     return Preprocessed(kept, train, test, users, movies, encode_held_out(history, users, movies))
 
 
+def split_counts(result: Preprocessed) -> dict:
+    """The split's counts for summary.json; movielens.spark.preprocess.split_counts gives the same
+    keys for Spark's tables."""
+    test, history = result.test, result.history
+    return {
+        "ratings_kept": len(result.train) + len(history) + len(test),
+        "users": len(result.user_ids),
+        "movies": len(result.movie_ids),
+        "train_ratings": len(result.train),
+        "test_ratings": len(test),
+        "test_cold_pairs": int(test["cold"].sum()),
+        "test_cold_users": int((test["user_index"] < 0).sum()),
+        "test_cold_movies": int((test["movie_index"] < 0).sum()),
+        "heldout_users": int(history["userId"].nunique()),  # each gives a history
+        "history_ratings": len(history),
+        "test_users": int(test["userId"].nunique()),
+    }
+
+
 def keep_top(ratings: pd.DataFrame, top_users: int | None, top_movies: int | None) -> pd.DataFrame:
     """filter_top, refusing a filter that keeps no rating."""
     kept = filter_top(ratings, top_users, top_movies)
