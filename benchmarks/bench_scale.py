@@ -22,9 +22,18 @@ Run `make bench-scale` (or `python -m benchmarks.bench_scale` from the project r
    (`oracle_ndcg@10`) and popularity's under the same protocol.
 
 A stage's wall time is its `dvc repro -s` from start to exit, so it includes DVC's own work
-(hashing the stage's dependencies and outputs, copying outputs into the DVC cache). Its peak
-resident memory is that of the largest process in the run, the stage's Python process, read
-from the kernel's rusage for the whole process tree (os.wait4).
+(hashing the stage's dependencies and outputs, copying outputs into the DVC cache). Its memory is
+read three ways: the largest process's peak resident set (the kernel's rusage of the processes
+waited for, os.wait4: the stage's Python process); where this process may make memory cgroups
+(root; benchmarks/cgroup.py), the whole process tree's resident memory (anonymous and mapped file
+pages, as RSS counts them), sampled every 0.2 s, and the group's own peak, all page cache
+included. Spark's JVM is no process that wait4 sees (pyspark never waits for it), so on
+`--engine spark` only the group's figures hold it.
+
+`--engine spark` sets compute.engine (preprocess, train_watch's ALS, evaluate's every-user lists
+on Spark); `--memory-cap 4g` runs each stage in a memory cgroup of that size, which the kernel
+enforces and the pandas engine reads before it reads a table: a stage that refuses in one line
+gets a `refused` row and ends the run; one killed for memory fails the benchmark.
 """
 
 from __future__ import annotations
@@ -39,9 +48,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from benchmarks.cgroup import PeakSampler, can_make_groups, memory_cgroup, parse_size
 from benchmarks.project_copy import ROOT, make_project, project_env
 from movielens import synth
 from movielens.data.fetch import TRUST_MD5_ENV
@@ -101,6 +111,9 @@ TARGETS = {
     "evaluate": "<= 60 s",
     "pipeline": "<= 300 s, <= 6144 MB",
 }
+# Issue 31's targets for compute.engine: spark (25 M: download to evaluate; 100 M: preprocess
+# under a 4 GB memory cgroup, the pandas engine refused at the same cap).
+SPARK_TARGETS = {"pipeline": "<= 1200 s (25 M)"}
 POPULARITY_FACTOR = 2.0  # issue 21: the served lists' NDCG@10 at least this times popularity's
 FLOOR_MARGIN = 0.05  # test RMSE at most the floor + this
 BASELINE_MARGIN = 0.15  # and at least this below the bias baseline of the same run
@@ -119,6 +132,11 @@ class StageRun:
     peak_rss_mb: float
     ratings_per_second: float | None = None
     scores: dict | None = None
+    tree_peak_mb: float | None = None
+    memory_cap_mb: float | None = None
+    cgroup_peak_mb: float | None = None
+    oom_kills: int | None = None
+    refused: str | None = None
 
     def row(self) -> dict:
         """The JSON object for scale.json: the fields that apply, the scores flattened in."""
@@ -135,6 +153,10 @@ def learned_scores(scores: dict, floor: dict) -> dict:
     """
     ranking = {k: v for k, v in scores.items() if "@" in k}
     ndcg = next(k for k in ranking if k.startswith("ndcg@"))
+    # compute.engine: spark lists every user on the executors: its served row, all users ranked
+    spark = (
+        {f"spark_all_users_{ndcg}": scores["spark"]["served"][ndcg]} if "spark" in scores else {}
+    )
     return {
         "rmse": scores["rmse"],
         "baseline_rmse": scores["baselines"]["user_movie_biases"]["rmse"],
@@ -145,6 +167,7 @@ def learned_scores(scores: dict, floor: dict) -> dict:
         f"rating_model_{ndcg}": scores["ranking"]["model"][ndcg],
         f"oracle_{ndcg}": floor.get(f"oracle_{ndcg}"),
         f"generator_popularity_{ndcg}": floor.get(f"popularity_{ndcg}"),
+        **spark,
     }
 
 
@@ -181,25 +204,40 @@ def bench_env(mirror: Path) -> dict:
     return project_env(mirror, **{TRUST_MD5_ENV: "1"})
 
 
-def measure(command: list[str], cwd: Path, env: dict, log_path: Path) -> tuple[float, float]:
+class StageFailed(RuntimeError):
+    """A measured command exited non-zero; `error` is the stage's one-line error, if it gave one."""
+
+    def __init__(self, message: str, wall: float, peak_mb: float, error: str | None):
+        super().__init__(message)
+        self.wall, self.peak_mb, self.error = wall, peak_mb, error
+
+
+def measure(
+    command: list[str], cwd: Path, env: dict, log_path: Path, preexec_fn=None
+) -> tuple[float, float]:
     """Run `command`, its output into `log_path`; return its wall seconds and peak RSS in MB.
 
     The peak is the largest resident set of the process and of every descendant it waited for,
-    as the kernel reports it to wait4.
+    as the kernel reports it to wait4. `preexec_fn` runs in the child before it execs (a cgroup's
+    join).
 
     Raises:
-        RuntimeError: when the command fails, with the end of its output.
+        StageFailed: when the command fails, with the end of its output.
     """
     with log_path.open("w", encoding="utf-8") as out:
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn
+        )
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
+    process.returncode, peak = os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024  # KB
     if process.returncode != 0:
-        tail = "".join(log_path.read_text(encoding="utf-8").splitlines(True)[-20:])
-        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{tail}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports kilobytes
+        lines = log_path.read_text(encoding="utf-8").splitlines(True)
+        errors = [line.strip() for line in lines if line.startswith("error: ")]
+        message = f"{' '.join(command)} failed ({process.returncode}):\n{''.join(lines[-20:])}"
+        raise StageFailed(message, wall, peak, errors[-1] if errors else None)
+    return wall, peak
 
 
 def train_throughput(repo: Path, output: str) -> float | None:
@@ -214,29 +252,39 @@ def train_throughput(repo: Path, output: str) -> float | None:
 
 
 def run_pipeline(
-    repo: Path, env: dict, log_dir: Path, floor: dict, stages: tuple[str, ...] = STAGES
+    repo: Path,
+    env: dict,
+    log_dir: Path,
+    floor: dict,
+    stages: tuple[str, ...] = STAGES,
+    cap_bytes: int | None = None,
 ) -> list[StageRun]:
     """Run each stage with `dvc repro -s`, in order, and measure it; then the sums (summed_rows).
 
     Each stage's output goes to `log_dir/<stage>.log`; the evaluate row gets learned_scores of
-    the run's metrics/scores.json and `floor` (the mirror's floor.json).
+    the run's metrics/scores.json and `floor` (the mirror's floor.json). With `cap_bytes`, each
+    stage runs in a memory cgroup of that size (capped_stage); a stage that refuses in one line
+    (`error: ...`, no process killed for memory) ends the run with a `refused` row.
 
     Raises:
-        RuntimeError: when a stage fails, or the pipeline is not up to date afterwards.
+        RuntimeError: when a stage fails otherwise, or the pipeline is not up to date afterwards.
     """
     runs = []
     log_dir.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         log_path = log_dir / f"{stage}.log"
         log.info("dvc repro -s %s", stage)
-        wall, peak = measure(["dvc", "repro", "-s", stage], repo, env, log_path)
+        run = capped_stage(stage, repo, env, log_path, cap_bytes)
+        if run.refused:
+            log.info("%s refused after %.1f s: %s", stage, run.wall_seconds, run.refused)
+            return [*runs, run]
         rate = train_throughput(repo, log_path.read_text()) if stage == "train" else None
         scores = None
         if stage == "evaluate":
             metrics = json.loads((repo / "metrics" / "scores.json").read_text(encoding="utf-8"))
             scores = learned_scores(metrics, floor)
-        runs.append(StageRun(stage, round(wall, 1), round(peak), rate and round(rate), scores))
-        log.info("%s: %.1f s, %.0f MB", stage, wall, peak)
+        runs.append(replace(run, ratings_per_second=rate and round(rate), scores=scores))
+        log.info("%s: %.1f s, %.0f MB", stage, run.wall_seconds, run.peak_rss_mb)
     status = subprocess.run(
         ["dvc", "status", *stages], cwd=repo, env=env, capture_output=True, text=True
     )
@@ -245,14 +293,50 @@ def run_pipeline(
     return [*runs, *summed_rows(runs)]
 
 
+def capped_stage(
+    stage: str, repo: Path, env: dict, log_path: Path, cap_bytes: int | None
+) -> StageRun:
+    """`dvc repro -s stage`, measured, in a memory cgroup of its own (capped at `cap_bytes` when
+    given) whose peaks and OOM kills the row records: a Spark JVM is no process that wait4 sees,
+    so only the group holds the whole tree's memory.
+
+    Raises:
+        RuntimeError: when the stage fails, unless it refused in one line under the cap.
+    """
+    command, mb = ["dvc", "repro", "-s", stage], 1 << 20
+    if cap_bytes is None and not can_make_groups():  # the largest process's peak only
+        wall, peak = measure(command, repo, env, log_path)
+        return StageRun(stage, round(wall, 1), round(peak))
+    with memory_cgroup(cap_bytes, f"bench-scale-{stage}") as group, PeakSampler(group) as tree:
+        try:
+            wall, peak = measure(command, repo, env, log_path, preexec_fn=group.join)
+            refused = None
+        except StageFailed as failed:
+            if failed.error is None or cap_bytes is None or group.oom_kills():
+                raise RuntimeError(f"{failed} (OOM kills: {group.oom_kills()})") from None
+            wall, peak, refused = failed.wall, failed.peak_mb, failed.error.removeprefix("error: ")
+        cgroup_peak, kills = group.peak_bytes() / mb, group.oom_kills()
+    return StageRun(
+        stage, round(wall, 1), round(peak), tree_peak_mb=round(tree.peak / mb),
+        memory_cap_mb=cap_bytes and round(cap_bytes / mb), cgroup_peak_mb=round(cgroup_peak),
+        oom_kills=kills, refused=refused,
+    )  # fmt: skip
+
+
 def summed_rows(runs: list[StageRun]) -> list[StageRun]:
     """The "pipeline" row (the PIPELINE stages: wall times summed, the largest peak) and "total"."""
     pipeline = [run for run in runs if run.stage in PIPELINE]
     return [
         StageRun(
-            name, round(sum(r.wall_seconds for r in part), 1), max(r.peak_rss_mb for r in part)
+            name,
+            round(sum(r.wall_seconds for r in part), 1),
+            max(r.peak_rss_mb for r in part),
+            tree_peak_mb=max(r.tree_peak_mb or 0 for r in part) or None,
+            memory_cap_mb=part[0].memory_cap_mb,
+            cgroup_peak_mb=max(r.cgroup_peak_mb or 0 for r in part) or None,
         )
         for name, part in (("pipeline", pipeline), ("total", runs))
+        if part
     ]
 
 
@@ -264,29 +348,38 @@ def run_benchmark(
     overrides: dict = OVERRIDES,
     taste: float = DEFAULT_TASTE,
     stages: tuple[str, ...] = STAGES,
+    cap_bytes: int | None = None,
 ) -> list[StageRun]:
-    """Generate (or reuse) the data, build the project copy in `work` and run `stages`."""
+    """Generate (or reuse) the data, build the project copy in `work` and run `stages`, each in a
+    memory cgroup of `cap_bytes` when given."""
     mirror = ensure_mirror(cache, n_ratings, seed, taste)
     floor = json.loads(synth.floor_path(mirror / f"{DATASET}.zip").read_text(encoding="utf-8"))
     env = bench_env(mirror)
     repo = make_project(Path(work) / "project", overrides, env)
-    return run_pipeline(repo, env, Path(work) / "logs", floor, stages)
+    return run_pipeline(repo, env, Path(work) / "logs", floor, stages, cap_bytes)
 
 
-def format_table(runs: list[StageRun], n_ratings: int) -> str:
+def format_table(runs: list[StageRun], n_ratings: int, overrides: dict = OVERRIDES) -> str:
     """The runs as a Markdown table, with the issue's targets beside them."""
     lines = [
         f"{n_ratings:,} generated ratings ({DATASET} layout), {os.cpu_count()} CPUs; "
-        f"overrides: {', '.join(f'{k}={v}' for k, v in OVERRIDES.items())}",
+        f"overrides: {', '.join(f'{k}={v}' for k, v in overrides.items())}",
         "",
-        "| stage | wall (s) | peak RSS (MB) | ratings/s | target |",
-        "|---|---:|---:|---:|---|",
+        "| stage | wall (s) | largest process (MB) | all processes (MB) | with page cache (MB) "
+        "| cap (MB) | ratings/s | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+
+    def cell(value: float | None) -> str:
+        return "" if value is None else f"{value:,.0f}"
+
     for run in runs:
-        rate = "" if run.ratings_per_second is None else f"{run.ratings_per_second:,.0f}"
-        target = TARGETS.get(run.stage, "")
+        targets = SPARK_TARGETS if overrides.get("compute.engine") == "spark" else TARGETS
+        target = f"refused: {run.refused}" if run.refused else targets.get(run.stage, "")
         lines.append(
-            f"| {run.stage} | {run.wall_seconds:.1f} | {run.peak_rss_mb:,.0f} | {rate} | {target} |"
+            f"| {run.stage} | {run.wall_seconds:.1f} | {cell(run.peak_rss_mb)} "
+            f"| {cell(run.tree_peak_mb)} | {cell(run.cgroup_peak_mb)} "
+            f"| {cell(run.memory_cap_mb)} | {cell(run.ratings_per_second)} | {target} |"
         )
     scores = next((run.scores for run in runs if run.scores), None)
     if scores:
@@ -333,17 +426,30 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pipeline-only", action="store_true", help="download to evaluate: no crossvalidate"
     )
+    parser.add_argument(
+        "--engine", choices=("pandas", "spark"), default="pandas", help="compute.engine"
+    )
+    parser.add_argument(
+        "--until", choices=STAGES, help="the last stage to run (preprocess: the data stages)"
+    )
+    parser.add_argument(
+        "--memory-cap", type=parse_size, help="run each stage in a memory cgroup of this size (4g)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    stages = PIPELINE if args.pipeline_only else STAGES
+    if args.until:
+        stages = STAGES[: STAGES.index(args.until) + 1]
+    overrides = {**OVERRIDES, "compute.engine": args.engine}
     try:
-        stages = PIPELINE if args.pipeline_only else STAGES
         runs = run_benchmark(
-            args.ratings, args.cache, work, args.seed, taste=args.taste, stages=stages
-        )
+            args.ratings, args.cache, work, args.seed, overrides, args.taste, stages,
+            args.memory_cap,
+        )  # fmt: skip
     except RuntimeError as err:
         print(f"bench-scale: {err}", file=sys.stderr)
         return 1
@@ -352,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("kept the project and the stage logs in %s", work)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(format_table(runs, args.ratings))
+    print(format_table(runs, args.ratings, overrides))
     write_results(runs, args.out)
     log.info("wrote %s", args.out)
     return 0
