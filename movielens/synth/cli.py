@@ -34,7 +34,7 @@ the movies a user rates follow the user's taste as well as popularity.
 `movielens synth --dataset ml-25m --ratings 100000000 --parts --out DIR` to get
 `DIR/ratings/part-00000.parquet ...` (one block of about `--block-ratings` ratings each),
 `DIR/items.parquet` and `DIR/generator.json`, and the params.yaml `data:` block that reads them
-as `dataset: custom` on stdout (docs/synthetic-data.md).
+as `dataset: custom` on stdout (docs/releases.md).
 """
 
 

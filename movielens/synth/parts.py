@@ -102,11 +102,7 @@ def write_parts(
         swap_dir(stage, out_dir / RATINGS_DIR, stage.with_name(stage.name + ".old"))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    low = 0.5 if settings.half_stars else 1.0
-    custom = {
-        "ratings": str(out_dir / RATINGS_DIR), "items": str(out_dir / ITEMS_FILE),
-        "columns": dict(COLUMNS), "rating_scale": [low, latent.MAX_RATING],
-    }  # fmt: skip
+    custom = custom_block(out_dir, settings.half_stars)
     summary = {
         "n_ratings": n_ratings, "n_users": n_users, "n_movies": n_movies, "seed": seed,
         "half_stars": settings.half_stars, "taste": settings.taste,
@@ -120,6 +116,14 @@ def write_parts(
         n_ratings, len(bounds) - 1, out_dir, time.perf_counter() - started,
     )  # fmt: skip
     return custom
+
+
+def custom_block(out_dir: Path, half_stars: bool) -> dict[str, Any]:
+    """The params.yaml data.custom block that reads write_parts' folder `out_dir`."""
+    return {
+        "ratings": str(out_dir / RATINGS_DIR), "items": str(out_dir / ITEMS_FILE),
+        "columns": dict(COLUMNS), "rating_scale": [0.5 if half_stars else 1.0, latent.MAX_RATING],
+    }  # fmt: skip
 
 
 def _staging_dir(out_dir: Path) -> Path:
