@@ -161,3 +161,9 @@ def test_bad_arguments_are_refused_in_one_line_and_nothing_written(args, message
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_backward_time_range_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"time_range=\(10, 5\) must not end before it starts"):
+        parts.write_parts(**TINY, out_dir=tmp_path / "o", time_range=(10, 5))
+    assert not (tmp_path / "o").exists()

@@ -8,7 +8,6 @@ import itertools
 import logging
 import secrets
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +87,18 @@ def write_parts(
     Raises:
         ValueError: as generate_ratings, or for a block_ratings below 1.
     """
-    started = time.perf_counter()
     settings = RatingsOptions(**options)
     if block_ratings < 1:
         raise ValueError(f"block_ratings={block_ratings} must be at least 1")
     plan = draw_plan(n_ratings, n_users, n_movies, seed, settings)
+    span = settings.time_range or time_range(DEFAULT_TIME_SHAPE)
+    windows = activity_windows(n_users, span, streams.rng(seed, streams.TIMES))  # checks span
     out_dir = Path(out_dir)
     write_parquet(out_dir / ITEMS_FILE, generate_movies(n_movies, seed))
     bounds = user_blocks(plan.per_user, block_ratings)
     stage = _staging_dir(out_dir)
     try:
-        sse = _write_blocks(plan, bounds, seed, settings, stage)
+        sse = _write_blocks(plan, bounds, seed, settings.half_stars, windows, stage)
         swap_dir(stage, out_dir / RATINGS_DIR, stage.with_name(stage.name + ".old"))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -111,10 +111,7 @@ def write_parts(
         "noiseless_rmse": float(np.sqrt(sse[1] / n_ratings)), "custom": custom,
     }  # fmt: skip
     write_json(out_dir / SUMMARY_FILE, summary)
-    log.info(
-        "wrote %d ratings in %d parts to %s in %.1f s",
-        n_ratings, len(bounds) - 1, out_dir, time.perf_counter() - started,
-    )  # fmt: skip
+    log.info("wrote %d ratings in %d parts to %s", n_ratings, len(bounds) - 1, out_dir)
     return custom
 
 
@@ -137,21 +134,25 @@ def _staging_dir(out_dir: Path) -> Path:
 
 
 def _write_blocks(
-    plan: Plan, bounds: np.ndarray, seed: int, settings: RatingsOptions, folder: Path
+    plan: Plan,
+    bounds: np.ndarray,
+    seed: int,
+    half_stars: bool,
+    windows: tuple[np.ndarray, np.ndarray],
+    folder: Path,
 ) -> tuple[float, float]:
-    """Write each block's part into `folder`; the floor's and noiseless squared errors summed."""
+    """Write each block's part into `folder`; the floor's and noiseless squared errors summed.
+
+    `windows` are activity_windows' for every user, drawn once from the stream (seed, TIMES).
+    """
     n_users, n_movies = len(plan.per_user), len(plan.model.popularity)
-    span = settings.time_range or time_range(DEFAULT_TIME_SHAPE)
-    windows = activity_windows(n_users, span, streams.rng(seed, streams.TIMES))
     ids = (user_ids(n_users, seed), movie_ids(n_movies, seed))
     alias = alias_table(plan.model.popularity)
     floor_sse = noiseless_sse = 0.0
     for block, (first, stop) in enumerate(itertools.pairwise(bounds)):
         users, movies = block_pairs(plan, int(first), int(stop), seed, block, alias)
         rng = streams.rng(seed, streams.NOISE, block)
-        rating, (floor, noiseless) = latent.score(
-            users, movies, plan.model, settings.half_stars, rng
-        )
+        rating, (floor, noiseless) = latent.score(users, movies, plan.model, half_stars, rng)
         stamps = place(users, windows, streams.rng(seed, streams.TIMES, block))
         columns = [ids[0][users], ids[1][movies], rating, stamps]
         with atomic_path(folder / PART_NAME.format(block)) as tmp:
