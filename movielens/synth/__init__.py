@@ -3,7 +3,7 @@
 streams (random streams), shapes (the real releases' sizes and the counts), catalogue (ids,
 titles, genres), latent (the rating model), sampling (who rates what), timestamps, choices (taste
 and the ranking estimate), oracle (the Floor), layouts and release (the files), generate (the
-parts put together), cli (`movielens synth`).
+parts put together), parts (a table as a folder of Parquet parts, block by block), cli (`movielens synth`).
 """
 
 from movielens.synth.catalogue import generate_movies, movie_ids, user_ids
@@ -17,6 +17,7 @@ from movielens.synth.generate import (
 )
 from movielens.synth.latent import expected_rating, log_relevant
 from movielens.synth.oracle import Floor
+from movielens.synth.parts import write_parts
 from movielens.synth.release import write_release
 from movielens.synth.shapes import RELEASE_SHAPES, ReleaseShape, default_counts
 
@@ -36,5 +37,6 @@ __all__ = [
     "main",
     "movie_ids",
     "user_ids",
+    "write_parts",
     "write_release",
 ]

@@ -18,7 +18,7 @@ from movielens.synth.catalogue import generate_movies, movie_ids, user_ids
 from movielens.synth.choices import estimate_ranking
 from movielens.synth.oracle import Floor, Oracle
 from movielens.synth.release import COMPRESS_LEVEL, write_release
-from movielens.synth.sampling import draw_pairs, user_counts
+from movielens.synth.sampling import LogTaste, draw_pairs, user_counts
 from movielens.synth.shapes import DEFAULT_TIME_SHAPE, check_counts, time_range
 from movielens.synth.timestamps import timestamps
 
@@ -98,15 +98,11 @@ def generate_with_oracle(
         generate_ratings' table; Floor's two RMSEs; the Oracle; (users, movies, rating), the
         rows as (n,) int32 user and movie indices and float32 ratings.
     """
-    min_user_ratings = check_counts(n_ratings, n_users, n_movies, seed, options.min_user_ratings)
-    taste = options.taste
-    if not (np.isfinite(taste) and taste >= 0):
-        raise ValueError(f"taste={taste} must be a finite number >= 0")
-    model = latent.latent_model(n_users, n_movies, streams.rng(seed, streams.MODEL))
-    per_user = user_counts(n_ratings, model.activity, min_user_ratings, n_movies)
-    choice = latent.choice_factors(model, streams.rng(seed, streams.CHOICE))
-    log_taste = latent.log_taste_of(model, choice, taste)
-    keys = draw_pairs(per_user, model.popularity, streams.rng(seed, streams.PAIRS), log_taste)
+    plan = draw_plan(n_ratings, n_users, n_movies, seed, options)
+    model = plan.model
+    keys = draw_pairs(
+        plan.per_user, model.popularity, streams.rng(seed, streams.PAIRS), plan.log_taste
+    )
     users, movies = np.divmod(keys, n_movies)
     del keys
     users, movies = users.astype(np.int32), movies.astype(np.int32)
@@ -119,8 +115,37 @@ def generate_with_oracle(
         "rating": rating,
         "timestamp": timestamps(users, n_users, span, streams.rng(seed, streams.TIMES)),
     }
-    oracle = Oracle(model, choice, taste, per_user, options.half_stars)
+    oracle = Oracle(model, plan.choice, options.taste, plan.per_user, options.half_stars)
     return pd.DataFrame(columns, copy=False), rmse, oracle, (users, movies, rating)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a generated table draws once, O(n_users + n_movies): the latent model, each user's
+    number of ratings and the taste that picks them; the pairs, ratings and times come after."""
+
+    model: latent.LatentModel
+    per_user: np.ndarray  # (n_users,) int64, user_counts'
+    choice: np.ndarray  # (n_movies, LATENT_DIM) float32, latent.choice_factors'
+    log_taste: LogTaste | None  # latent.log_taste_of's; None at taste 0
+
+
+def draw_plan(
+    n_ratings: int, n_users: int, n_movies: int, seed: int, options: RatingsOptions
+) -> Plan:
+    """The Plan of generate_ratings' table for these arguments, after checking them.
+
+    Raises:
+        ValueError: as generate_ratings.
+    """
+    min_user_ratings = check_counts(n_ratings, n_users, n_movies, seed, options.min_user_ratings)
+    taste = options.taste
+    if not (np.isfinite(taste) and taste >= 0):
+        raise ValueError(f"taste={taste} must be a finite number >= 0")
+    model = latent.latent_model(n_users, n_movies, streams.rng(seed, streams.MODEL))
+    per_user = user_counts(n_ratings, model.activity, min_user_ratings, n_movies)
+    choice = latent.choice_factors(model, streams.rng(seed, streams.CHOICE))
+    return Plan(model, per_user, choice, latent.log_taste_of(model, choice, taste))
 
 
 def generate_release(

@@ -49,15 +49,17 @@ def draw_pairs(
     popularity: np.ndarray,
     rng: np.random.Generator,
     log_taste: LogTaste | None = None,
+    alias: Alias | None = None,
 ) -> np.ndarray:
     """Distinct (user, movie) pairs, `per_user[u]` for user u, as sorted int64 u * n_movies + m.
 
     One draw per wanted rating by popularity, deduplicated (or, with `log_taste`, _draw_by_taste's
     pairs), then top-up rounds for the users left short: by popularity first, then uniformly,
-    which reaches the movies a heavy user's popularity draws keep missing.
+    which reaches the movies a heavy user's popularity draws keep missing. `alias`, when given,
+    is alias_table(popularity), built once by a caller that draws block after block.
     """
     n_users, n_movies = len(per_user), len(popularity)
-    alias = alias_table(popularity)
+    alias = alias_table(popularity) if alias is None else alias
     if log_taste is None:
         users = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
         keys = sorted_unique(users * n_movies + sample(alias, len(users), rng))

@@ -50,7 +50,12 @@ def default_counts(dataset_name: str, n_ratings: int) -> tuple[int, int]:
 
     Returns:
         (n_users, n_movies); the real counts when `n_ratings` is the real number of ratings.
+
+    Raises:
+        ValueError: for n_ratings below 1.
     """
+    if n_ratings < 1:
+        raise ValueError(f"n_ratings={n_ratings} must be at least 1")
     shape = RELEASE_SHAPES[dataset_name]
     scale = n_ratings / shape.ratings
     n_movies = max(2 * MIN_USER_RATINGS[0], round(shape.movies * scale**MOVIE_SCALE_EXPONENT))

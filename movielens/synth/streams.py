@@ -8,6 +8,8 @@ import numpy as np
 MOVIE_IDS, USER_IDS, TITLES, MODEL, PAIRS, NOISE, TIMES, RANKING, CHOICE = range(9)
 
 
-def rng(seed: int, stream: int) -> np.random.Generator:
-    """The generator of `stream` (one of the constants above) for `seed`."""
-    return np.random.default_rng([seed, stream])
+def rng(seed: int, stream: int, *block: int) -> np.random.Generator:
+    """The generator of `stream` (one of the constants above) for `seed`, and of one block of
+    users within it when `block` (its index) is given: the parts writer draws each block from
+    its own stream, so a block's draws do not depend on how many came before it."""
+    return np.random.default_rng([seed, stream, *block])
