@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from benchmarks.cgroup import PeakSampler, can_make_groups, memory_cgroup, parse_size
-from benchmarks.project_copy import ROOT, make_project, project_env
+from benchmarks.project_copy import ROOT, make_project, project_env, set_params
 from movielens import synth
 from movielens.data.fetch import TRUST_MD5_ENV
 from movielens.plumbing.runtime import set_up
@@ -340,6 +340,45 @@ def summed_rows(runs: list[StageRun]) -> list[StageRun]:
     ]
 
 
+def ensure_parts(cache: Path, n_ratings: int, seed: int, taste: float) -> Path:
+    """Generate `n_ratings` ml-25m-shaped ratings as a folder of Parquet parts (synth.write_parts,
+    one block of users at a time) unless it is in the cache already.
+
+    Returns:
+        The folder, holding ratings/part-*.parquet, items.parquet and generator.json.
+    """
+    folder = Path(cache) / f"parts-{n_ratings}-seed{seed}-taste{taste:g}"
+    if (folder / "generator.json").is_file():
+        log.info("reusing %s", folder)
+        return folder
+    n_users, n_movies = synth.default_counts(DATASET, n_ratings)
+    log.info("generating %d ratings as parts, %d users, %d movies", n_ratings, n_users, n_movies)
+    synth.write_parts(
+        n_ratings, n_users, n_movies, seed, folder, half_stars=True,
+        time_range=synth.time_range(DATASET), taste=taste,
+    )  # fmt: skip
+    return folder
+
+
+def link_parts(parts: Path, repo: Path) -> dict:
+    """Hard-link a parts folder into the copy's data/custom (where a custom table must live) and
+    return the params that read it as `data.dataset: custom`."""
+    target = repo / "data" / "custom" / "generated"
+    for source in (parts / "items.parquet", *sorted((parts / "ratings").glob("*.parquet"))):
+        destination = target / source.relative_to(parts)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, destination)
+        except OSError:  # another file system: a copy
+            shutil.copy2(source, destination)
+    custom = json.loads((parts / "generator.json").read_text(encoding="utf-8"))["custom"]
+    relative = {
+        "ratings": "data/custom/generated/ratings",
+        "items": "data/custom/generated/items.parquet",
+    }
+    return {"data.dataset": "custom", "data.custom": {**custom, **relative}}
+
+
 def run_benchmark(
     n_ratings: int,
     cache: Path,
@@ -349,20 +388,32 @@ def run_benchmark(
     taste: float = DEFAULT_TASTE,
     stages: tuple[str, ...] = STAGES,
     cap_bytes: int | None = None,
+    parts: bool = False,
 ) -> list[StageRun]:
     """Generate (or reuse) the data, build the project copy in `work` and run `stages`, each in a
-    memory cgroup of `cap_bytes` when given."""
-    mirror = ensure_mirror(cache, n_ratings, seed, taste)
-    floor = json.loads(synth.floor_path(mirror / f"{DATASET}.zip").read_text(encoding="utf-8"))
-    env = bench_env(mirror)
-    repo = make_project(Path(work) / "project", overrides, env)
+    memory cgroup of `cap_bytes` when given. `parts`: the data as a custom table, a folder of
+    Parquet parts written block by block (ensure_parts), not a release zip."""
+    if parts:
+        folder = ensure_parts(cache, n_ratings, seed, taste)
+        floor = json.loads((folder / "generator.json").read_text(encoding="utf-8"))
+        env = project_env(folder)  # no mirror is read: download has nothing to fetch
+        repo = make_project(Path(work) / "project", overrides, env)
+        set_params(repo / "params.yaml", link_parts(folder, repo))
+    else:
+        mirror = ensure_mirror(cache, n_ratings, seed, taste)
+        floor = json.loads(synth.floor_path(mirror / f"{DATASET}.zip").read_text(encoding="utf-8"))
+        env = bench_env(mirror)
+        repo = make_project(Path(work) / "project", overrides, env)
     return run_pipeline(repo, env, Path(work) / "logs", floor, stages, cap_bytes)
 
 
-def format_table(runs: list[StageRun], n_ratings: int, overrides: dict = OVERRIDES) -> str:
+def format_table(
+    runs: list[StageRun], n_ratings: int, overrides: dict = OVERRIDES, parts: bool = False
+) -> str:
     """The runs as a Markdown table, with the issue's targets beside them."""
+    layout = "Parquet parts, data.dataset: custom" if parts else f"{DATASET} layout"
     lines = [
-        f"{n_ratings:,} generated ratings ({DATASET} layout), {os.cpu_count()} CPUs; "
+        f"{n_ratings:,} generated ratings ({layout}), {os.cpu_count()} CPUs; "
         f"overrides: {', '.join(f'{k}={v}' for k, v in overrides.items())}",
         "",
         "| stage | wall (s) | largest process (MB) | all processes (MB) | with page cache (MB) "
@@ -433,6 +484,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--until", choices=STAGES, help="the last stage to run (preprocess: the data stages)"
     )
     parser.add_argument(
+        "--parts", action="store_true",
+        help="the data as a custom table of Parquet parts, written block by block (100 M and up)",
+    )  # fmt: skip
+    parser.add_argument(
         "--memory-cap", type=parse_size, help="run each stage in a memory cgroup of this size (4g)"
     )
     return parser.parse_args(argv)
@@ -445,10 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.until:
         stages = STAGES[: STAGES.index(args.until) + 1]
     overrides = {**OVERRIDES, "compute.engine": args.engine}
+    if args.parts:  # link_parts sets data.dataset: custom
+        del overrides["data.dataset"]
     try:
         runs = run_benchmark(
             args.ratings, args.cache, work, args.seed, overrides, args.taste, stages,
-            args.memory_cap,
+            args.memory_cap, args.parts,
         )  # fmt: skip
     except RuntimeError as err:
         print(f"bench-scale: {err}", file=sys.stderr)
@@ -458,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("kept the project and the stage logs in %s", work)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(format_table(runs, args.ratings, overrides))
+    print(format_table(runs, args.ratings, overrides, args.parts))
     write_results(runs, args.out)
     log.info("wrote %s", args.out)
     return 0

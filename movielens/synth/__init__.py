@@ -19,7 +19,7 @@ from movielens.synth.latent import expected_rating, log_relevant
 from movielens.synth.oracle import Floor
 from movielens.synth.parts import write_parts
 from movielens.synth.release import write_release
-from movielens.synth.shapes import RELEASE_SHAPES, ReleaseShape, default_counts
+from movielens.synth.shapes import RELEASE_SHAPES, ReleaseShape, default_counts, time_range
 
 __all__ = [
     "RELEASE_SHAPES",
@@ -36,6 +36,7 @@ __all__ = [
     "log_relevant",
     "main",
     "movie_ids",
+    "time_range",
     "user_ids",
     "write_parts",
     "write_release",
