@@ -5,8 +5,6 @@ people are folded in from data/processed/history.parquet (empty under the other 
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from movielens.evaluation.evaluate import (
@@ -21,7 +19,7 @@ from movielens.params import load_params
 from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
 from movielens.plumbing.files import write_csv, write_json, write_parquet
-from movielens.ranking.foldin import fold_in_settings
+from movielens.ranking.foldin import saved_fold_in_settings
 from movielens.ranking.lists import sample_users
 from movielens.ranking.scorers import scorer_of
 from movielens.ranking.served import lists_frame
@@ -67,11 +65,9 @@ def main() -> None:
     genres = movies["genres"].reindex(movie_ids).to_numpy()
     settings = EvaluateSettings(like_weight=params["ranking"]["like_weight"], **params["evaluate"])
     if len(history):  # heldout_users: the people held out give these ratings at request time
-        # ratings in one epoch of the fit that gave the saved tables (the train stage's count)
-        n_fitted = json.loads(paths.TRAIN_METRICS.read_text())["fitted_ratings"]
         evaluation = evaluate_people(
             model, biases, watch, train, history, test,
-            fold_in=fold_in_settings(paths.MODEL, n_fitted),
+            fold_in=saved_fold_in_settings(paths.MODEL, paths.TRAIN_METRICS),
             reg_users=params["train"]["baseline_reg_users"],
             movie_genres=genres,
             settings=settings,

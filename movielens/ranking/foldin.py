@@ -16,6 +16,7 @@ The ranker is movielens.ranking.served.Ranker, so the served formula is served.b
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,13 @@ class FoldInSettings:
 def fold_in_settings(model_path: Path, n_fitted: int) -> FoldInSettings:
     """The settings of the saved rating model at `model_path` (its L2s read from its config)."""
     return FoldInSettings(*regularisation_of(model_path), n_fitted)
+
+
+def saved_fold_in_settings(model_path: Path, train_metrics_path: Path) -> FoldInSettings:
+    """fold_in_settings of the train stage's saved model, n_fitted being the `fitted_ratings` the
+    train stage wrote beside it (metrics/train.json): how evaluate and bench_topn fold people in."""
+    n_fitted = json.loads(Path(train_metrics_path).read_text())["fitted_ratings"]
+    return fold_in_settings(model_path, int(n_fitted))
 
 
 def folded_factors(histories: Histories, factors: Factors, settings: FoldInSettings) -> Factors:
