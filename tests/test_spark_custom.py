@@ -64,7 +64,7 @@ def write_project(root: Path, engine: str, ratings: str, **custom) -> Path:
     params["data"]["custom"] |= custom
     params["preprocess"] |= {"split": "user", "test_size": 0.3}
     params["compute"] |= {"engine": engine, "spark_master": "local[2]", "spark_memory": "1g"}
-    (root / paths.CUSTOM_DIR).mkdir(parents=True)
+    (root / paths.CUSTOM_DIR).mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     return root / paths.CUSTOM_DIR
 
@@ -79,7 +79,20 @@ def run_stage(root: Path, monkeypatch) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("layout", ["hive parquet folder", "one csv"])
+def write_layout(layout: str, frame: pd.DataFrame, home: Path) -> dict:
+    """The table in `layout` under `home`; its data.custom keys."""
+    if layout == "hive parquet folder":
+        write_hive(frame, home / "log")
+        return {"ratings": "data/custom/log"}
+    if layout == "one csv":
+        frame.to_csv(home / "log.csv", index=False)
+        return {"ratings": "data/custom/log.csv"}
+    # timestamp: null, and a column that happens to be called timestamp: neither engine reads it
+    frame.drop(columns="ts").assign(timestamp="noon").to_csv(home / "log.csv", index=False)
+    return {"ratings": "data/custom/log.csv", "columns": COLUMNS | {"timestamp": None}}
+
+
+@pytest.mark.parametrize("layout", ["hive parquet folder", "one csv", "csv without a timestamp"])
 def test_both_engines_write_the_same_files_summary_and_metadata(
     spark, tmp_path, monkeypatch, layout
 ):
@@ -87,12 +100,10 @@ def test_both_engines_write_the_same_files_summary_and_metadata(
     items = pd.DataFrame({"sku": [1000, 1003, 1005], "title": ["Tea", None, "Cups"]})
     folders = {}
     for engine in ("pandas", "spark"):
-        ratings = "data/custom/log" if layout == "hive parquet folder" else "data/custom/log.csv"
-        home = write_project(tmp_path / engine, engine, ratings, items="data/custom/items.csv")
-        if layout == "hive parquet folder":
-            write_hive(frame, home / "log")
-        else:
-            frame.to_csv(home / "log.csv", index=False)
+        home = tmp_path / engine / paths.CUSTOM_DIR
+        home.mkdir(parents=True)
+        custom = write_layout(layout, frame, home) | {"items": "data/custom/items.csv"}
+        write_project(tmp_path / engine, engine, **custom)
         items.to_csv(home / "items.csv", index=False)
         assert run_stage(tmp_path / engine, monkeypatch) is None
         folders[engine] = tmp_path / engine / paths.PROCESSED_DIR
@@ -149,3 +160,21 @@ def test_a_bad_table_is_refused_in_the_same_line_and_nothing_is_written(
             (home / name).write_text(text, encoding="utf-8")
         assert run_stage(tmp_path / engine, monkeypatch) == line, engine
         assert not (tmp_path / engine / paths.PROCESSED_DIR).exists()
+
+
+def test_csv_parts_with_different_headers_are_refused_on_spark_before_a_session(
+    tmp_path, monkeypatch
+):
+    """Spark takes the first CSV file's header for every file: parts in another column order would
+    be read misaligned, so they are refused (the pandas reader reads each by name)."""
+    from movielens.data.custom import CustomTable
+    from movielens.spark.read import custom_source
+
+    monkeypatch.chdir(tmp_path)
+    parts = tmp_path / paths.CUSTOM_DIR / "log"
+    parts.mkdir(parents=True)
+    (parts / "a.csv").write_text(HEADER + "1,1,4,5\n")
+    (parts / "b.csv").write_text("sku,member,stars,ts\n1,2,4,5\n")
+    table = CustomTable(Path("data/custom/log"), None, tuple(COLUMNS.values()), (1.0, 10.0))
+    with pytest.raises(PipelineError, match=r"^data/custom/log's CSV files have different headers"):
+        custom_source(table)
