@@ -25,6 +25,7 @@ from movielens.spark.preprocess import SplitSettings, preprocess_on_spark
 from movielens.spark.read import ROW_ID, TableSource
 from movielens.spark.session import SparkSettings, spark_session
 from movielens.spark.split import DRAW, with_draw
+from movielens.spark.validate import RatingRules
 from stages import preprocess as preprocess_stage
 
 # pytest resets the warning filters per test: pyspark's note on pandas 3 at every Arrow conversion
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully suppo
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "userId,movieId,rating,timestamp\n"
 OUTPUTS = ("train", "test", "history", "ratings", "user_ids", "movie_ids", "movies")
+STEP = RatingRules(0.5)  # ml-latest-small's grid
 
 
 def tricky_rows(seed: int = 0) -> list[str]:
@@ -92,7 +94,7 @@ def test_both_engines_keep_encode_and_hold_out_the_same_ratings(
 ):
     settings = SplitSettings(top_users, top_movies, 0.3, 7, split, history_size=0.5)
     expected = on_pandas(ratings_csv, settings)
-    got = preprocess_on_spark(spark, TableSource(ratings_csv), 0.5, settings)
+    got = preprocess_on_spark(spark, TableSource(ratings_csv), STEP, settings)
     np.testing.assert_array_equal(got.user_ids, expected.user_ids)
     np.testing.assert_array_equal(got.movie_ids, expected.movie_ids)
     for name in ("kept", "train", "test", "history"):
@@ -112,7 +114,7 @@ def test_a_parquet_folder_with_other_column_names_reads_as_the_csv(spark, rating
     table.assign(extra="x").to_parquet(tmp_path / "part-0.parquet", index=False)
     settings = SplitSettings(None, None, 0.3, 7, "random", history_size=0.5)
     expected = on_pandas(ratings_csv, settings)
-    got = preprocess_on_spark(spark, TableSource(tmp_path, "parquet", MAPPING), 0.5, settings)
+    got = preprocess_on_spark(spark, TableSource(tmp_path, "parquet", MAPPING), STEP, settings)
     for name in ("kept", "train", "test"):
         want = getattr(expected, name).reset_index(drop=True)
         pd.testing.assert_frame_equal(in_file_order(getattr(got, name)), want, obj=name)
@@ -121,7 +123,7 @@ def test_a_parquet_folder_with_other_column_names_reads_as_the_csv(spark, rating
     with pytest.raises(
         PipelineError, match=r"^log lacks column\(s\) movie; found user_id, item_id"
     ):
-        preprocess_on_spark(spark, wrong, 0.5, settings)
+        preprocess_on_spark(spark, wrong, STEP, settings)
 
 
 def test_the_spark_draw_is_split_hash_bit_for_bit(spark):

@@ -5,6 +5,8 @@ validating it as a release's ratings are (movielens.data.preprocess)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,41 @@ def ratings_files(table: CustomTable) -> list[Path]:
     return table_files(table.ratings)[0]
 
 
+@contextmanager
+def _parse_errors(path: Path) -> Iterator[None]:
+    """A file pandas or pyarrow cannot parse, as one line naming the table."""
+    try:
+        yield
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:  # ArrowInvalid too
+        raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
+
+
+def _parquet_dataset(path: Path, files: list[Path]):
+    """The Parquet files as one pyarrow dataset, the keys of a hive folder's names as columns."""
+    import pyarrow.dataset as ds
+
+    base = {"partition_base_dir": str(path)} if path.is_dir() else {}
+    return ds.dataset([str(f) for f in files], format="parquet", partitioning="hive", **base)
+
+
+def table_columns(path: Path, columns: list[str]) -> tuple[list[Path], str]:
+    """table_files, once every CSV file's header (a Parquet table's schema, hive keys included)
+    has `columns`: the check both engines make before reading a custom table.
+
+    Raises:
+        PipelineError: as table_files; for a missing column, named as the table spells it; for a
+            file that cannot be parsed.
+    """
+    files, kind = table_files(path)
+    with _parse_errors(path):
+        if kind == "csv":
+            for file in files:
+                _require_columns(file, pd.read_csv(file, nrows=0).columns, columns)
+        else:
+            _require_columns(path, _parquet_dataset(path, files).schema.names, columns)
+    return files, kind
+
+
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     """Read `columns` of a table (table_files), in file order, values as stored: CSV through pandas
     (types inferred over the whole file, so validation names the row of a bad cell), Parquet
@@ -124,21 +161,12 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     Raises:
         PipelineError: when a column is missing or a file cannot be parsed.
     """
-    files, kind = table_files(path)
-    try:
+    files, kind = table_columns(path, columns)
+    with _parse_errors(path):
         if kind == "csv":
-            for file in files:
-                _require_columns(file, pd.read_csv(file, nrows=0).columns, columns)
             parts = [pd.read_csv(file, usecols=columns)[columns] for file in files]
             return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        import pyarrow.dataset as ds
-
-        base = {"partition_base_dir": str(path)} if path.is_dir() else {}
-        dataset = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive", **base)
-        _require_columns(path, dataset.schema.names, columns)
-        return dataset.to_table(columns=columns).to_pandas()
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:  # ArrowInvalid too
-        raise PipelineError(f"{path} cannot be parsed: {str(err).splitlines()[0]}") from None
+        return _parquet_dataset(path, files).to_table(columns=columns).to_pandas()
 
 
 def _require_columns(source: Path, found, wanted: list[str]) -> None:
@@ -211,6 +239,25 @@ def _present_columns(path: Path, item: str) -> list[str]:
     return [name for name in MOVIE_COLUMNS[1:] if name in names]
 
 
+def check_custom(table: CustomTable) -> None:
+    """check_tracked of the ratings and, when given, the items (either engine, before reading).
+
+    Raises:
+        PipelineError: as check_tracked.
+    """
+    check_tracked(table.ratings, "data.custom.ratings")
+    if table.items is not None:
+        check_tracked(table.items, "data.custom.items")
+
+
+def complete_items(table: CustomTable, movie_ids: np.ndarray) -> tuple[pd.DataFrame, int]:
+    """custom_items, warning about the rated items the items file lacks (either engine)."""
+    movies, n_absent = custom_items(table, movie_ids)
+    if n_absent and table.items is not None:
+        log.warning("%d rated items are missing from %s; named them by id", n_absent, table.items)
+    return movies, n_absent
+
+
 def load_custom(table: CustomTable) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Read, validate and deduplicate a custom table's ratings and items, as load_release does a
     release's; nothing is written and the files are never changed.
@@ -219,18 +266,14 @@ def load_custom(table: CustomTable) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         PipelineError: for a file outside paths.CUSTOM_DIR or missing, and every problem
             validate_ratings and validate_movies name.
     """
-    check_tracked(table.ratings, "data.custom.ratings")
-    if table.items is not None:
-        check_tracked(table.items, "data.custom.items")
+    check_custom(table)
     raw = read_custom_ratings(table)
     n_read = len(raw)
     ratings, n_duplicates = drop_duplicates(validate_custom_ratings(raw, table))
     del raw
-    movies, n_absent = custom_items(table, ratings["movieId"].unique())
+    movies, n_absent = complete_items(table, ratings["movieId"].unique())
     if n_duplicates:
         log.warning("dropped %d duplicated (user, item) ratings, keeping the latest", n_duplicates)
-    if n_absent and table.items is not None:
-        log.warning("%d rated items are missing from %s; named them by id", n_absent, table.items)
     counts = {
         "ratings_read": n_read,
         "duplicates_dropped": n_duplicates,

@@ -19,7 +19,7 @@ from movielens.data.preprocess import refuse_empty_filter
 from movielens.plumbing import paths
 from movielens.spark.read import ROW_ID, TableSource, read_table
 from movielens.spark.split import IS_TEST, held_out, split_history
-from movielens.spark.validate import validate_ratings
+from movielens.spark.validate import RatingRules, validate_ratings
 from movielens.spark.write import write_table
 
 if TYPE_CHECKING:
@@ -110,9 +110,10 @@ def _encode(frame: DataFrame, user_ids: np.ndarray, movie_ids: np.ndarray, cold:
     return frame.select(*OUTPUT_COLUMNS, *flags, ROW_ID)
 
 
-def load_ratings(spark: SparkSession, source: TableSource, rating_step: float):
+def load_ratings(spark: SparkSession, source: TableSource, rules: RatingRules):
     """Read, validate and deduplicate; the counts ratings_read and duplicates_dropped."""
-    ratings, n_read = validate_ratings(read_table(spark, source), rating_step, source.name)
+    frame = read_table(spark, source)
+    ratings, n_read = validate_ratings(frame, rules, source.name, source.columns)
     ratings = drop_duplicates(ratings).persist()
     n_duplicates = n_read - ratings.count()
     if n_duplicates:
@@ -123,7 +124,7 @@ def load_ratings(spark: SparkSession, source: TableSource, rating_step: float):
 
 
 def preprocess_on_spark(
-    spark: SparkSession, source: TableSource, rating_step: float, settings: SplitSettings
+    spark: SparkSession, source: TableSource, rules: RatingRules, settings: SplitSettings
 ) -> SparkPreprocessed:
     """movielens.data.preprocess.load_release and preprocess on Spark: the same ratings kept, the
     same ids, the same ratings in test and history.
@@ -132,7 +133,7 @@ def preprocess_on_spark(
         PipelineError: on bad ratings (validate_ratings' rules), a filter keeping nothing, or a
             split leaving a part empty, before anything is written.
     """
-    ratings, counts = load_ratings(spark, source, rating_step)
+    ratings, counts = load_ratings(spark, source, rules)
     rated_movie_ids = _sorted_ids(ratings, "movieId")
     kept = filter_top(ratings, settings.top_users, settings.top_movies).persist()
     n_kept = kept.count()
@@ -185,17 +186,18 @@ def split_counts(result: SparkPreprocessed) -> dict:
     }
 
 
-def write_processed(result: SparkPreprocessed) -> None:
-    """Write the rating tables and the id tables at the pandas engine's paths, atomically each."""
+def write_processed(result: SparkPreprocessed, attrs: dict) -> None:
+    """Write the rating tables and the id tables at the pandas engine's paths, atomically each;
+    `attrs` (a custom table's rating scale) in train's and ratings' metadata, as pandas does."""
     from movielens.plumbing.files import write_parquet
 
     tables = (
-        (paths.TRAIN, result.train),
-        (paths.TEST, result.test),
-        (paths.HISTORY, result.history),
-        (paths.RATINGS, result.kept),
+        (paths.TRAIN, result.train, attrs),
+        (paths.TEST, result.test, {}),
+        (paths.HISTORY, result.history, {}),
+        (paths.RATINGS, result.kept, attrs),
     )
-    for target, frame in tables:
-        write_table(frame, target, ROW_ID)
+    for target, frame, table_attrs in tables:
+        write_table(frame, target, ROW_ID, table_attrs)
     write_parquet(paths.USER_IDS, pd.DataFrame({"userId": result.user_ids}))
     write_parquet(paths.MOVIE_IDS, pd.DataFrame({"movieId": result.movie_ids}))

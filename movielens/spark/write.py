@@ -8,7 +8,9 @@ sees a file like the pandas engine's, with the same columns, dtypes and row orde
 
 from __future__ import annotations
 
+import io
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,8 +43,21 @@ def _parts_folder(target: Path) -> Path:
     return folder
 
 
-def write_table(frame: DataFrame, target: Path, order: str) -> None:
-    """Write `frame`'s columns but `order`, rows sorted by `order`, to the Parquet file `target`.
+def pandas_schema(columns: list[str], attrs: Mapping) -> pa.Schema:
+    """The schema pandas' to_parquet writes for a frame of `columns` (ARROW_TYPES) with `attrs`,
+    metadata included: pandas' own (b"pandas"), and `attrs` under its key where not empty
+    (pandas/io/parquet.py, PyArrowImpl.write), which pd.read_parquet restores as the frame's attrs.
+    Taken from pandas itself, on an empty frame, so the two engines' files carry the same."""
+    empty = pa.schema([(c, ARROW_TYPES[c]) for c in columns]).empty_table().to_pandas()
+    empty.attrs = dict(attrs)
+    buffer = io.BytesIO()
+    empty.to_parquet(buffer, index=False)
+    return pq.read_schema(pa.BufferReader(buffer.getvalue()))
+
+
+def write_table(frame: DataFrame, target: Path, order: str, attrs: Mapping | None = None) -> None:
+    """Write `frame`'s columns but `order`, rows sorted by `order`, to the Parquet file `target`,
+    with the metadata pandas writes for a frame with `attrs` (pandas_schema).
 
     A global sort range-partitions the rows, so part files in name order hold them in order.
     """
@@ -50,7 +65,7 @@ def write_table(frame: DataFrame, target: Path, order: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = _parts_folder(target)
     columns = [c for c in frame.columns if c != order]
-    schema = pa.schema([(c, ARROW_TYPES[c]) for c in columns])
+    schema = pandas_schema(columns, attrs or {})
     try:
         frame.orderBy(order).select(*columns).write.parquet(str(folder))
         with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
