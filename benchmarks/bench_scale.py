@@ -426,6 +426,8 @@ def format_table(
 
     for run in runs:
         targets = SPARK_TARGETS if overrides.get("compute.engine") == "spark" else TARGETS
+        if parts:  # 100 M: the data stages only, whose target is the cap
+            targets = {"preprocess": "within the cap, no OOM kill"} if run.memory_cap_mb else {}
         target = f"refused: {run.refused}" if run.refused else targets.get(run.stage, "")
         lines.append(
             f"| {run.stage} | {run.wall_seconds:.1f} | {cell(run.peak_rss_mb)} "
