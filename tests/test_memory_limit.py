@@ -40,7 +40,7 @@ def test_a_table_over_the_limit_is_refused_naming_the_spark_engine():
     with pytest.raises(PipelineError) as caught:
         refuse_over_memory(n, (4 * GB, "memory cgroup limit"))
     message = str(caught.value)
-    assert "about 100 M ratings need about 10.6 GB" in message
+    assert "about 100 M ratings need about 11.9 GB" in message
     assert "over this process's 4.0 GB (memory cgroup limit)" in message
     assert "compute.engine: spark" in message and "\n" not in message
     refuse_over_memory(n, (n * PANDAS_BYTES_PER_RATING, "physical memory"))  # just fits
@@ -92,6 +92,6 @@ def test_the_stage_under_a_real_address_space_limit_refuses_before_reading(tmp_p
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: about 34 M ratings need about 3.6 GB on the pandas engine")
+    assert line.startswith("error: about 34 M ratings need about 4.0 GB on the pandas engine")
     assert "(address-space limit (ulimit -v)); set compute.engine: spark" in line
     assert not (project / "data" / "processed").exists()

@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 
 from movielens.plumbing.errors import PipelineError
 
-# The pandas preprocess stage's peak resident memory per rating: 2,658 MB for 25 M generated
-# ratings (make bench-scale, benchmarks/scale.json), validation and split copies included.
-PANDAS_BYTES_PER_RATING = 106
+# The pandas preprocess stage's peak resident memory per rating, the larger of make bench-scale's
+# two runs (validation and split copies included): 11,324 MiB for 100 M generated ratings, 119
+# bytes a rating (benchmarks/scale-100m-pandas.json; 2,664 MiB for 25 M, 112).
+PANDAS_BYTES_PER_RATING = 119
 # A text rating row is at least this long on average in every MovieLens layout (ml-100k's
 # u.data 20, ml-latest-small 24.6, ml-25m 27 bytes): dividing by more under-counts the ratings,
 # so a refusal is never a false alarm.
