@@ -20,7 +20,6 @@ from movielens.plumbing import paths
 from movielens.plumbing.errors import require, run_stage
 from movielens.plumbing.files import write_csv, write_json, write_parquet
 from movielens.ranking.foldin import saved_fold_in_settings
-from movielens.ranking.lists import sample_users
 from movielens.ranking.scorers import scorer_of
 from movielens.ranking.served import lists_frame
 from movielens.spark.evaluate import check_factors, evaluate_on_spark
@@ -31,8 +30,9 @@ COLUMNS = ["userId", "user_index", "movie_index", "rating"]
 
 
 def served_on_spark(compute: dict, model, watch, user_ids, movie_ids, s: EvaluateSettings) -> dict:
-    """The served lists of the ranked users ranked on Spark and written to topn.parquet, and their
-    metrics and the test RMSE computed there: scores.json's `spark` section."""
+    """Every user's served list, ranked on Spark and written to topn.parquet, and their metrics
+    and the test RMSE computed there: scores.json's `spark` section. evaluate.ranking_users
+    samples only the driver's comparisons: the executors list everyone."""
     rating = check_factors(scorer_of(model, len(user_ids), len(movie_ids), s.batch_size))
     models = ServedModels(rating, watch, s.like_weight, user_ids, movie_ids)
     settings = SparkSettings(master=compute["spark_master"], memory=compute["spark_memory"])
@@ -41,7 +41,7 @@ def served_on_spark(compute: dict, model, watch, user_ids, movie_ids, s: Evaluat
         test = spark.read.parquet(str(paths.TEST)).select("user_index", "movie_index", "rating")
         return evaluate_on_spark(
             spark, models, train, test,
-            users=sample_users(watch.n_users, s.ranking_users, s.seed),
+            users=None,
             k=s.k, relevance_threshold=s.relevance_threshold, block_size=s.block_size,
             topn_path=paths.TOPN,
         )  # fmt: skip
