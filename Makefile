@@ -76,7 +76,7 @@ search: dev-deps  ## grid search over train params, then the watch model and lik
 # measured without it. The cap needs root (benchmarks/cgroup.py). Figures: benchmarks/scale*.json.
 HUNDRED_M := --ratings 100000000 --parts --taste 0 --until preprocess
 bench-scale: dev-deps  ## 25M ratings on pandas and Spark; 100M on Spark in 4 GB, pandas refused there
-	$(BIN)/python -m benchmarks.bench_scale
+	$(BIN)/python -m benchmarks.bench_scale --pipeline-only
 	$(BIN)/python -m benchmarks.bench_scale --pipeline-only --engine spark --out benchmarks/scale-spark.json
 	$(BIN)/python -m benchmarks.bench_scale $(HUNDRED_M) --engine spark --memory-cap 4g --out benchmarks/scale-100m-spark.json
 	$(BIN)/python -m benchmarks.bench_scale $(HUNDRED_M) --engine pandas --memory-cap 4g --out benchmarks/scale-100m-pandas-capped.json

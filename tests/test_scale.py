@@ -236,3 +236,21 @@ def test_bench_scale_runs_the_whole_pipeline_at_200k(tmp_path):
     made = (mirror / "ml-25m.zip").stat().st_mtime_ns
     assert bench_scale.ensure_mirror(tmp_path / "cache", 200_000) == mirror
     assert (mirror / "ml-25m.zip").stat().st_mtime_ns == made  # reused, not remade
+
+
+@pytest.mark.slow
+def test_bench_scale_reads_generated_parts_as_a_custom_table(tmp_path):
+    """--parts: synth.write_parts' folder, linked into the copy's data/custom, is what preprocess
+    reads (data.dataset: custom), every rating of it."""
+    stages = ("download", "preprocess")
+    runs = bench_scale.run_benchmark(
+        300_000, tmp_path / "cache", tmp_path / "work", taste=0.0, stages=stages, parts=True
+    )
+    assert [run.stage for run in runs] == [*stages, "pipeline", "total"]
+    project = tmp_path / "work" / "project"
+    summary = json.loads((project / "data" / "processed" / "summary.json").read_text())
+    assert summary["dataset"] == "custom" and summary["ratings_read"] == 300_000
+    parts = tmp_path / "cache" / "parts-300000-seed0-taste0" / "ratings"
+    linked = project / "data" / "custom" / "generated" / "ratings"
+    assert sorted(p.name for p in linked.iterdir()) == sorted(p.name for p in parts.iterdir())
+    assert all((linked / p.name).samefile(p) for p in parts.iterdir())  # linked, not copied
