@@ -164,3 +164,31 @@ def test_the_evaluate_stage_on_spark_writes_the_pandas_paths_lists_and_scores(
     assert scores["spark"]["ndcg@10_ranking_evaluator"] == scores["ndcg@10"]
     assert scores["spark"]["rmse_warm"] == pytest.approx(scores["rmse_warm"], abs=1e-5)
     assert {k: v for k, v in scores.items() if k != "spark"} == pandas_scores
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_pipeline_on_a_local_cluster(small_mirror, tmp_path):
+    """`dvc repro evaluate` with compute.engine: spark on local-cluster[2,1,1024] (two executor
+    JVMs, their own Python workers): preprocessing, Spark ML's ALS and every user's list on the
+    executors; the lists' figures computed there are the driver's for the same users."""
+    from benchmarks.project_copy import make_project, project_env
+
+    env = {**project_env(small_mirror), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    overrides = {
+        "compute.engine": "spark", "compute.spark_master": "local-cluster[2,1,1024]",
+        "compute.spark_memory": "1g", "watch.model": "als", "watch.als_factors": 8,
+        "watch.als_iterations": 5, "train.embedding_dim": 4, "train.epochs": 2,
+    }  # fmt: skip
+    repo = make_project(tmp_path / "project", overrides, env)
+    done = subprocess.run(
+        ["dvc", "repro", "evaluate"], cwd=repo, env=env, capture_output=True, text=True,
+        timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert json.loads((repo / "metrics" / "watch.json").read_text())["model"] == "als"
+    scores = json.loads((repo / paths.SCORES).read_text())
+    assert scores["ranking_users"]["ranked"] == scores["ranking_users"]["of"]  # all 80 users
+    assert scores["spark"]["served"] == scores["ranking"]["served"]
+    assert scores["spark"]["ndcg@10_ranking_evaluator"] == scores["ndcg@10"]
+    lists = pd.read_parquet(repo / paths.TOPN)
+    assert lists["userId"].nunique() == scores["ranking_users"]["of"]
