@@ -106,6 +106,30 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+def test_the_readme_scale_table_is_the_committed_benchmark():
+    """Each row of the README's bench-scale table holds its run's figures (benchmarks/scale*.json)."""
+
+    def rows(name: str) -> dict:
+        text = (ROOT / "benchmarks" / name).read_text(encoding="utf-8")
+        return {row["stage"]: row for row in json.loads(text)}
+
+    pandas, spark = rows("scale.json")["pipeline"], rows("scale-spark.json")["pipeline"]
+    capped = rows("scale-100m-spark.json")["preprocess"]
+    refused = rows("scale-100m-pandas-capped.json")["preprocess"]
+    uncapped = rows("scale-100m-pandas.json")["preprocess"]
+    assert refused["refused"].startswith("about 100 M ratings need") and not refused["oom_kills"]
+    assert capped["memory_cap_mb"] == 4096 and capped["oom_kills"] == 0
+    for label, run in [
+        ("25 M, download → evaluate", pandas),
+        ("25 M, download → evaluate, every user's list", spark),
+        ("100 M, preprocess, in a 4 GB memory cgroup", capped),
+        ("100 M, preprocess, no cap", uncapped),
+    ]:
+        cells = table_row(f"{label} |")
+        assert cells[1].startswith(f"{run['wall_seconds']:.1f} s"), label
+        assert cells[2] == f"{run['tree_peak_mb']:,}", label
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_relative_link_points_to_an_existing_file_and_heading(page):
     for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
