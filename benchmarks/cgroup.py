@@ -53,7 +53,9 @@ class Cgroup:
 
     def resident_bytes(self) -> int:
         """The group's resident memory now: its processes' anonymous pages (heaps, the JVM's too)
-        and the file pages they map (libraries), as a process's RSS counts them; no other cache."""
+        and the file pages they map (libraries), as a process's RSS counts them, no other cache;
+        the kernel charges a file page to the group that read it first, so libraries another
+        group loaded already are not in it."""
         keys = ("total_rss", "total_mapped_file") if self.version == 1 else ("anon", "file_mapped")
         stat = dict(
             line.split(" ", 1) for line in (self.path / "memory.stat").read_text().splitlines()

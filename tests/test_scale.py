@@ -204,8 +204,9 @@ def test_bench_scale_runs_the_whole_pipeline_at_200k(tmp_path):
         "peak_rss_mb": runs[2].peak_rss_mb,
         "ratings_per_second": runs[2].ratings_per_second,
     }
-    if grouped:  # the training process is in the tree, and nothing was killed
-        assert measured["cgroup_peak_mb"] >= measured["tree_peak_mb"] >= 0.5 * runs[2].peak_rss_mb
+    if grouped:  # the group's peak holds every sample of its tree; nothing was killed. (Library
+        # pages another group read first are charged there: no bound by the process's RSS.)
+        assert measured["cgroup_peak_mb"] >= measured["tree_peak_mb"] > 0
         assert measured["oom_kills"] == 0
     assert set(rows[0]) == {"stage", "wall_seconds", "peak_rss_mb", *grouped}
     project = tmp_path / "work" / "project"
