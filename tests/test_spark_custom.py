@@ -11,11 +11,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from test_spark_preprocess import run_stage
 
 from movielens.plumbing import paths
 from movielens.plumbing.errors import PipelineError
 from movielens.spark.session import SparkSettings, spark_session
-from stages import preprocess as preprocess_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,16 +67,6 @@ def write_project(root: Path, engine: str, ratings: str, **custom) -> Path:
     (root / paths.CUSTOM_DIR).mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     return root / paths.CUSTOM_DIR
-
-
-def run_stage(root: Path, monkeypatch) -> str | None:
-    """The stage's main() in `root`; its error line, or None."""
-    monkeypatch.chdir(root)
-    try:
-        preprocess_stage.main()
-    except PipelineError as err:
-        return str(err)
-    return None
 
 
 def write_layout(layout: str, frame: pd.DataFrame, home: Path) -> dict:
